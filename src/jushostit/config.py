@@ -1,0 +1,121 @@
+"""Configuration from the environment (`JUSHOSTIT_*`, plus the conventional `DATABASE_URL`).
+
+Every field is documented in docs/configuration.md; a test keeps that file and this class in step.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OIDCProvider(BaseModel):
+    """One OpenID Connect provider, configured by its discovery URL."""
+
+    model_config = {"extra": "forbid"}
+
+    discovery_url: str
+    client_id: str
+    client_secret: SecretStr
+    scope: str = "openid email profile"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JUSHOSTIT_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "JUSHOSTIT_DATABASE_URL")
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+    environment: str = "development"
+    log_level: str = "INFO"
+
+    secret_keys: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    magic_link_ttl_seconds: int = 900
+    invite_ttl_seconds: int = 7 * 24 * 3600
+    password_min_length: int = 10
+
+    login_failures_before_delay: int = 5
+    login_max_delay_seconds: int = 900
+    login_failures_audit_threshold: int = 5
+    auth_rate_limit: str = "30/minute"
+
+    max_body_bytes: int = 1_048_576
+    db_pool_size: int = 5
+    worker_concurrency: int = 2
+    run_worker_in_serve: bool = True
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_use_tls: bool = False
+    smtp_from: str = "JusHostIt <noreply@localhost>"
+    email_max_attempts: int = 8
+
+    oidc_providers: dict[str, OIDCProvider] = Field(default_factory=dict)
+
+    @field_validator("oidc_providers", mode="before")
+    @classmethod
+    def _parse_providers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def email_via_smtp(self) -> bool:
+        return bool(self.smtp_host)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+SECRETS_FILE = "secrets.json"
+
+
+def generated_secrets_path(settings: Settings) -> Path:
+    return settings.data_dir / SECRETS_FILE
+
+
+def resolve_secrets(settings: Settings) -> tuple[list[str], str, bool]:
+    """Return (fernet keys, jwt secret, generated?) — from the environment, or generated once under the data dir.
+
+    Generating keys is only for the embedded default: production must set JUSHOSTIT_SECRET_KEYS and
+    JUSHOSTIT_JWT_SECRET so every replica shares them.
+    """
+    env_keys = settings.secret_keys.get_secret_value() if settings.secret_keys else ""
+    env_jwt = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+    stored: dict[str, Any] = {}
+    path = generated_secrets_path(settings)
+    generated = False
+    if not (env_keys and env_jwt):
+        if path.exists():
+            stored = json.loads(path.read_text())
+        else:
+            stored = {"secret_keys": [Fernet.generate_key().decode()], "jwt_secret": secrets.token_urlsafe(48)}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(stored))
+        generated = True
+    keys = [k.strip() for k in env_keys.split(",") if k.strip()] or list(stored["secret_keys"])
+    return keys, env_jwt or stored["jwt_secret"], generated

@@ -1,0 +1,79 @@
+"""Background jobs on procrastinate (PostgreSQL), and the per-request buffer that defers them after commit.
+
+Jobs take ids, never objects, and have dotted names. A defer that is lost (a crash between commit and
+defer) must always be healed by a periodic job: design every job that way.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any
+
+import procrastinate
+import structlog
+from procrastinate.exceptions import AlreadyEnqueued
+
+log = structlog.get_logger(__name__)
+
+TASK_MODULES = ["jushostit.notifications.tasks", "jushostit.auth.tasks"]
+
+app = procrastinate.App(connector=procrastinate.PsycopgConnector(), import_paths=TASK_MODULES)
+
+
+def connect(conninfo: str, *, max_size: int = 4) -> procrastinate.App:
+    """Point the job app at a database; call `await app.open_async()` afterwards."""
+    app.replace_connector(procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=max_size))
+    return app
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    task: str
+    kwargs: dict[str, Any]
+    queueing_lock: str | None = None
+    lock: str | None = None
+
+
+@dataclass
+class JobBuffer:
+    jobs: list[PendingJob] = field(default_factory=list)
+
+
+_buffer: contextvars.ContextVar[JobBuffer | None] = contextvars.ContextVar("job_buffer", default=None)
+
+
+def open_buffer() -> contextvars.Token[JobBuffer | None]:
+    return _buffer.set(JobBuffer())
+
+
+def close_buffer(token: contextvars.Token[JobBuffer | None]) -> None:
+    _buffer.reset(token)
+
+
+def enqueue(task: str, *, queueing_lock: str | None = None, lock: str | None = None, **kwargs: Any) -> None:
+    """Defer `task` once the current unit of work commits (dropped if it rolls back)."""
+    buffer = _buffer.get()
+    if buffer is None:
+        raise RuntimeError("enqueue() outside a unit of work")
+    buffer.jobs.append(PendingJob(task, kwargs, queueing_lock, lock))
+
+
+async def flush() -> None:
+    buffer = _buffer.get()
+    if buffer is None:
+        return
+    pending, buffer.jobs = buffer.jobs, []
+    for job in pending:
+        await defer(job)
+
+
+async def defer(job: PendingJob) -> None:
+    try:
+        await app.configure_task(job.task, queueing_lock=job.queueing_lock, lock=job.lock).defer_async(
+            **job.kwargs
+        )
+    except AlreadyEnqueued:
+        pass  # one is already queued and will see the committed fact
+    except Exception as error:  # noqa: BLE001 - a lost defer is healed by the periodic sweeps
+        log.warning("job.defer_failed", task=job.task, error=type(error).__name__)

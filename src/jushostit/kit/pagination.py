@@ -1,0 +1,49 @@
+"""Keyset pagination: `?limit=&cursor=`, responses `{items, next_cursor}`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+
+from jushostit.kit.errors import BadRequest
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class PageParams(BaseModel):
+    limit: int
+    after: str | None
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
+        raise BadRequest("Invalid cursor", code="invalid_cursor") from error
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> PageParams:
+    return PageParams(limit=limit, after=decode_cursor(cursor) if cursor else None)
+
+
+def split_page(rows: list[T], params: PageParams, key: str) -> tuple[list[T], str | None]:
+    """`rows` were fetched with limit+1; return the page and the cursor after it (`key` names its attribute)."""
+    more = len(rows) > params.limit
+    rows = rows[: params.limit]
+    return rows, (encode_cursor(str(getattr(rows[-1], key))) if more and rows else None)

@@ -1,0 +1,32 @@
+"""ORM models, one file per entity. Importing this package registers every table on `Base.metadata`."""
+
+from jushostit.models.account import Account, AccountStatus, BillingMode, Membership, Role, SuspensionReason
+from jushostit.models.api_key import ApiKey
+from jushostit.models.audit_entry import AuditEntry
+from jushostit.models.auth_session import AuthSession, RefreshToken
+from jushostit.models.auth_throttle import AuthThrottle
+from jushostit.models.email_outbox import EmailOutbox, EmailStatus
+from jushostit.models.invite import Invite
+from jushostit.models.magic_link import MagicLink
+from jushostit.models.oidc_identity import OIDCIdentity
+from jushostit.models.user import User
+
+__all__ = [
+    "Account",
+    "AccountStatus",
+    "ApiKey",
+    "AuditEntry",
+    "AuthSession",
+    "AuthThrottle",
+    "BillingMode",
+    "EmailOutbox",
+    "EmailStatus",
+    "Invite",
+    "MagicLink",
+    "Membership",
+    "OIDCIdentity",
+    "RefreshToken",
+    "Role",
+    "SuspensionReason",
+    "User",
+]

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ARRAY, Enum, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from jushostit.kit.db import Base
+from jushostit.models._columns import created_at_column, id_column
+
+
+class AccountStatus(enum.StrEnum):
+    pending = "pending"
+    active = "active"
+    past_due = "past_due"
+    suspended = "suspended"
+    cancelled = "cancelled"
+    terminated = "terminated"
+
+
+class BillingMode(enum.StrEnum):
+    card = "card"
+    invoice = "invoice"
+    prepaid = "prepaid"
+    free = "free"
+
+
+class SuspensionReason(enum.StrEnum):
+    billing = "billing"
+    budget = "budget"
+    admin = "admin"
+    abuse = "abuse"
+    contract = "contract"
+
+
+class Role(enum.StrEnum):
+    owner = "owner"
+    admin = "admin"
+    member = "member"
+
+
+def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    return Enum(cls, name=name, native_enum=False, length=32, validate_strings=True)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[uuid.UUID] = id_column()
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    status: Mapped[AccountStatus] = mapped_column(
+        _enum(AccountStatus, "account_status"), default=AccountStatus.pending, nullable=False
+    )
+    billing_mode: Mapped[BillingMode] = mapped_column(
+        _enum(BillingMode, "billing_mode"), default=BillingMode.free, nullable=False
+    )
+    billing_email: Mapped[str | None] = mapped_column(String(320))
+    suspension_reasons: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[Role] = mapped_column(_enum(Role, "account_role"), nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
