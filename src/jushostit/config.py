@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     magic_link_ttl_seconds: int = 900
     invite_ttl_seconds: int = 7 * 24 * 3600
     password_min_length: int = 10
+    password_hash_time_cost: int = 3
+    password_hash_memory_kib: int = 65536
+    password_hash_parallelism: int = 4
 
     login_failures_before_delay: int = 5
     login_max_delay_seconds: int = 900

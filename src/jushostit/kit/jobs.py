@@ -6,7 +6,9 @@ defer) must always be healed by a periodic job: design every job that way.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +23,13 @@ TASK_MODULES = ["jushostit.notifications.tasks", "jushostit.auth.tasks"]
 app = procrastinate.App(connector=procrastinate.PsycopgConnector(), import_paths=TASK_MODULES)
 
 
-def connect(conninfo: str, *, max_size: int = 4) -> procrastinate.App:
-    """Point the job app at a database; call `await app.open_async()` afterwards."""
-    app.replace_connector(procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=max_size))
-    return app
+@contextlib.asynccontextmanager
+async def connected(conninfo: str, *, max_size: int = 4) -> AsyncIterator[procrastinate.App]:
+    """The job app, connected to `conninfo` for the duration of the block."""
+    connector = procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=max_size)
+    with app.replace_connector(connector):
+        async with app.open_async():
+            yield app
 
 
 @dataclass(frozen=True)

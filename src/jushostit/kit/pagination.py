@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Generic, TypeVar
+import uuid
+from typing import Annotated, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
@@ -14,14 +15,25 @@ from jushostit.kit.errors import BadRequest
 T = TypeVar("T")
 
 
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    next_cursor: str | None
-
-
 class PageParams(BaseModel):
     limit: int
     after: str | None
+
+    def after_uuid(self) -> uuid.UUID | None:
+        if self.after is None:
+            return None
+        try:
+            return uuid.UUID(self.after)
+        except ValueError as error:
+            raise BadRequest("Invalid cursor", code="invalid_cursor") from error
+
+    def after_int(self) -> int | None:
+        if self.after is None:
+            return None
+        try:
+            return int(self.after)
+        except ValueError as error:
+            raise BadRequest("Invalid cursor", code="invalid_cursor") from error
 
 
 def encode_cursor(value: str) -> str:

@@ -9,6 +9,7 @@ from jushostit.models.email_outbox import EmailOutbox, EmailStatus
 from jushostit.models.invite import Invite
 from jushostit.models.magic_link import MagicLink
 from jushostit.models.oidc_identity import OIDCIdentity
+from jushostit.models.stored_secret import StoredSecret
 from jushostit.models.user import User
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Membership",
     "OIDCIdentity",
     "RefreshToken",
+    "StoredSecret",
     "Role",
     "SuspensionReason",
     "User",

@@ -71,6 +71,17 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_email_outbox'))
     )
     op.create_index('ix_email_outbox_due', 'email_outbox', ['status', 'next_attempt_at'], unique=False)
+    op.create_table('stored_secrets',
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('owner_type', sa.String(length=32), nullable=False),
+    sa.Column('owner_id', sa.Uuid(), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('ciphertext', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('rotated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_stored_secrets')),
+    sa.UniqueConstraint('owner_type', 'owner_id', 'name', name='uq_stored_secrets_owner_name')
+    )
     op.create_table('users',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('email', sa.String(length=320), nullable=False),
@@ -208,6 +219,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_api_keys_user_id'), table_name='api_keys')
     op.drop_table('api_keys')
     op.drop_table('users')
+    op.drop_table('stored_secrets')
     op.drop_index('ix_email_outbox_due', table_name='email_outbox')
     op.drop_table('email_outbox')
     op.drop_table('auth_throttles')

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import EmailStr, StringConstraints
+
+from jushostit.kit.schemas import RequestModel, ResponseModel
+from jushostit.models import AccountStatus, BillingMode, Role
+
+
+class AccountBilling(ResponseModel):
+    """Shown to owners and admins only."""
+
+    billing_mode: BillingMode
+    billing_email: str | None
+
+
+class AccountRead(ResponseModel):
+    id: uuid.UUID
+    name: str
+    status: AccountStatus
+    suspension_reasons: list[str]
+    role: Role
+    created_at: datetime
+    billing: AccountBilling | None
+
+
+class AccountUpdate(RequestModel):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    billing_email: EmailStr | None = None
+
+
+class MemberRead(ResponseModel):
+    user_id: uuid.UUID
+    email: str
+    role: Role
+    joined_at: datetime
+
+
+class MemberPage(ResponseModel):
+    items: list[MemberRead]
+    next_cursor: str | None
+
+
+class MemberUpdate(RequestModel):
+    role: Role
+
+
+class InviteCreate(RequestModel):
+    email: EmailStr
+    role: Role = Role.member
+
+
+class InviteRead(ResponseModel):
+    id: uuid.UUID
+    account_id: uuid.UUID
+    email: str
+    role: Role
+    expires_at: datetime
+    accepted_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+
+class InvitePage(ResponseModel):
+    items: list[InviteRead]
+    next_cursor: str | None
+
+
+class InviteAccept(RequestModel):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=512)]

@@ -1,0 +1,238 @@
+"""The FastAPI application: routers, the error contract, request ids, logs, metrics and the body limit."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jushostit import health
+from jushostit.accounts.endpoints import router as accounts_router
+from jushostit.audit.endpoints import router as audit_router
+from jushostit.auth import oidc
+from jushostit.auth.dependencies import route_rule
+from jushostit.auth.endpoints import router as auth_router
+from jushostit.config import Settings
+from jushostit.kit import container as container_module
+from jushostit.kit import context, metrics
+from jushostit.kit.container import Container
+from jushostit.kit.errors import AppError, error_payload
+
+log = structlog.get_logger("jushostit.http")
+
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Request id, client IP, access log (path without query string) and metrics by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if incoming and len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        client = scope.get("client")
+        tokens = (
+            context.request_id.set(request_id),
+            context.client_ip.set(client[0] if client else None),
+            context.actor.set(context.ANONYMOUS),
+        )
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status_holder = {"status": 500}
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.http_requests.labels(scope["method"], template, str(status_holder["status"])).inc()
+            metrics.http_latency.labels(scope["method"], template).observe(elapsed)
+            log.info(
+                "http.request",
+                method=scope["method"],
+                path=scope["path"],
+                route=template,
+                status=status_holder["status"],
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+            context.request_id.reset(tokens[0])
+            context.client_ip.reset(tokens[1])
+            context.actor.reset(tokens[2])
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the limit, by Content-Length up front and by counting streamed chunks."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except BodyTooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            error_payload("payload_too_large", f"Request body is larger than {self.max_bytes} bytes"), status_code=413
+        )
+        await response(scope, receive, send)
+
+
+def _validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Never echo the rejected input back: it may be a password.
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, error: AppError) -> JSONResponse:
+        return JSONResponse(
+            error_payload(error.code, error.message, error.details),
+            status_code=error.status_code,
+            headers=error.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = list(error.errors())
+        if errors and all(e.get("loc", ("",))[0] == "path" for e in errors):
+            # A malformed id in the path names nothing that exists.
+            return JSONResponse(error_payload("not_found", "Not found"), status_code=404)
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(
+                error_payload("invalid_json", "Request body is not valid JSON", _validation_details(errors)),
+                status_code=422,
+            )
+        return JSONResponse(
+            error_payload("validation_error", "Request validation failed", _validation_details(errors)),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
+        return JSONResponse(
+            error_payload(code, str(error.detail)), status_code=error.status_code, headers=error.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unhandled(request: Request, error: Exception) -> JSONResponse:
+        log.error("http.unhandled_error", error_type=type(error).__name__, exc_info=error)
+        return JSONResponse(
+            error_payload("internal_error", "Internal server error", {"request_id": context.request_id.get()}),
+            status_code=500,
+        )
+
+
+ROUTERS = (health.router, auth_router, oidc.router, accounts_router, audit_router)
+
+
+def api_routes() -> list[APIRoute]:
+    return [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
+
+
+def check_route_rules() -> None:
+    """Deny by default: a route that declares no auth rule is a startup error."""
+    missing = [f"{sorted(route.methods)} {route.path}" for route in api_routes() if route_rule(route.dependant) is None]
+    if missing:
+        raise RuntimeError(f"routes without an auth rule: {', '.join(missing)}")
+
+
+def create_app(settings: Settings, *, container: Container | None = None) -> FastAPI:
+    """Build the app. With `container` the caller owns the database and jobs; otherwise the lifespan opens them."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if container is not None:
+            app.state.database = container.database
+            yield
+            return
+        async with container_module.open_container(settings) as opened:
+            app.state.database = opened.database
+            yield
+
+    app = FastAPI(
+        title="JusHostIt control plane",
+        version="1",
+        lifespan=lifespan,
+        description="Billing state is the single source of truth for infrastructure entitlement.",
+    )
+    if container is not None:
+        app.state.database = container.database
+    app.state.oauth = oidc.build_registry(settings)
+    install_error_handlers(app)
+    check_route_rules()
+    for router in ROUTERS:
+        app.include_router(router)
+    # authlib keeps OIDC state and nonce in this signed cookie between login and callback.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=oidc.session_cookie_secret(settings),
+        session_cookie="jushostit_oidc",
+        max_age=600,
+        same_site="lax",
+        https_only=settings.base_url.startswith("https://"),
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,39 @@
+"""Password hashing (argon2id via pwdlib) and the password policy."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+from jushostit.config import Settings
+
+
+@cache
+def hasher(time_cost: int, memory_kib: int, parallelism: int) -> PasswordHash:
+    return PasswordHash((Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism),))
+
+
+def hasher_for(settings: Settings) -> PasswordHash:
+    return hasher(settings.password_hash_time_cost, settings.password_hash_memory_kib, settings.password_hash_parallelism)
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    text = resources.files("jushostit").joinpath("data/common-passwords.txt").read_text()
+    return frozenset(line.strip().lower() for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def password_problem(password: str, *, email: str, min_length: int) -> str | None:
+    """Why a password is refused, or None. Length counts characters, not bytes."""
+    if len(password) < min_length:
+        return f"Password must be at least {min_length} characters long"
+    if len(password) > 256:
+        return "Password must be at most 256 characters long"
+    if password.lower() in common_passwords():
+        return "Password is too common"
+    if password.lower() in {email.lower(), email.split("@")[0].lower()}:
+        return "Password must not be your email address"
+    return None

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import EmailStr, Field, StringConstraints
+
+from jushostit.auth.scopes import Scope
+from jushostit.kit.schemas import RequestModel, ResponseModel
+from jushostit.models import Role
+
+Password = Annotated[str, Field(min_length=1, max_length=256)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+OpaqueToken = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class SignupRequest(RequestModel):
+    email: EmailStr
+    password: Password
+    account_name: Name
+
+
+class LoginRequest(RequestModel):
+    email: Annotated[str, Field(min_length=3, max_length=320)]
+    password: Password
+
+
+class RefreshRequest(RequestModel):
+    refresh_token: OpaqueToken
+
+
+class MagicLinkRequest(RequestModel):
+    email: EmailStr
+
+
+class MagicLinkConsume(RequestModel):
+    token: OpaqueToken
+
+
+class TokenPair(ResponseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class UserRead(ResponseModel):
+    id: uuid.UUID
+    email: str
+    email_verified: bool
+    is_platform_admin: bool
+    created_at: datetime
+
+
+class MembershipRead(ResponseModel):
+    account_id: uuid.UUID
+    account_name: str
+    role: Role
+
+
+class MeRead(ResponseModel):
+    user: UserRead
+    memberships: list[MembershipRead]
+
+
+class ApiKeyCreate(RequestModel):
+    name: Name
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(Scope))]
+    expires_at: datetime | None = None
+
+
+class ApiKeyRead(ResponseModel):
+    id: uuid.UUID
+    name: str
+    display_prefix: str
+    scopes: list[str]
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    created_at: datetime
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="The secret key. Shown once; only its hash is stored.")
+
+
+class ApiKeyPage(ResponseModel):
+    items: list[ApiKeyRead]
+    next_cursor: str | None

@@ -1,0 +1,346 @@
+"""Sign-up, sign-in (password, magic link, OIDC), token rotation, logout and API keys. Never commits."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pwdlib import PasswordHash
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jushostit.accounts import service as accounts_service
+from jushostit.audit import service as audit
+from jushostit.auth.passwords import hasher_for, password_problem
+from jushostit.auth.repository import AuthRepository
+from jushostit.auth.schemas import ApiKeyCreate, TokenPair
+from jushostit.auth.scopes import API_KEY_PREFIX
+from jushostit.auth.tokens import AccessClaims, issue_access_token
+from jushostit.config import Settings
+from jushostit.kit import context
+from jushostit.kit.crypto import new_token, token_hash
+from jushostit.kit.db import utcnow
+from jushostit.kit.email_address import normalize_email
+from jushostit.kit.errors import BadRequest, Conflict, NotFound, TooManyRequests, Unauthorized
+from jushostit.models import Account, ApiKey, AuthSession, MagicLink, OIDCIdentity, RefreshToken, User
+from jushostit.notifications.service import queue_email
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    settings: Settings
+    jwt_secret: str
+
+    @property
+    def hasher(self) -> PasswordHash:
+        return hasher_for(self.settings)
+
+
+class InvalidCredentials(Unauthorized):
+    code = "invalid_credentials"
+    keep_transaction = True  # the failure count must survive the refusal
+
+
+class InvalidToken(Unauthorized):
+    code = "invalid_token"
+
+
+class RefreshTokenReused(Unauthorized):
+    code = "refresh_token_reused"
+    keep_transaction = True  # the revoked family must stay revoked
+
+
+# --- sessions and tokens -----------------------------------------------------------------------------------
+
+
+async def start_session(session: AsyncSession, config: AuthConfig, user: User, *, method: str) -> TokenPair:
+    now = utcnow()
+    auth_session = AuthSession(user_id=user.id, method=method)
+    await AuthRepository(session).add(auth_session)
+    user.last_login_at = now
+    return await _issue_tokens(session, config, user.id, auth_session.id, now)
+
+
+async def _issue_tokens(
+    session: AsyncSession, config: AuthConfig, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
+) -> TokenPair:
+    refresh_plain = new_token("jhr_")
+    await AuthRepository(session).add(
+        RefreshToken(
+            session_id=session_id,
+            token_hash=token_hash(refresh_plain),
+            expires_at=now + timedelta(seconds=config.settings.refresh_token_ttl_seconds),
+        )
+    )
+    ttl = config.settings.access_token_ttl_seconds
+    access = issue_access_token(config.jwt_secret, AccessClaims(user_id, session_id), now=now, ttl_seconds=ttl)
+    return TokenPair(access_token=access, refresh_token=refresh_plain, expires_in=ttl)
+
+
+async def refresh(session: AsyncSession, config: AuthConfig, *, refresh_token: str) -> TokenPair:
+    """Rotate: the presented token is spent and a new one issued. A spent token presented again means it
+    leaked, so the whole family (the login session) is revoked."""
+    repository = AuthRepository(session)
+    now = utcnow()
+    found = await repository.refresh_token_for_update(token_hash(refresh_token))
+    if found is None:
+        raise InvalidToken("Invalid refresh token")
+    token, auth_session = found
+    if token.rotated_at is not None:
+        if await repository.revoke_session(auth_session.id, now, "refresh_token_reused"):
+            await audit.record(
+                session,
+                action="auth.refresh_token_reused",
+                target_type="auth_session",
+                target_id=auth_session.id,
+                actor=context.Actor("user", auth_session.user_id),
+            )
+        raise RefreshTokenReused("Refresh token was already used; the session has been revoked")
+    if auth_session.revoked_at is not None or token.expires_at <= now:
+        raise InvalidToken("Refresh token expired or revoked")
+    token.rotated_at = now
+    return await _issue_tokens(session, config, auth_session.user_id, auth_session.id, now)
+
+
+async def logout(session: AsyncSession, *, session_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    if await AuthRepository(session).revoke_session(session_id, utcnow(), "logout"):
+        await audit.record(session, action="auth.logout", target_type="auth_session", target_id=session_id)
+
+
+# --- sign-up and password sign-in ---------------------------------------------------------------------------
+
+
+async def signup(
+    session: AsyncSession, config: AuthConfig, *, email: str, password: str, account_name: str
+) -> tuple[User, Account, TokenPair]:
+    email = normalize_email(email)
+    problem = password_problem(password, email=email, min_length=config.settings.password_min_length)
+    if problem:
+        raise BadRequest(problem, code="weak_password")
+    repository = AuthRepository(session)
+    if await repository.user_by_email(email) is not None:
+        raise Conflict("An account with this email already exists", code="email_taken")
+    user = User(email=email, password_hash=config.hasher.hash(password))
+    await repository.add(user)
+    context.actor.set(context.Actor("user", user.id))
+    account = await accounts_service.create_account(session, owner=user, name=account_name)
+    await audit.record(session, action="user.signup", target_type="user", target_id=user.id, account_id=account.id,
+                       after={"email": email, "account_name": account.name})
+    await queue_email(
+        session,
+        to=email,
+        template="welcome",
+        values={"account_name": account.name, "base_url": config.settings.base_url},
+    )
+    tokens = await start_session(session, config, user, method="password")
+    return user, account, tokens
+
+
+def _throttle_keys(email: str, ip: str | None) -> list[str]:
+    return [f"email:{email}"] + ([f"ip:{ip}"] if ip else [])
+
+
+def _lock_delay(failures: int, settings: Settings) -> int:
+    """Seconds to refuse sign-in after `failures` in a row: none until the threshold, then doubling."""
+    over = failures - settings.login_failures_before_delay
+    if over < 0:
+        return 0
+    return min(2**over, settings.login_max_delay_seconds)
+
+
+async def login(session: AsyncSession, config: AuthConfig, *, email: str, password: str) -> TokenPair:
+    email = email.strip().lower()
+    ip = context.client_ip.get()
+    repository = AuthRepository(session)
+    now = utcnow()
+    keys = _throttle_keys(email, ip)
+    locked = [t for t in await repository.throttles(keys) if t.locked_until and t.locked_until > now]
+    if locked:
+        wait = max(int((t.locked_until - now).total_seconds()) + 1 for t in locked if t.locked_until)
+        raise TooManyRequests("Too many failed sign-ins; try again later", retry_after=wait)
+
+    user = await repository.user_by_email(email)
+    # An unknown email costs a hash too, so timing does not reveal which addresses have accounts.
+    valid, _ = config.hasher.verify_and_update(password, user.password_hash if user and user.password_hash
+                                               else _dummy_hash(config))
+    if user is None or user.password_hash is None or not valid:
+        await _count_failure(session, config.settings, keys, email=email, user=user, now=now)
+        raise InvalidCredentials("Invalid email or password")
+    await repository.clear_throttle(keys[0])
+    return await start_session(session, config, user, method="password")
+
+
+_dummy_hashes: dict[int, str] = {}
+
+
+def _dummy_hash(config: AuthConfig) -> str:
+    key = id(config.hasher)
+    if key not in _dummy_hashes:
+        _dummy_hashes[key] = config.hasher.hash(uuid.uuid4().hex)
+    return _dummy_hashes[key]
+
+
+async def _count_failure(
+    session: AsyncSession, settings: Settings, keys: list[str], *, email: str, user: User | None, now: datetime
+) -> None:
+    repository = AuthRepository(session)
+    for key in keys:
+        throttle = await repository.count_failure(key, now)
+        delay = _lock_delay(throttle.failures, settings)
+        if delay:
+            throttle.locked_until = now + timedelta(seconds=delay)
+        if key.startswith("email:") and throttle.failures == settings.login_failures_audit_threshold:
+            await audit.record(
+                session,
+                action="auth.login_failures_exceeded",
+                target_type="user",
+                target_id=user.id if user else None,
+                after={"email": email, "failures": throttle.failures},
+                actor=context.ANONYMOUS,
+            )
+
+
+# --- magic links --------------------------------------------------------------------------------------------
+
+
+async def request_magic_link(session: AsyncSession, config: AuthConfig, *, email: str) -> None:
+    """Always answers the same way; only an existing user gets an email (no account enumeration)."""
+    email = normalize_email(email)
+    user = await AuthRepository(session).user_by_email(email)
+    if user is None:
+        return
+    token = new_token("jhm_")
+    ttl = config.settings.magic_link_ttl_seconds
+    await AuthRepository(session).add(
+        MagicLink(user_id=user.id, token_hash=token_hash(token), expires_at=utcnow() + timedelta(seconds=ttl))
+    )
+    await queue_email(
+        session,
+        to=email,
+        template="magic_link",
+        values={"link": f"{config.settings.base_url}/auth/magic-link?token={token}", "minutes": str(ttl // 60)},
+    )
+
+
+async def consume_magic_link(session: AsyncSession, config: AuthConfig, *, token: str) -> TokenPair:
+    repository = AuthRepository(session)
+    user_id = await repository.consume_magic_link(token_hash(token), utcnow())
+    user = await repository.user_by_id(user_id) if user_id else None
+    if user is None:
+        raise InvalidToken("This sign-in link is invalid, expired or already used")
+    user.email_verified = True  # they read the mailbox
+    return await start_session(session, config, user, method="magic_link")
+
+
+# --- OIDC ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OIDCClaims:
+    provider: str
+    issuer: str
+    subject: str
+    email: str | None
+    email_verified: bool
+
+
+async def oidc_login(session: AsyncSession, config: AuthConfig, claims: OIDCClaims) -> TokenPair:
+    """Sign in by (issuer, subject). A first login links to the user with that verified email, or creates one."""
+    repository = AuthRepository(session)
+    identity = await repository.oidc_identity(claims.issuer, claims.subject)
+    if identity is not None:
+        user = await repository.user_by_id(identity.user_id)
+        assert user is not None
+        return await start_session(session, config, user, method=f"oidc:{claims.provider}")
+    if not claims.email or not claims.email_verified:
+        raise Conflict(
+            "The identity provider did not return a verified email; cannot link or create a user",
+            code="oidc_email_unverified",
+        )
+    email = normalize_email(claims.email)
+    user = await repository.user_by_email(email)
+    created = user is None
+    if user is None:
+        user = User(email=email, email_verified=True)
+        await repository.add(user)
+    context.actor.set(context.Actor("user", user.id))
+    await repository.add(
+        OIDCIdentity(
+            user_id=user.id, provider=claims.provider, issuer=claims.issuer, subject=claims.subject, email=email
+        )
+    )
+    account_id = None
+    if created:
+        account = await accounts_service.create_account(session, owner=user, name=email.split("@")[0])
+        account_id = account.id
+    await audit.record(
+        session,
+        action="user.signup_oidc" if created else "user.oidc_linked",
+        target_type="user",
+        target_id=user.id,
+        account_id=account_id,
+        after={"provider": claims.provider, "issuer": claims.issuer, "subject": claims.subject},
+    )
+    return await start_session(session, config, user, method=f"oidc:{claims.provider}")
+
+
+# --- API keys -----------------------------------------------------------------------------------------------
+
+
+async def create_api_key(session: AsyncSession, *, user: User, data: ApiKeyCreate) -> tuple[ApiKey, str]:
+    if data.expires_at is not None and data.expires_at <= utcnow():
+        raise BadRequest("expires_at must be in the future", code="invalid_expiry")
+    plaintext = new_token(API_KEY_PREFIX)
+    key = ApiKey(
+        user_id=user.id,
+        name=data.name,
+        display_prefix=plaintext[:12],
+        token_hash=token_hash(plaintext),
+        scopes=sorted({scope.value for scope in data.scopes}),
+        expires_at=data.expires_at,
+    )
+    await AuthRepository(session).add(key)
+    await audit.record(
+        session,
+        action="api_key.created",
+        target_type="api_key",
+        target_id=key.id,
+        after={"name": key.name, "scopes": key.scopes, "expires_at": data.expires_at.isoformat() if data.expires_at else None},
+    )
+    return key, plaintext
+
+
+async def revoke_api_key(session: AsyncSession, *, user: User, key_id: uuid.UUID) -> ApiKey:
+    key = await AuthRepository(session).api_key_of(user.id, key_id)
+    if key is None:
+        raise NotFound("API key not found")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await audit.record(session, action="api_key.revoked", target_type="api_key", target_id=key.id)
+    return key
+
+
+# --- platform admins ------------------------------------------------------------------------------------------
+
+
+async def create_platform_admin(session: AsyncSession, config: AuthConfig, *, email: str, password: str) -> str:
+    """Create a platform admin, or promote an existing user (keeping their password). Returns what happened."""
+    email = normalize_email(email)
+    repository = AuthRepository(session)
+    user = await repository.user_by_email(email)
+    if user is not None:
+        if user.is_platform_admin:
+            return "already exists"
+        user.is_platform_admin = True
+        outcome = "granted to existing user"
+    else:
+        problem = password_problem(password, email=email, min_length=config.settings.password_min_length)
+        if problem:
+            raise BadRequest(problem, code="weak_password")
+        user = User(email=email, password_hash=config.hasher.hash(password), is_platform_admin=True,
+                    email_verified=True)
+        await repository.add(user)
+        outcome = "created"
+    await audit.record(session, action="admin.granted", target_type="user", target_id=user.id,
+                       after={"email": email, "is_platform_admin": True}, actor=context.Actor("system"))
+    return outcome

@@ -1,0 +1,161 @@
+"""The `jushostit` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from pydantic import SecretStr
+
+from jushostit.config import Settings, get_settings
+from jushostit.kit.logging import configure_logging
+
+cli = typer.Typer(help="JusHostIt control plane: billing state drives infrastructure.", no_args_is_help=True)
+admin_cli = typer.Typer(help="Platform administrators.", no_args_is_help=True)
+audit_cli = typer.Typer(help="The append-only audit log.", no_args_is_help=True)
+keys_cli = typer.Typer(help="Encryption keys for secrets at rest.", no_args_is_help=True)
+cli.add_typer(admin_cli, name="admin")
+cli.add_typer(audit_cli, name="audit")
+cli.add_typer(keys_cli, name="keys")
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return settings
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (JUSHOSTIT_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (JUSHOSTIT_PORT).")] = None,
+) -> None:
+    """Run the API and a job worker; starts the embedded PostgreSQL when DATABASE_URL is unset."""
+    from jushostit import server
+
+    settings = _settings()
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    asyncio.run(server.serve(settings.model_copy(update=overrides)))
+
+
+@cli.command()
+def worker() -> None:
+    """Run job workers only (scale-out); the API runs elsewhere."""
+    from jushostit import server
+
+    asyncio.run(server.worker(_settings()))
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply pending database migrations (serve and worker also do this on start)."""
+    from jushostit.kit import container, migrate as migrations
+
+    settings = _settings()
+    typer.echo("Applying migrations…")
+    with container.database_url(settings) as url:
+        migrations.upgrade(url)
+    typer.echo(f"Database is at revision {migrations.head_revision()} (head).")
+
+
+@cli.command("config")
+def show_config() -> None:
+    """Print the effective configuration, secrets masked."""
+    typer.echo(json.dumps(masked_settings(get_settings()), indent=2, sort_keys=True))
+
+
+def masked_settings(settings: Settings) -> dict[str, Any]:
+    def mask(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "********" if value.get_secret_value() else ""
+        if isinstance(value, dict):
+            return {k: mask(v) for k, v in value.items()}
+        if hasattr(value, "model_dump"):
+            return {k: mask(getattr(value, k)) for k in type(value).model_fields}
+        return value if isinstance(value, (int, float, bool, type(None))) else str(value)
+
+    values = {name: mask(getattr(settings, name)) for name in Settings.model_fields}
+    if settings.database_url:
+        from sqlalchemy.engine import make_url
+
+        values["database_url"] = make_url(settings.database_url).render_as_string(hide_password=True)
+    return values
+
+
+@admin_cli.command("create")
+def admin_create(
+    email: Annotated[str, typer.Option(help="Email of the platform admin.")],
+    password: Annotated[str | None, typer.Option(help="Password; prompted for when omitted.")] = None,
+) -> None:
+    """Create a platform admin, or make an existing user one."""
+    from jushostit.auth import service
+    from jushostit.kit.container import open_container
+    from jushostit.kit.errors import AppError
+
+    settings = _settings()
+    if password is None:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            typer.echo("Passwords do not match.", err=True)
+            raise typer.Exit(2)
+
+    async def run() -> str:
+        async with open_container(settings) as c, c.database.unit_of_work() as session:
+            return await service.create_platform_admin(
+                session, service.AuthConfig(settings, c.jwt_secret), email=email, password=password
+            )
+
+    try:
+        outcome = asyncio.run(run())
+    except AppError as error:
+        typer.echo(f"Error: {error.message}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"Platform admin {outcome}: {email}")
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Check the audit hash chain; exits 1 and names the first entry that does not match."""
+    from jushostit.audit import service
+    from jushostit.audit.repository import AuditRepository
+    from jushostit.kit.container import open_container
+
+    settings = _settings()
+
+    async def run() -> tuple[int, service.ChainProblem | None]:
+        async with open_container(settings) as c, c.database.sessionmaker() as session:
+            total = await AuditRepository(session).count()
+            with typer.progressbar(length=total, label="Verifying audit log", file=sys.stderr) as bar:
+                problem = await service.verify(session, progress=lambda _: bar.update(1))
+            return total, problem
+
+    total, problem = asyncio.run(run())
+    if problem:
+        typer.echo(f"Audit log BROKEN at entry seq={problem.seq}: {problem.problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"Audit log intact: {total} entries verified.")
+
+
+@keys_cli.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored secret with the first key of JUSHOSTIT_SECRET_KEYS."""
+    from jushostit.kit.container import open_container
+    from jushostit.vault import service
+
+    settings = _settings()
+
+    async def run() -> int:
+        async with open_container(settings) as c:
+            with typer.progressbar(length=0, label="Re-encrypting secrets", file=sys.stderr, show_pos=True) as bar:
+                return await service.rotate_all(c.database, c.secret_box, progress=bar.update)
+
+    done = asyncio.run(run())
+    typer.echo(f"Re-encrypted {done} secrets with the first key; older keys can now be removed.")
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,104 @@
+"""`jushostit serve` and `jushostit worker`: one asyncio loop, our own signal handling.
+
+uvicorn's own handlers re-raise SIGTERM after shutdown, which kills the process before atexit runs and
+orphans the embedded PostgreSQL (REFERENCE §4); so we catch SIGINT/SIGTERM ourselves and exit through Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+
+import structlog
+import uvicorn
+
+from jushostit.app import create_app
+from jushostit.config import Settings
+from jushostit.kit import jobs
+from jushostit.kit.container import open_container
+
+log = structlog.get_logger(__name__)
+
+WORKER_QUEUES = None  # every queue
+SHUTDOWN_GRACE_SECONDS = 10
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # signals are ours (see module docstring)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _run_worker(settings: Settings) -> None:
+    await jobs.app.run_worker_async(
+        install_signal_handlers=False,
+        concurrency=settings.worker_concurrency,
+        shutdown_graceful_timeout=SHUTDOWN_GRACE_SECONDS,
+        queues=WORKER_QUEUES,
+    )
+
+
+async def _until_stopped(stop: asyncio.Event, *tasks: asyncio.Task[None]) -> None:
+    """Wait for a signal or for any task to end (a crash), then stop the rest."""
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+
+
+async def serve(settings: Settings, *, announce: bool = True) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with open_container(settings) as container:
+        app = create_app(settings, container=container)
+        server = _Uvicorn(
+            uvicorn.Config(
+                app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
+                proxy_headers=False, server_header=False,
+            )
+        )
+        server_task = asyncio.create_task(server.serve())
+        worker_task = asyncio.create_task(_run_worker(settings)) if settings.run_worker_in_serve else None
+        if announce:
+            asyncio.create_task(_announce(server, settings))
+        await _until_stopped(stop, *[t for t in (server_task, worker_task) if t])
+        server.should_exit = True
+        if worker_task:
+            worker_task.cancel()
+        results = await asyncio.gather(server_task, *([worker_task] if worker_task else []), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("serve.task_failed", error_type=type(result).__name__, error=str(result))
+    log.info("serve.stopped")
+
+
+async def _announce(server: uvicorn.Server, settings: Settings) -> None:
+    while not server.started:
+        await asyncio.sleep(0.05)
+    database = "embedded PostgreSQL in " + str(settings.data_dir / "pg") if not settings.database_url else "DATABASE_URL"
+    print(
+        f"JusHostIt is listening on http://{settings.host}:{settings.port}  (database: {database})\n"
+        f"  API docs: http://{settings.host}:{settings.port}/docs\n"
+        f"  Create the first platform admin:  jushostit admin create --email you@example.com\n"
+        f"  Stop with Ctrl-C.",
+        flush=True,
+    )
+
+
+async def worker(settings: Settings) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with open_container(settings):
+        task = asyncio.create_task(_run_worker(settings))
+        print("JusHostIt worker running; stop with Ctrl-C.", flush=True)
+        await _until_stopped(stop, task)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    log.info("worker.stopped")
