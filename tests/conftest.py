@@ -123,8 +123,7 @@ async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
         yield s
 
 
-@pytest.fixture
-def app(settings: Settings, container: Container, connection: AsyncConnection) -> Any:
+def build_app(settings: Settings, container: Container, connection: AsyncConnection) -> Any:
     application = create_app(settings, container=container)
 
     async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
@@ -137,9 +136,32 @@ def app(settings: Settings, container: Container, connection: AsyncConnection) -
 
 
 @pytest.fixture
+def app(settings: Settings, container: Container, connection: AsyncConnection) -> Any:
+    return build_app(settings, container, connection)
+
+
+@pytest.fixture
+def app_factory(settings: Settings, container: Container, connection: AsyncConnection) -> Iterator[Any]:
+    """`app_factory(**overrides)`: an app (and the container it runs on) with some settings changed, for one test."""
+    original = container.settings
+
+    def make(**overrides: Any) -> Any:
+        custom = settings.model_copy(update=overrides)
+        container.settings = custom
+        return build_app(custom, container, connection)
+
+    yield make
+    container.settings = original
+
+
+def asgi_client(application: Any, ip: str = "203.0.113.7") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=application, client=(ip, 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+@pytest.fixture
 async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         yield c
 
 
