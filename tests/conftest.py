@@ -48,8 +48,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    # The parent of the per-worker base temp is shared by all xdist workers of this run.
-    shared = tmp_path_factory.getbasetemp().parent
+    # Under xdist the parent of the per-worker base temp is shared by this run's workers (and only them).
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     server = embedded_pg.start(shared / "pg")
     try:
         yield embedded_pg.database_url(server, "postgres")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import EmailStr, StringConstraints
 
-from jushostit.kit.schemas import RequestModel, ResponseModel
+from jushostit.kit.schemas import RequestModel, ResponseModel, from_json_string
 from jushostit.models import AccountStatus, BillingMode, Role
 
 
@@ -45,12 +45,12 @@ class MemberPage(ResponseModel):
 
 
 class MemberUpdate(RequestModel):
-    role: Role
+    role: from_json_string(Role)
 
 
 class InviteCreate(RequestModel):
     email: EmailStr
-    role: Role = Role.member
+    role: from_json_string(Role) = Role.member
 
 
 class InviteRead(ResponseModel):

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import EmailStr, Field, StringConstraints
 
 from jushostit.auth.scopes import Scope
-from jushostit.kit.schemas import RequestModel, ResponseModel
+from jushostit.kit.schemas import RequestModel, ResponseModel, from_json_string
 from jushostit.models import Role
 
 Password = Annotated[str, Field(min_length=1, max_length=256)]
@@ -66,8 +66,8 @@ class MeRead(ResponseModel):
 
 class ApiKeyCreate(RequestModel):
     name: Name
-    scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(Scope))]
-    expires_at: datetime | None = None
+    scopes: Annotated[list[from_json_string(Scope)], Field(min_length=1, max_length=len(Scope))]
+    expires_at: from_json_string(datetime) | None = None
 
 
 class ApiKeyRead(ResponseModel):

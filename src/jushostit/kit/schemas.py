@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Strict
+
+T = TypeVar("T")
+
+
+# JSON has no enum or datetime type: such fields parse from their string form (still validated), while
+# str / int / bool stay strict.
+def from_json_string(tp: type[T]) -> Any:
+    return Annotated[tp, Strict(False)]
 
 
 class RequestModel(BaseModel):
