@@ -1,0 +1,29 @@
+"""Entitlement: a pure function of billing facts and time. No I/O, no clock reads (DESIGN §2)."""
+
+from jushostit.entitlement.decide import (
+    Access,
+    AccountFacts,
+    BudgetFacts,
+    DunningPolicy,
+    Entitlement,
+    InstanceEntitlement,
+    InstanceFacts,
+    Level,
+    Quotas,
+    SubscriptionFacts,
+    entitlement,
+)
+
+__all__ = [
+    "Access",
+    "AccountFacts",
+    "BudgetFacts",
+    "DunningPolicy",
+    "Entitlement",
+    "InstanceEntitlement",
+    "InstanceFacts",
+    "Level",
+    "Quotas",
+    "SubscriptionFacts",
+    "entitlement",
+]

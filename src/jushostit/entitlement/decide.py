@@ -1,0 +1,193 @@
+"""The entitlement decision.
+
+Levels, best first: running > throttled > stopped > expired > deleted. An account's level is the worst that
+any fact imposes; an instance's level is the worse of the account's and its own. Nothing here is stored as a
+state machine: the level is recomputed from the facts every time (REFERENCE §1 F4, F17, F18).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+
+class Level(enum.IntEnum):
+    """Ordered: a larger value is a better level."""
+
+    deleted = 0
+    expired = 1
+    stopped = 2
+    throttled = 3
+    running = 4
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Access(enum.StrEnum):
+    full = "full"
+    read_only = "read_only"
+    none = "none"
+
+
+BUDGET_THROTTLE_PERCENT = 100
+BUDGET_SUSPEND_PERCENT = 120
+
+
+@dataclass(frozen=True)
+class Quotas:
+    cpu_millicores: int = 0
+    memory_mib: int = 0
+    storage_gib: int = 0
+    max_instances: int = 0
+
+    def __add__(self, other: Quotas) -> Quotas:
+        return Quotas(
+            self.cpu_millicores + other.cpu_millicores,
+            self.memory_mib + other.memory_mib,
+            self.storage_gib + other.storage_gib,
+            self.max_instances + other.max_instances,
+        )
+
+
+@dataclass(frozen=True)
+class SubscriptionFacts:
+    id: uuid.UUID
+    plan_code: str
+    status: str  # pending | active | cancelled
+    period_start: datetime
+    period_end: datetime
+    quotas: Quotas
+    cancelled_at: datetime | None = None  # cancel "now": entitlement ends at this instant
+
+    def entitles_at(self, now: datetime) -> bool:
+        if self.status == "pending":
+            return False
+        end = min(self.period_end, self.cancelled_at) if self.cancelled_at else self.period_end
+        return self.period_start <= now < end
+
+    def ended_at(self) -> datetime:
+        return min(self.period_end, self.cancelled_at) if self.cancelled_at else self.period_end
+
+
+@dataclass(frozen=True)
+class DunningPolicy:
+    grace: timedelta = timedelta(days=7)  # past due for this long → suspended (billing)
+    expired_retention: timedelta = timedelta(days=30)  # expired data kept this long, then deleted
+
+
+@dataclass(frozen=True)
+class BudgetFacts:
+    limit_minor: int | None = None  # None: no budget
+    spent_minor: int = 0
+
+    @property
+    def percent(self) -> int | None:
+        if not self.limit_minor:
+            return None
+        return self.spent_minor * 100 // self.limit_minor
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    status: str  # pending | active | past_due | suspended | cancelled | terminated
+    suspension_reasons: frozenset[str] = frozenset()
+    past_due_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InstanceFacts:
+    id: uuid.UUID
+    delete_requested_at: datetime | None = None  # delete now, or at this instant (period end)
+
+
+@dataclass(frozen=True)
+class InstanceEntitlement:
+    level: Level
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    level: Level
+    reasons: tuple[str, ...]
+    access: Access
+    warning_banner: str | None
+    quotas: Quotas
+    instances: dict[uuid.UUID, InstanceEntitlement] = field(default_factory=dict)
+    holds: frozenset[str] = frozenset()  # suspension reasons in force (stored and derived)
+
+    @property
+    def can_order(self) -> bool:
+        return self.level >= Level.throttled and self.access == Access.full
+
+
+def _subscription_level(subscriptions: list[SubscriptionFacts], policy: DunningPolicy, now: datetime) -> tuple[Level, str | None]:
+    if any(s.entitles_at(now) for s in subscriptions):
+        return Level.running, None
+    ended = [s.ended_at() for s in subscriptions if s.status != "pending" and s.ended_at() <= now]
+    if not ended:
+        return Level.stopped, "no active subscription"
+    if now - max(ended) >= policy.expired_retention:
+        return Level.deleted, "subscription ended and the retention period is over"
+    return Level.expired, "subscription ended"
+
+
+def entitlement(
+    account: AccountFacts,
+    subscriptions: list[SubscriptionFacts],
+    policy: DunningPolicy,
+    budget: BudgetFacts,
+    instances: list[InstanceFacts],
+    now: datetime,
+) -> Entitlement:
+    reasons: list[str] = []
+    banner: str | None = None
+    holds = set(account.suspension_reasons)
+
+    if account.status == "terminated":
+        level = Level.deleted
+        reasons.append("account terminated")
+    else:
+        level, why = _subscription_level(subscriptions, policy, now)
+        if why:
+            reasons.append(why)
+
+        if account.past_due_since is not None:
+            if now - account.past_due_since >= policy.grace:
+                holds.add("billing")
+            else:
+                due = account.past_due_since + policy.grace
+                banner = f"Payment is past due; services will be suspended on {due:%Y-%m-%d %H:%M} UTC"
+
+        percent = budget.percent
+        if percent is not None and percent >= BUDGET_SUSPEND_PERCENT:
+            holds.add("budget")
+        elif percent is not None and percent >= BUDGET_THROTTLE_PERCENT and level > Level.throttled:
+            level = Level.throttled
+            reasons.append(f"monthly budget reached ({percent}%)")
+
+        if holds and level > Level.stopped:
+            level = Level.stopped
+        for hold in sorted(holds):
+            reasons.append(f"suspended: {hold}")
+        if holds:
+            banner = "Services are suspended (" + ", ".join(sorted(holds)) + ")"
+
+    if level == Level.deleted:
+        access = Access.none
+    elif holds or account.status == "cancelled":
+        access = Access.read_only  # they can see and pay, not order
+    else:
+        access = Access.full
+
+    quotas = sum((s.quotas for s in subscriptions if s.entitles_at(now)), Quotas())
+    per_instance = {}
+    for instance in instances:
+        if instance.delete_requested_at is not None and instance.delete_requested_at <= now:
+            per_instance[instance.id] = InstanceEntitlement(Level.deleted, ("deletion requested",))
+        else:
+            per_instance[instance.id] = InstanceEntitlement(level, tuple(reasons))
+    return Entitlement(level, tuple(reasons), access, banner, quotas, per_instance, frozenset(holds))

@@ -1,0 +1,154 @@
+"""Table tests and properties of the pure entitlement decision."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jushostit.entitlement import (
+    Access,
+    AccountFacts,
+    BudgetFacts,
+    DunningPolicy,
+    InstanceFacts,
+    Level,
+    Quotas,
+    SubscriptionFacts,
+    entitlement,
+)
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+POLICY = DunningPolicy()
+STARTER = Quotas(cpu_millicores=1000, memory_mib=1024, storage_gib=5, max_instances=2)
+I1, I2 = uuid.UUID(int=1), uuid.UUID(int=2)
+
+
+def sub(start_days: float = -1, end_days: float = 29, status: str = "active", cancelled_days: float | None = None,
+        quotas: Quotas = STARTER) -> SubscriptionFacts:
+    return SubscriptionFacts(
+        id=uuid.uuid4(),
+        plan_code="starter",
+        status=status,
+        period_start=NOW + timedelta(days=start_days),
+        period_end=NOW + timedelta(days=end_days),
+        quotas=quotas,
+        cancelled_at=NOW + timedelta(days=cancelled_days) if cancelled_days is not None else None,
+    )
+
+
+def decide(account=AccountFacts("active"), subs=None, budget=BudgetFacts(), instances=(InstanceFacts(I1),),
+           now=NOW):
+    return entitlement(account, [sub()] if subs is None else subs, POLICY, budget, list(instances), now)
+
+
+@pytest.mark.parametrize(
+    ("account", "subs", "budget", "level", "access", "banner"),
+    [
+        (AccountFacts("active"), None, BudgetFacts(), Level.running, Access.full, False),
+        (AccountFacts("pending"), [], BudgetFacts(), Level.stopped, Access.full, False),
+        (AccountFacts("pending"), [sub(status="pending")], BudgetFacts(), Level.stopped, Access.full, False),
+        (AccountFacts("active", frozenset({"admin"})), None, BudgetFacts(), Level.stopped, Access.read_only, True),
+        (AccountFacts("active", frozenset({"abuse"})), None, BudgetFacts(), Level.stopped, Access.read_only, True),
+        (AccountFacts("active", frozenset({"billing"})), None, BudgetFacts(), Level.stopped, Access.read_only, True),
+        (AccountFacts("past_due", past_due_since=NOW - timedelta(days=2)), None, BudgetFacts(), Level.running,
+         Access.full, True),
+        (AccountFacts("past_due", past_due_since=NOW - timedelta(days=7)), None, BudgetFacts(), Level.stopped,
+         Access.read_only, True),
+        (AccountFacts("active"), None, BudgetFacts(10_000, 9_999), Level.running, Access.full, False),
+        (AccountFacts("active"), None, BudgetFacts(10_000, 10_000), Level.throttled, Access.full, False),
+        (AccountFacts("active"), None, BudgetFacts(10_000, 11_999), Level.throttled, Access.full, False),
+        (AccountFacts("active"), None, BudgetFacts(10_000, 12_000), Level.stopped, Access.read_only, True),
+        (AccountFacts("active"), [sub(-31, -1)], BudgetFacts(), Level.expired, Access.full, False),
+        (AccountFacts("active"), [sub(-61, -31)], BudgetFacts(), Level.deleted, Access.none, False),
+        (AccountFacts("active"), [sub(cancelled_days=-0.5)], BudgetFacts(), Level.expired, Access.full, False),
+        (AccountFacts("cancelled"), [sub(-31, -1)], BudgetFacts(), Level.expired, Access.read_only, False),
+        (AccountFacts("terminated"), None, BudgetFacts(), Level.deleted, Access.none, False),
+        (AccountFacts("active", frozenset({"admin"})), [sub(-31, -1)], BudgetFacts(), Level.expired,
+         Access.read_only, True),
+    ],
+)
+def test_table(account, subs, budget, level, access, banner) -> None:
+    result = decide(account, subs, budget)
+    assert result.level == level
+    assert result.access == access
+    assert (result.warning_banner is not None) == banner
+    assert result.instances[I1].level == level
+    assert result.reasons or level == Level.running
+
+
+def test_payment_lifts_only_billing() -> None:
+    both = decide(AccountFacts("active", frozenset({"billing", "admin"})))
+    assert both.level == Level.stopped and both.holds == {"billing", "admin"}
+    admin_only = decide(AccountFacts("active", frozenset({"admin"})))
+    assert admin_only.level == Level.stopped and "suspended: admin" in admin_only.reasons
+
+
+def test_quotas_add_up_over_active_subscriptions_only() -> None:
+    result = decide(subs=[sub(), sub(), sub(-40, -10)])
+    assert result.quotas == STARTER + STARTER
+
+
+def test_deletion_requested_in_the_future_keeps_running_until_then() -> None:
+    later = InstanceFacts(I1, delete_requested_at=NOW + timedelta(days=3))
+    now_ = InstanceFacts(I2, delete_requested_at=NOW)
+    result = decide(instances=(later, now_))
+    assert result.instances[I1].level == Level.running
+    assert result.instances[I2].level == Level.deleted
+
+
+# --- properties -----------------------------------------------------------------------------------------------
+
+reasons = st.frozensets(st.sampled_from(["billing", "budget", "admin", "abuse", "contract"]))
+statuses = st.sampled_from(["pending", "active", "past_due", "cancelled"])
+offsets = st.floats(min_value=-90, max_value=90, allow_nan=False)
+subscriptions = st.lists(
+    st.builds(
+        lambda start, length, status, cancel: sub(start, start + length, status, cancel),
+        offsets,
+        st.floats(min_value=0.01, max_value=60),
+        st.sampled_from(["active", "cancelled", "pending"]),
+        st.none() | offsets,
+    ),
+    max_size=3,
+)
+past_due = st.none() | st.builds(lambda d: NOW - timedelta(days=d), st.floats(min_value=0, max_value=30))
+budgets = st.builds(BudgetFacts, st.none() | st.integers(1, 10**6), st.integers(0, 2 * 10**6))
+
+
+@given(statuses, reasons, past_due, subscriptions, budgets, st.sampled_from(["admin", "abuse", "contract"]))
+def test_any_admin_hold_means_nothing_runs(status, held, due, subs, budget, admin_hold) -> None:
+    result = decide(AccountFacts(status, held | {admin_hold}, due), subs, budget, (InstanceFacts(I1), InstanceFacts(I2)))
+    assert result.level <= Level.stopped
+    assert all(i.level <= Level.stopped for i in result.instances.values())
+
+
+@given(statuses, reasons, past_due, subscriptions, budgets, st.integers(0, 10**6))
+def test_raising_spend_never_raises_the_level(status, held, due, subs, budget, extra) -> None:
+    account = AccountFacts(status, held, due)
+    more = BudgetFacts(budget.limit_minor, budget.spent_minor + extra)
+    assert decide(account, subs, more).level <= decide(account, subs, budget).level
+
+
+@given(statuses, reasons, past_due, subscriptions, budgets, st.sampled_from(["billing", "budget", "admin", "abuse", "contract"]))
+def test_removing_a_hold_never_lowers_the_level(status, held, due, subs, budget, hold) -> None:
+    with_hold = decide(AccountFacts(status, held | {hold}, due), subs, budget)
+    without = decide(AccountFacts(status, held - {hold}, due), subs, budget)
+    assert without.level >= with_hold.level
+
+
+@given(subscriptions, st.integers(0, 99))
+def test_paid_in_budget_without_holds_runs(other_subs, percent) -> None:
+    result = decide(AccountFacts("active"), [sub(), *other_subs], BudgetFacts(10_000, percent * 100))
+    assert result.level == Level.running and result.access == Access.full
+    assert result.instances[I1].level == Level.running
+
+
+@given(subscriptions, st.floats(min_value=-60, max_value=-0.01))
+def test_one_subscription_ending_never_stops_what_another_entitles(other_subs, ended_days_ago) -> None:
+    ended = sub(ended_days_ago - 30, ended_days_ago)
+    result = decide(AccountFacts("active"), [ended, sub(), *other_subs])
+    assert result.instances[I1].level == Level.running
