@@ -6,10 +6,15 @@ from jushostit.models.audit_entry import AuditEntry
 from jushostit.models.auth_session import AuthSession, RefreshToken
 from jushostit.models.auth_throttle import AuthThrottle
 from jushostit.models.email_outbox import EmailOutbox, EmailStatus
+from jushostit.models.idempotency_key import IdempotencyKey
+from jushostit.models.instance import Instance
 from jushostit.models.invite import Invite
 from jushostit.models.magic_link import MagicLink
 from jushostit.models.oidc_identity import OIDCIdentity
+from jushostit.models.plan import Plan
+from jushostit.models.service_template import ServiceTemplate
 from jushostit.models.stored_secret import StoredSecret
+from jushostit.models.subscription import Subscription
 from jushostit.models.user import User
 
 __all__ = [
@@ -22,12 +27,17 @@ __all__ = [
     "BillingMode",
     "EmailOutbox",
     "EmailStatus",
+    "IdempotencyKey",
+    "Instance",
     "Invite",
     "MagicLink",
     "Membership",
     "OIDCIdentity",
+    "Plan",
     "RefreshToken",
+    "ServiceTemplate",
     "StoredSecret",
+    "Subscription",
     "Role",
     "SuspensionReason",
     "User",

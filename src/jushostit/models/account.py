@@ -4,10 +4,10 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ARRAY, Enum, ForeignKey, String
+from sqlalchemy import ARRAY, BigInteger, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jushostit.kit.db import Base
+from jushostit.kit.db import Base, UTCDateTime
 from jushostit.models._columns import created_at_column, id_column
 
 
@@ -58,6 +58,9 @@ class Account(Base):
     )
     billing_email: Mapped[str | None] = mapped_column(String(320))
     suspension_reasons: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, nullable=False)
+    past_due_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    budget_minor: Mapped[int | None] = mapped_column(BigInteger)
+    month_spend_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", nullable=False)
     created_at: Mapped[datetime] = created_at_column()
 
 

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ARRAY, BigInteger, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from jushostit.kit.db import Base, UTCDateTime
+from jushostit.models._columns import created_at_column, id_column
+
+
+class Plan(Base):
+    """What a subscription buys: a price in minor units and the quotas it grants."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[uuid.UUID] = id_column()
+    code: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    price_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    interval: Mapped[str] = mapped_column(String(16), nullable=False)
+    billing_modes: Mapped[list[str]] = mapped_column(ARRAY(String(16)), nullable=False)
+    quotas: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    default_budget_minor: Mapped[int | None] = mapped_column(BigInteger)
+    stripe_price_id: Mapped[str | None] = mapped_column(String(100))
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = created_at_column()

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from jushostit.kit.db import Base, UTCDateTime
+from jushostit.models._columns import created_at_column, id_column
+
+
+class Subscription(Base):
+    """A billing fact: which plan an account pays for and the period it covers."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[uuid.UUID] = id_column()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id"), nullable=False)
+    provider: Mapped[str] = mapped_column(String(32), nullable=False)  # manual | stripe
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # pending | active | cancelled
+    current_period_start: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    current_period_end: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False, nullable=False)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = created_at_column()
