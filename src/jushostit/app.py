@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import structlog
@@ -19,15 +19,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jushostit import health
 from jushostit.accounts.endpoints import router as accounts_router
+from jushostit.admin.endpoints import router as admin_router
 from jushostit.audit.endpoints import router as audit_router
 from jushostit.auth import oidc
 from jushostit.auth.dependencies import route_rule
 from jushostit.auth.endpoints import router as auth_router
 from jushostit.config import Settings
-from jushostit.kit import container as container_module
+from jushostit.events.broker import Broker
+from jushostit.events.endpoints import router as events_router
+from jushostit.instances.endpoints import router as instances_router
 from jushostit.kit import context, metrics
 from jushostit.kit.container import Container
+from jushostit.kit.db import libpq_url
 from jushostit.kit.errors import AppError, error_payload
+from jushostit.runtime.local.router import LocalRouter
+from jushostit.runtime.registry import local_driver
 
 log = structlog.get_logger("jushostit.http")
 
@@ -170,6 +176,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and isinstance(error.__cause__, ValueError):
+            # FastAPI answers 400 for a body it cannot even decode (not UTF-8): that is malformed JSON too.
+            return JSONResponse(error_payload("invalid_json", "Request body is not valid JSON"), status_code=422)
         code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
         return JSONResponse(
             error_payload(code, str(error.detail)), status_code=error.status_code, headers=error.headers
@@ -184,32 +193,38 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-ROUTERS = (health.router, auth_router, oidc.router, accounts_router, audit_router)
+ROUTERS = (
+    health.router,
+    auth_router,
+    oidc.router,
+    accounts_router,
+    instances_router,
+    events_router,
+    audit_router,
+    admin_router,
+)
 
 
 def api_routes() -> list[APIRoute]:
     return [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
 
 
-def check_route_rules() -> None:
-    """Deny by default: a route that declares no auth rule is a startup error."""
-    missing = [f"{sorted(route.methods)} {route.path}" for route in api_routes() if route_rule(route.dependant) is None]
+def check_route_rules(routes: Iterable[APIRoute] | None = None) -> None:
+    """Deny by default: a route that declares no auth rule is a startup error. `routes` defaults to api_routes()."""
+    checked = api_routes() if routes is None else routes
+    missing = [f"{sorted(route.methods)} {route.path}" for route in checked if route_rule(route.dependant) is None]
     if missing:
         raise RuntimeError(f"routes without an auth rule: {', '.join(missing)}")
 
 
-def create_app(settings: Settings, *, container: Container | None = None) -> FastAPI:
-    """Build the app. With `container` the caller owns the database and jobs; otherwise the lifespan opens them."""
+def create_app(settings: Settings, container: Container) -> FastAPI:
+    """Build the app on an open container (the caller owns the database and the job app)."""
+    broker = Broker(libpq_url(container.database_url))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if container is not None:
-            app.state.database = container.database
-            yield
-            return
-        async with container_module.open_container(settings) as opened:
-            app.state.database = opened.database
-            yield
+        yield
+        await broker.close()
 
     app = FastAPI(
         title="JusHostIt control plane",
@@ -217,8 +232,8 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
         lifespan=lifespan,
         description="Billing state is the single source of truth for infrastructure entitlement.",
     )
-    if container is not None:
-        app.state.database = container.database
+    app.state.database = container.database
+    app.state.broker = broker
     app.state.oauth = oidc.build_registry(settings)
     install_error_handlers(app)
     check_route_rules()
@@ -234,5 +249,7 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
         https_only=settings.base_url.startswith("https://"),
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Requests for <slug>.localhost go to the instance (local runtime); everything else to the API.
+    app.add_middleware(LocalRouter, driver=local_driver(settings))
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -39,7 +39,7 @@ def serve(
 
     settings = _settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    asyncio.run(server.serve(settings.model_copy(update=overrides)))
+    raise typer.Exit(asyncio.run(server.serve(settings.model_copy(update=overrides))))
 
 
 @cli.command()
@@ -47,7 +47,7 @@ def worker() -> None:
     """Run job workers only (scale-out); the API runs elsewhere."""
     from jushostit import server
 
-    asyncio.run(server.worker(_settings()))
+    raise typer.Exit(asyncio.run(server.worker(_settings())))
 
 
 @cli.command()
@@ -98,8 +98,9 @@ def admin_create(
 
     settings = _settings()
     if password is None:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat password: ") != password:
+        # typer.prompt hides the input (getpass underneath) and can be driven by click's test runner.
+        password = typer.prompt("Password", hide_input=True)
+        if typer.prompt("Repeat password", hide_input=True) != password:
             typer.echo("Passwords do not match.", err=True)
             raise typer.Exit(2)
 
@@ -157,5 +158,13 @@ def keys_rotate() -> None:
     typer.echo(f"Re-encrypted {done} secrets with the first key; older keys can now be removed.")
 
 
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    # Exit through Python on SIGTERM so `finally` blocks and atexit run and an embedded PostgreSQL this command
+    # attached to is released (or stopped, when it was the last user) instead of orphaned (REFERENCE §4).
+    # serve and worker replace this with their own graceful handlers.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cli()

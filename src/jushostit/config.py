@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 5
     worker_concurrency: int = 2
     run_worker_in_serve: bool = True
+    resync_interval_seconds: int = Field(default=300, ge=5)
+    expired_retention_days: int = Field(default=30, ge=1)
 
     smtp_host: str | None = None
     smtp_port: int = 587

@@ -18,6 +18,8 @@ from jushostit.app import create_app
 from jushostit.config import Settings
 from jushostit.kit import jobs
 from jushostit.kit.container import open_container
+from jushostit.reconcile.tasks import schedule_resync
+from jushostit.runtime.registry import local_driver
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +40,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _run_worker(settings: Settings) -> None:
+    schedule_resync(settings.resync_interval_seconds)
     await jobs.app.run_worker_async(
         install_signal_handlers=False,
         concurrency=settings.worker_concurrency,
@@ -53,7 +56,8 @@ async def _until_stopped(stop: asyncio.Event, *tasks: asyncio.Task[None]) -> Non
     stopper.cancel()
 
 
-async def serve(settings: Settings, *, announce: bool = True) -> None:
+async def serve(settings: Settings, *, announce: bool = True) -> int:
+    """Run until SIGINT/SIGTERM (exit code 0) or until a task ends on its own, a crash (exit code 1)."""
     stop = asyncio.Event()
     _stop_on_signals(stop)
     async with open_container(settings) as container:
@@ -69,6 +73,7 @@ async def serve(settings: Settings, *, announce: bool = True) -> None:
         if announce:
             asyncio.create_task(_announce(server, settings))
         await _until_stopped(stop, *[t for t in (server_task, worker_task) if t])
+        crashed = not stop.is_set()
         server.should_exit = True
         if worker_task:
             worker_task.cancel()
@@ -76,7 +81,10 @@ async def serve(settings: Settings, *, announce: bool = True) -> None:
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("serve.task_failed", error_type=type(result).__name__, error=str(result))
-    log.info("serve.stopped")
+        # Instances of the local runtime live as long as serve; the reconciler brings them back on the next start.
+        await local_driver(settings).shutdown()
+    log.info("serve.stopped", crashed=crashed)
+    return 1 if crashed else 0
 
 
 async def _announce(server: uvicorn.Server, settings: Settings) -> None:
@@ -92,13 +100,16 @@ async def _announce(server: uvicorn.Server, settings: Settings) -> None:
     )
 
 
-async def worker(settings: Settings) -> None:
+async def worker(settings: Settings) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     async with open_container(settings):
         task = asyncio.create_task(_run_worker(settings))
         print("JusHostIt worker running; stop with Ctrl-C.", flush=True)
         await _until_stopped(stop, task)
+        crashed = not stop.is_set()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    log.info("worker.stopped")
+        await local_driver(settings).shutdown()
+    log.info("worker.stopped", crashed=crashed)
+    return 1 if crashed else 0

@@ -63,7 +63,7 @@ class AccountAccess:
         return ROLE_RANK[self.role] >= ROLE_RANK[Role.admin]
 
 
-def _tag(dependency: Callable[..., Awaitable[Any]], rule: AuthRule) -> Callable[..., Awaitable[Any]]:
+def declare_rule(dependency: Callable[..., Awaitable[Any]], rule: AuthRule) -> Callable[..., Awaitable[Any]]:
     setattr(dependency, AUTH_RULE_ATTR, rule)
     return dependency
 
@@ -121,7 +121,7 @@ def public(*, rate_limit: bool = False) -> Callable[..., Awaitable[None]]:
             retry_after = int(stats.reset_time - utcnow().timestamp()) + 1
             raise TooManyRequests("Too many requests; slow down", retry_after=retry_after)
 
-    return _tag(dependency, AuthRule.public)
+    return declare_rule(dependency, AuthRule.public)
 
 
 def require_user(scope: Scope | None = None, *, session_only: bool = False) -> Callable[..., Awaitable[Principal]]:
@@ -137,7 +137,7 @@ def require_user(scope: Scope | None = None, *, session_only: bool = False) -> C
             raise Forbidden(f"API key lacks the scope {scope}", code="insufficient_scope")
         return principal
 
-    return _tag(dependency, AuthRule.user)
+    return declare_rule(dependency, AuthRule.user)
 
 
 def require_account(scope: Scope, min_role: Role = Role.member) -> Callable[..., Awaitable[AccountAccess]]:
@@ -157,7 +157,7 @@ def require_account(scope: Scope, min_role: Role = Role.member) -> Callable[...,
             raise Forbidden(f"This needs the {min_role} role in the account", code="insufficient_role")
         return AccountAccess(principal, account, role)
 
-    return _tag(dependency, AuthRule.account)
+    return declare_rule(dependency, AuthRule.account)
 
 
 def require_admin() -> Callable[..., Awaitable[Principal]]:
@@ -171,7 +171,7 @@ def require_admin() -> Callable[..., Awaitable[Principal]]:
             raise Forbidden("Platform admin only", code="admin_required")
         return principal
 
-    return _tag(dependency, AuthRule.admin)
+    return declare_rule(dependency, AuthRule.admin)
 
 
 def route_rule(dependant: Any) -> AuthRule | None:

@@ -13,6 +13,7 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
+from joserfc.errors import JoseError
 
 from jushostit.auth import service
 from jushostit.auth.schemas import TokenPair
@@ -70,6 +71,8 @@ async def oidc_callback(provider: str, request: Request, session: SessionDep) ->
         token = await client.authorize_access_token(request)
     except OAuthError as error:
         raise OIDCFailed(f"Sign-in with {provider} failed: {error.error}") from error
+    except JoseError as error:  # the id_token failed validation (nonce, issuer, audience, expiry, signature)
+        raise OIDCFailed(f"Sign-in with {provider} failed: {error.error} ({error.description})") from error
     userinfo = token.get("userinfo")
     if not userinfo or "iss" not in userinfo or "sub" not in userinfo:
         raise OIDCFailed(f"Sign-in with {provider} returned no id_token claims")

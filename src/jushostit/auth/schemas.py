@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import EmailStr, Field, StringConstraints
+from pydantic import AwareDatetime, EmailStr, Field, StringConstraints
 
 from jushostit.auth.scopes import Scope
 from jushostit.kit.schemas import RequestModel, ResponseModel, from_json_string
@@ -67,7 +67,8 @@ class MeRead(ResponseModel):
 class ApiKeyCreate(RequestModel):
     name: Name
     scopes: Annotated[list[from_json_string(Scope)], Field(min_length=1, max_length=len(Scope))]
-    expires_at: from_json_string(datetime) | None = None
+    # Aware only: a naive time has no meaning to compare with now (and would fail as a 500).
+    expires_at: from_json_string(AwareDatetime) | None = None
 
 
 class ApiKeyRead(ResponseModel):

@@ -119,4 +119,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit before the response is sent. FastAPI's default ("request") runs the exit after the
+# response, so a client could see 201 before the commit (its next request would not find the row, and a crash
+# in between would lose a write the client was told succeeded).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -18,7 +18,12 @@ from procrastinate.exceptions import AlreadyEnqueued
 
 log = structlog.get_logger(__name__)
 
-TASK_MODULES = ["jushostit.notifications.tasks", "jushostit.auth.tasks"]
+TASK_MODULES = [
+    "jushostit.notifications.tasks",
+    "jushostit.auth.tasks",
+    "jushostit.reconcile.tasks",
+    "jushostit.instances.tasks",
+]
 
 app = procrastinate.App(connector=procrastinate.PsycopgConnector(), import_paths=TASK_MODULES)
 

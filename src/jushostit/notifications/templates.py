@@ -31,6 +31,30 @@ TEMPLATES: dict[str, EmailTemplate] = {
             "$link\n\nSign in (or sign up) as $email to accept.\n\n— $product\n"
         ),
     ),
+    "instance_ready": EmailTemplate(
+        Template("$name is ready"),
+        Template("Hello,\n\nyour service \"$name\" is running at $url\n\nCredentials are in your dashboard.\n\n— $product\n"),
+    ),
+    "instance_suspended": EmailTemplate(
+        Template("$name is suspended"),
+        Template("Hello,\n\nyour service \"$name\" has been stopped: $reason.\nIts data is kept.\n\n— $product\n"),
+    ),
+    "instance_restored": EmailTemplate(
+        Template("$name is back"),
+        Template("Hello,\n\nyour service \"$name\" is running again at $url\n\n— $product\n"),
+    ),
+    "instance_expiring": EmailTemplate(
+        Template("$name expires in 3 days"),
+        Template("Hello,\n\nthe subscription behind \"$name\" ends on $ends. Renew it to keep the service.\n\n— $product\n"),
+    ),
+    "instance_expired": EmailTemplate(
+        Template("$name has expired"),
+        Template("Hello,\n\nyour service \"$name\" has expired and is stopped: $reason.\nIts data is kept for 30 days; renew to bring it back.\n\n— $product\n"),
+    ),
+    "instance_deleted": EmailTemplate(
+        Template("$name was deleted"),
+        Template("Hello,\n\nyour service \"$name\" and its data have been deleted.\n\n— $product\n"),
+    ),
 }
 
 

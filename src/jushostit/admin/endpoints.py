@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from jushostit.admin import service
+from jushostit.admin.repository import AdminRepository
+from jushostit.admin.schemas import (
+    AdminAccountPage,
+    AdminAccountRead,
+    ReconcileRequested,
+    SuspendRequest,
+    UnsuspendRequest,
+)
+from jushostit.auth.dependencies import require_admin
+from jushostit.kit import container
+from jushostit.kit.db import SessionDep, utcnow
+from jushostit.kit.errors import NotFound, responses
+from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.models import Account
+from jushostit.reconcile.repository import ReconcileRepository
+from jushostit.reconcile.service import account_entitlement, policy_for
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin())])
+
+
+async def _account(session: SessionDep, account_id: uuid.UUID) -> Account:
+    account = await AdminRepository(session).account_for_update(account_id)
+    if account is None:
+        raise NotFound("Account not found")
+    return account
+
+
+async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccountRead]:
+    ids = [a.id for a in accounts]
+    reconcile = ReconcileRepository(session)
+    subscriptions = await reconcile.subscriptions(ids)
+    instances = await reconcile.live_instances(ids)
+    health = await AdminRepository(session).instance_health(ids)
+    now, policy = utcnow(), policy_for(container.current().settings)
+    items = []
+    for account in accounts:
+        entitled = account_entitlement(
+            account,
+            [(s, p) for s, p in subscriptions if s.account_id == account.id],
+            [i for i in instances if i.account_id == account.id],
+            now,
+            policy,
+        )
+        count, failing, error, reconciled = health.get(account.id, (0, 0, None, None))
+        items.append(
+            AdminAccountRead(
+                id=account.id, name=account.name, status=account.status, suspension_reasons=account.suspension_reasons,
+                level=entitled.level.name, reasons=list(entitled.reasons), access=entitled.access.value,
+                instances=count, failing_instances=failing, last_error=error, last_reconciled_at=reconciled,
+                created_at=account.created_at,
+            )
+        )
+    return items
+
+
+@router.get("/accounts", response_model=AdminAccountPage, responses=responses(400, 401, 403))
+async def list_accounts(
+    session: SessionDep,
+    page: Annotated[PageParams, Depends(page_params)],
+    failing: Annotated[bool, Query(description="Only accounts whose last reconcile failed")] = False,
+) -> AdminAccountPage:
+    rows = await AdminRepository(session).accounts(after=page.after_uuid(), limit=page.limit + 1, failing_only=failing)
+    items, cursor = split_page(rows, page, "id")
+    return AdminAccountPage(items=await _read(session, items), next_cursor=cursor)
+
+
+@router.post("/accounts/{account_id}/suspend", response_model=AdminAccountRead, responses=responses(401, 403, 404, 422))
+async def suspend_account(account_id: uuid.UUID, body: SuspendRequest, session: SessionDep) -> AdminAccountRead:
+    account = await service.suspend(session, account=await _account(session, account_id), reason=body.reason,
+                                    note=body.note)
+    return (await _read(session, [account]))[0]
+
+
+@router.post(
+    "/accounts/{account_id}/unsuspend", response_model=AdminAccountRead, responses=responses(401, 403, 404, 409, 422)
+)
+async def unsuspend_account(account_id: uuid.UUID, body: UnsuspendRequest, session: SessionDep) -> AdminAccountRead:
+    account = await service.unsuspend(session, account=await _account(session, account_id), reason=body.reason)
+    return (await _read(session, [account]))[0]
+
+
+@router.post("/accounts/{account_id}/reconcile", response_model=ReconcileRequested, status_code=202,
+             responses=responses(401, 403, 404))
+async def reconcile_account(account_id: uuid.UUID, session: SessionDep) -> ReconcileRequested:
+    await service.force_reconcile(session, account=await _account(session, account_id))
+    return ReconcileRequested(account_id=account_id, queued=True)

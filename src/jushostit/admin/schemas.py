@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
+
+from jushostit.kit.schemas import RequestModel, ResponseModel, from_json_string
+from jushostit.models import AccountStatus, SuspensionReason
+
+
+class SuspendRequest(RequestModel):
+    reason: from_json_string(SuspensionReason)
+    note: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class UnsuspendRequest(RequestModel):
+    reason: from_json_string(SuspensionReason)
+
+
+class AdminAccountRead(ResponseModel):
+    id: uuid.UUID
+    name: str
+    status: AccountStatus
+    suspension_reasons: list[str]
+    level: str
+    reasons: list[str]
+    access: str
+    instances: int
+    failing_instances: int
+    last_error: str | None
+    last_reconciled_at: datetime | None
+    created_at: datetime
+
+
+class AdminAccountPage(ResponseModel):
+    items: list[AdminAccountRead]
+    next_cursor: str | None
+
+
+class ReconcileRequested(ResponseModel):
+    account_id: uuid.UUID
+    queued: bool

@@ -1,0 +1,52 @@
+"""Platform-admin actions on accounts. Each is a fact change: audited, then a reconcile is requested."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jushostit.audit import service as audit
+from jushostit.events.repository import EventRepository
+from jushostit.kit.errors import Conflict
+from jushostit.models import Account, AccountStatus, SuspensionReason
+from jushostit.reconcile.trigger import request_reconcile
+
+
+async def suspend(session: AsyncSession, *, account: Account, reason: SuspensionReason, note: str | None) -> Account:
+    before = sorted(account.suspension_reasons)
+    if reason.value not in account.suspension_reasons:
+        account.suspension_reasons = sorted({*account.suspension_reasons, reason.value})
+    if account.status in {AccountStatus.active, AccountStatus.past_due, AccountStatus.pending}:
+        account.status = AccountStatus.suspended
+    await audit.record(session, action="admin.account_suspended", target_type="account", target_id=account.id,
+                       account_id=account.id, before={"reasons": before},
+                       after={"reasons": account.suspension_reasons, "note": note})
+    await _publish_status(session, account)
+    request_reconcile(account.id)
+    return account
+
+
+async def _publish_status(session: AsyncSession, account: Account) -> None:
+    await EventRepository(session).publish({"type": "account.status", "account_id": str(account.id),
+                                            "status": account.status.value, "reasons": account.suspension_reasons})
+
+
+async def unsuspend(session: AsyncSession, *, account: Account, reason: SuspensionReason) -> Account:
+    """Lift only `reason`; the others stay (a payment never lifts an admin hold, nor this the reverse)."""
+    if reason.value not in account.suspension_reasons:
+        raise Conflict(f"The account is not suspended for {reason.value}", code="not_suspended",
+                       details={"suspension_reasons": account.suspension_reasons})
+    before = sorted(account.suspension_reasons)
+    account.suspension_reasons = sorted(set(account.suspension_reasons) - {reason.value})
+    if not account.suspension_reasons and account.status == AccountStatus.suspended:
+        account.status = AccountStatus.past_due if account.past_due_since else AccountStatus.active
+    await audit.record(session, action="admin.account_unsuspended", target_type="account", target_id=account.id,
+                       account_id=account.id, before={"reasons": before}, after={"reasons": account.suspension_reasons})
+    await _publish_status(session, account)
+    request_reconcile(account.id)
+    return account
+
+
+async def force_reconcile(session: AsyncSession, *, account: Account) -> None:
+    await audit.record(session, action="admin.reconcile_requested", target_type="account", target_id=account.id,
+                       account_id=account.id)
+    request_reconcile(account.id)

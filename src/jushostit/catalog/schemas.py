@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field, ValidatorFunctionWrapHandler, WrapValidator, field_validator, model_validator
+
+from jushostit.catalog.spec import PlanQuotas, PlanSpec, Resources, TemplateSpec
+from jushostit.kit import money
+from jushostit.kit.schemas import RequestModel, ResponseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def strict_body(model: type[M]) -> Any:
+    """`model` as a request body validated in strict mode all the way down (nested specs included): no
+    coercion of `"9"` to 9 or of `1.0` to 1; unknown fields are already refused by the specs themselves."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(value, dict):
+            return model.model_validate(value, strict=True)
+        return handler(value)
+
+    return Annotated[model, WrapValidator(validate)]
+
+
+def _known_currency(value: str) -> str:
+    if not money.is_known(value):
+        raise ValueError(f"unknown currency {value!r}")
+    return value
+
+
+# --- plans ------------------------------------------------------------------------------------------------
+
+
+class PlanCreate(PlanSpec):
+    """A new plan (PlanSpec) from the admin API; the currency must be one we know the exponent of."""
+
+    _currency = field_validator("currency")(classmethod(lambda cls, v: _known_currency(v)))
+
+
+_NOT_NULL = ("name", "price_minor", "currency", "interval", "billing_modes", "quotas")
+
+
+class PlanUpdate(RequestModel):
+    """Only the fields given change. The code never changes; `default_budget_minor` and `stripe_price_id` may be
+    set to null, the other fields may not."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    price_minor: Annotated[int, Field(ge=0)] | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    interval: Literal["month", "year"] | None = None
+    billing_modes: Annotated[list[Literal["card", "invoice", "prepaid", "free"]], Field(min_length=1)] | None = None
+    quotas: strict_body(PlanQuotas) | None = None
+    default_budget_minor: Annotated[int, Field(ge=0)] | None = None
+    stripe_price_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def known_currency(cls, value: str | None) -> str | None:
+        return None if value is None else _known_currency(value)
+
+    @model_validator(mode="after")
+    def not_null(self) -> PlanUpdate:
+        nulls = [f for f in _NOT_NULL if f in self.model_fields_set and getattr(self, f) is None]
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null")
+        return self
+
+
+class PlanRead(ResponseModel):
+    code: str
+    name: str
+    price_minor: int
+    currency: str
+    currency_exponent: int
+    price: str  # price_minor in major units, e.g. "9.00" for 900 EUR (display only; compute in minor units)
+    interval: str
+    billing_modes: list[str]
+    quotas: PlanQuotas
+    default_budget_minor: int | None
+
+
+class PlanAdminRead(PlanRead):
+    id: uuid.UUID
+    stripe_price_id: str | None
+    retired_at: datetime | None
+    created_at: datetime
+
+
+class PlanPage(ResponseModel):
+    items: list[PlanRead]
+    next_cursor: str | None
+
+
+class PlanAdminPage(ResponseModel):
+    items: list[PlanAdminRead]
+    next_cursor: str | None
+
+
+# --- templates --------------------------------------------------------------------------------------------
+
+
+class CatalogItem(ResponseModel):
+    code: str
+    name: str
+    kind: str
+    description: str
+    tiers: dict[str, Resources]
+    default_tier: str
+    runs_locally: bool  # has a `process` form, so the local runtime can run it
+
+
+class CatalogPage(ResponseModel):
+    items: list[CatalogItem]
+    next_cursor: str | None
+
+
+class TemplateCreate(TemplateSpec):
+    """A new template from the admin API. A `process` form is a command run on the control plane's host, so
+    only templates shipped in the package (code, reviewed) may have one."""
+
+    @model_validator(mode="after")
+    def no_process(self) -> TemplateCreate:
+        if self.process is not None:
+            raise ValueError("process: only templates shipped with JusHostIt may run on the local runtime")
+        return self
+
+
+class TemplateAdminRead(ResponseModel):
+    id: uuid.UUID
+    code: str
+    kind: str
+    source: str
+    retired_at: datetime | None
+    created_at: datetime
+    spec: TemplateSpec
+
+
+class TemplateAdminPage(ResponseModel):
+    items: list[TemplateAdminRead]
+    next_cursor: str | None

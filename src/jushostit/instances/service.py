@@ -1,0 +1,138 @@
+"""Ordering, deleting and restarting instances. Facts only: the reconciler makes them real. Never commits."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import uuid
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jushostit.audit import service as audit
+from jushostit.catalog.spec import Generated, TemplateSpec
+from jushostit.config import Settings
+from jushostit.entitlement import Quotas
+from jushostit.instances.repository import InstanceRepository
+from jushostit.instances.schemas import DeleteWhen, InstanceCreate
+from jushostit.kit import jobs
+from jushostit.kit.crypto import SecretBox
+from jushostit.kit.db import utcnow
+from jushostit.kit.errors import BadRequest, Conflict, NotFound
+from jushostit.models import Account, Instance
+from jushostit.reconcile.repository import ReconcileRepository
+from jushostit.reconcile.service import account_entitlement, policy_for
+from jushostit.reconcile.trigger import request_reconcile, running_lock
+from jushostit.vault import service as vault
+
+RESTART_TASK = "instance.restart"
+ALPHABETS = {
+    "alnum": string.ascii_letters + string.digits,
+    "hex": "0123456789abcdef",
+    "urlsafe": string.ascii_letters + string.digits + "-_",
+    "printable": string.ascii_letters + string.digits + "!#%+,-./:;<=>?@[]^_{|}~",
+}
+
+
+def generate_value(spec: Generated) -> str:
+    alphabet = ALPHABETS[spec.alphabet]
+    return "".join(secrets.choice(alphabet) for _ in range(spec.length))
+
+
+def usage(instances: list[tuple[TemplateSpec, str]]) -> Quotas:
+    """What a set of (template, tier) instances takes from the plan's quotas (limits, volumes, count)."""
+    total = Quotas(max_instances=len(instances))
+    for template, tier in instances:
+        resources = template.tiers[tier]
+        storage = sum(v.size_gib for v in template.volumes) + (template.database.size_gib if template.database else 0)
+        total = total + Quotas(resources.cpu_limit_millicores, resources.memory_limit_mib, storage, 0)
+    return total
+
+
+def quota_problem(used: Quotas, quotas: Quotas) -> str | None:
+    for field, label in (("max_instances", "instances"), ("cpu_millicores", "CPU (millicores)"),
+                         ("memory_mib", "memory (MiB)"), ("storage_gib", "storage (GiB)")):
+        if getattr(used, field) > getattr(quotas, field):
+            return f"plan quota exceeded: {label} {getattr(used, field)} > {getattr(quotas, field)}"
+    return None
+
+
+async def order(
+    session: AsyncSession, settings: Settings, box: SecretBox, *, account: Account, data: InstanceCreate
+) -> Instance:
+    repository = InstanceRepository(session)
+    template_row = await repository.template(data.template)
+    if template_row is None:
+        raise NotFound(f"Unknown template {data.template!r}", code="unknown_template")
+    template = TemplateSpec.model_validate(template_row.spec)
+    tier = data.tier or template.default_tier
+    if tier not in template.tiers:
+        raise BadRequest(f"Unknown tier {tier!r}; choose one of {sorted(template.tiers)}", code="unknown_tier")
+
+    existing = await repository.counting_toward_quota(account.id)
+    subscriptions = await ReconcileRepository(session).subscriptions([account.id])
+    entitled = account_entitlement(account, subscriptions, existing, utcnow(), policy_for(settings))
+    if not entitled.can_order:
+        raise Conflict("Ordering is not allowed: " + ("; ".join(entitled.reasons) or entitled.access),
+                       code="not_entitled", details={"level": entitled.level.name, "reasons": list(entitled.reasons)})
+    if await repository.name_taken(account.id, data.name):
+        raise Conflict(f"An instance named {data.name!r} already exists in this account", code="duplicate_name")
+    specs = {t.code: TemplateSpec.model_validate(t.spec) for t in await repository.templates({i.template_code for i in existing})}
+    used = usage([(specs[i.template_code], i.tier) for i in existing] + [(template, tier)])
+    problem = quota_problem(used, entitled.quotas)
+    if problem:
+        raise Conflict(problem, code="quota_exceeded", details={"quotas": entitled.quotas.__dict__, "after_order": used.__dict__})
+
+    instance = Instance(
+        account_id=account.id,
+        template_code=template.code,
+        name=data.name,
+        slug=f"{data.name}-{secrets.token_hex(3)}",
+        tier=tier,
+        desired_level="running",
+        observed_status="provisioning",
+    )
+    await repository.add(instance)
+    for var in template.env:
+        if var.generate is not None:
+            await vault.put(session, box, owner_type="instance", owner_id=instance.id, name=var.name,
+                            value=generate_value(var.generate))
+    await audit.record(session, action="instance.ordered", target_type="instance", target_id=instance.id,
+                       account_id=account.id, after={"template": template.code, "name": data.name, "tier": tier})
+    request_reconcile(account.id)
+    return instance
+
+
+async def request_delete(session: AsyncSession, *, instance_id: uuid.UUID, when: DeleteWhen) -> Instance:
+    repository = InstanceRepository(session)
+    instance = await repository.lock(instance_id)
+    if instance is None:
+        raise NotFound("Instance not found")
+    now = utcnow()
+    at = now
+    if when == "period_end":
+        subscriptions = await ReconcileRepository(session).subscriptions([instance.account_id])
+        ends = [s.current_period_end for s, _ in subscriptions if s.status == "active" and s.current_period_end > now]
+        at = max(ends) if ends else now
+    if instance.delete_requested_at is None or at < instance.delete_requested_at:
+        instance.delete_requested_at = at
+        await audit.record(session, action="instance.delete_requested", target_type="instance", target_id=instance.id,
+                           account_id=instance.account_id, after={"at": at.isoformat(), "when": when})
+    request_reconcile(instance.account_id)
+    return instance
+
+
+async def request_restart(session: AsyncSession, *, instance: Instance) -> None:
+    if instance.observed_status not in {"running", "throttled", "failed", "provisioning"}:
+        raise Conflict(f"Cannot restart an instance that is {instance.observed_status}", code="not_running")
+    await audit.record(session, action="instance.restart_requested", target_type="instance", target_id=instance.id,
+                       account_id=instance.account_id)
+    # Same lock as the account's reconcile: a restart never races an apply.
+    jobs.enqueue(RESTART_TASK, lock=running_lock(instance.account_id), instance_id=str(instance.id),
+                 account_id=str(instance.account_id))
+
+
+async def credentials(session: AsyncSession, box: SecretBox, *, instance: Instance) -> list[tuple[str, str]]:
+    template = await InstanceRepository(session).template(instance.template_code)
+    shown = {v.name for v in TemplateSpec.model_validate(template.spec).env if v.secret} if template else set()
+    values = await vault.read(session, box, owner_type="instance", owner_id=instance.id)
+    return sorted((name, value) for name, value in values.items() if name in shown)
+

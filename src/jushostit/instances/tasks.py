@@ -1,0 +1,34 @@
+"""Instance jobs: restart (through the runtime, then a reconcile) and the daily retention purge."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from jushostit.instances.repository import InstanceRepository
+from jushostit.instances.service import RESTART_TASK
+from jushostit.kit import container
+from jushostit.kit.db import utcnow
+from jushostit.kit.jobs import app
+from jushostit.reconcile.tasks import defer_reconcile
+from jushostit.runtime.registry import driver_for
+
+
+@app.task(name=RESTART_TASK, queue="reconcile", pass_context=False)
+async def restart(instance_id: str, account_id: str) -> None:
+    c = container.current()
+    await driver_for(c.settings).restart(uuid.UUID(instance_id))
+    await defer_reconcile(uuid.UUID(account_id))  # the reconcile starts it again
+
+
+@app.periodic(cron="23 4 * * *", periodic_id="instances.purge_expired")
+@app.task(name="instances.purge_expired", queue="reconcile", queueing_lock="instances.purge_expired", pass_context=False)
+async def purge_expired(timestamp: int | None = None) -> int:
+    """Expired instances past the retention period: their next reconcile sees level `deleted` and removes them."""
+    c = container.current()
+    cutoff = utcnow() - timedelta(days=c.settings.expired_retention_days)
+    async with c.database.sessionmaker() as session:
+        accounts = await InstanceRepository(session).accounts_with_expired_before(cutoff)
+    for account_id in accounts:
+        await defer_reconcile(account_id)
+    return len(accounts)

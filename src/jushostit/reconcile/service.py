@@ -1,0 +1,208 @@
+"""The reconciler: entitlement + instances → complete desired state → apply through the driver → observed
+state written back. Idempotent (a pass with nothing changed makes no driver writes) and level-triggered (it
+never needs the event that caused it). Never writes an effect before it happened (REFERENCE §1 F6, F8)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jushostit.audit import service as audit
+from jushostit.catalog.spec import TemplateSpec
+from jushostit.config import Settings
+from jushostit.events.repository import EventRepository
+from jushostit.entitlement import (
+    AccountFacts,
+    BudgetFacts,
+    DunningPolicy,
+    Entitlement,
+    InstanceFacts,
+    Level,
+    Quotas,
+    SubscriptionFacts,
+    entitlement,
+)
+from jushostit.kit import context
+from jushostit.kit.crypto import SecretBox
+from jushostit.kit.db import Database, utcnow
+from jushostit.models import Account, Instance, Plan, Subscription
+from jushostit.notifications.service import queue_email
+from jushostit.reconcile.desired import InstanceInput, build_desired
+from jushostit.reconcile.repository import ReconcileRepository
+from jushostit.runtime.protocol import Observed, ObservedInstance, RuntimeDriver
+from jushostit.runtime.registry import instance_address
+
+log = structlog.get_logger(__name__)
+
+
+def subscription_facts(subscription: Subscription, plan: Plan) -> SubscriptionFacts:
+    return SubscriptionFacts(
+        id=subscription.id,
+        plan_code=plan.code,
+        status=subscription.status,
+        period_start=subscription.current_period_start,
+        period_end=subscription.current_period_end,
+        quotas=Quotas(**plan.quotas),
+        cancelled_at=subscription.cancelled_at,
+    )
+
+
+def policy_for(settings: Settings) -> DunningPolicy:
+    return DunningPolicy(expired_retention=timedelta(days=settings.expired_retention_days))
+
+
+def account_entitlement(
+    account: Account,
+    subscriptions: list[tuple[Subscription, Plan]],
+    instances: list[Instance],
+    now: datetime,
+    policy: DunningPolicy,
+) -> Entitlement:
+    return entitlement(
+        AccountFacts(account.status.value, frozenset(account.suspension_reasons), account.past_due_since),
+        [subscription_facts(s, p) for s, p in subscriptions],
+        policy,
+        BudgetFacts(account.budget_minor, account.month_spend_minor),
+        [InstanceFacts(i.id, i.delete_requested_at) for i in instances],
+        now,
+    )
+
+
+@dataclass
+class Snapshot:
+    account: Account
+    instances: list[Instance]
+    entitled: Entitlement
+    inputs: list[InstanceInput]
+    templates: dict[str, TemplateSpec]
+    secrets: dict[uuid.UUID, dict[str, str]] = field(default_factory=dict)
+
+
+async def snapshot(session: AsyncSession, settings: Settings, box: SecretBox, account_id: uuid.UUID,
+                   now: datetime) -> Snapshot | None:
+    repository = ReconcileRepository(session)
+    account = await repository.account(account_id)
+    if account is None:
+        return None
+    instances = await repository.live_instances([account_id])
+    subscriptions = await repository.subscriptions([account_id])
+    templates = {t.code: TemplateSpec.model_validate(t.spec) for t in await repository.templates({i.template_code for i in instances})}
+    secrets: dict[uuid.UUID, dict[str, str]] = {}
+    for secret in await repository.instance_secrets([i.id for i in instances]):
+        secrets.setdefault(secret.owner_id, {})[secret.name] = box.decrypt(secret.ciphertext)
+    inputs = []
+    for instance in instances:
+        url, host = instance_address(settings, instance.slug)
+        inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code, url, host))
+    entitled = account_entitlement(account, subscriptions, instances, now, policy_for(settings))
+    return Snapshot(account, instances, entitled, inputs, templates, secrets)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    instance_id: uuid.UUID
+    before: str
+    after: str
+    reason: str | None
+
+
+async def reconcile_account(
+    database: Database, settings: Settings, box: SecretBox, driver: RuntimeDriver, account_id: uuid.UUID
+) -> Observed | None:
+    """One full pass for one account. Raises when the driver fails, after recording the error (the job retries)."""
+    now = utcnow()
+    async with database.unit_of_work() as session:
+        snap = await snapshot(session, settings, box, account_id, now)
+    if snap is None:
+        await driver.destroy(account_id)
+        return None
+    desired = build_desired(account_id, snap.inputs, snap.entitled, snap.templates, snap.secrets)
+    try:
+        observed = await driver.apply(desired)
+    except Exception as error:
+        async with database.unit_of_work() as session:
+            await _record_failure(session, snap, error, utcnow())
+        raise
+    async with database.unit_of_work() as session:
+        await write_back(session, settings, snap, observed, utcnow())
+    return observed
+
+
+async def _record_failure(session: AsyncSession, snap: Snapshot, error: Exception, now: datetime) -> None:
+    message = f"{type(error).__name__}: {error}"[:2000]
+    for instance in await ReconcileRepository(session).instances_for_update([i.id for i in snap.instances]):
+        instance.last_error = message
+        instance.failures += 1
+        instance.last_reconciled_at = now
+    log.warning("reconcile.failed", account_id=str(snap.account.id), error=message)
+
+
+def _observed_for(instance: Instance, level: Level, observed: Observed) -> ObservedInstance:
+    if level == Level.deleted:
+        return ObservedInstance("deleted", "deleted")
+    seen = observed.instances.get(instance.id, ObservedInstance("failed", "not reported by the runtime"))
+    if seen.status == "stopped" and level == Level.expired:
+        return ObservedInstance("expired", "subscription ended; data kept for the retention period")
+    if seen.status == "running" and level == Level.throttled:
+        return ObservedInstance("throttled", "monthly budget reached")
+    return seen
+
+
+async def write_back(session: AsyncSession, settings: Settings, snap: Snapshot, observed: Observed,
+                     now: datetime) -> list[StatusChange]:
+    repository = ReconcileRepository(session)
+    changes: list[StatusChange] = []
+    by_id = {i.id: i for i in snap.inputs}
+    for instance in await repository.instances_for_update([i.id for i in snap.instances]):
+        level = snap.entitled.instances[instance.id].level
+        seen = _observed_for(instance, level, observed)
+        reason = seen.reason or ("; ".join(snap.entitled.instances[instance.id].reasons) or None)
+        before = instance.observed_status
+        instance.desired_level = level.name
+        instance.observed_status = seen.status
+        instance.status_reason = reason[:500] if reason else None
+        instance.last_reconciled_at = now
+        instance.last_error = None
+        instance.failures = 0
+        if level == Level.expired and instance.expired_at is None:
+            instance.expired_at = now
+        elif level > Level.expired:
+            instance.expired_at = None
+        if level == Level.deleted and instance.deleted_at is None:
+            instance.deleted_at = now
+        if before != seen.status:
+            changes.append(StatusChange(instance.id, before, seen.status, instance.status_reason))
+            await _announce(session, settings, snap, instance, by_id[instance.id].url, before, seen.status, now)
+    return changes
+
+
+def lifecycle_email(before: str, after: str) -> str | None:
+    """Which email a status change sends, if any."""
+    if after == "running":
+        return "instance_restored" if before in {"stopped", "expired", "throttled"} else "instance_ready"
+    return {"stopped": "instance_suspended", "expired": "instance_expired", "deleted": "instance_deleted"}.get(after)
+
+
+async def _announce(session: AsyncSession, settings: Settings, snap: Snapshot, instance: Instance, url: str,
+                    before: str, after: str, now: datetime) -> None:
+    await audit.record(
+        session,
+        action="instance.status_changed",
+        target_type="instance",
+        target_id=instance.id,
+        account_id=snap.account.id,
+        before={"status": before},
+        after={"status": after, "reason": instance.status_reason},
+        actor=context.SYSTEM,
+    )
+    payload = {"type": "instance.status", "account_id": str(snap.account.id), "instance_id": str(instance.id),
+               "status": after, "reason": instance.status_reason, "at": now.isoformat()}
+    await EventRepository(session).publish(payload)
+    template = lifecycle_email(before, after)
+    if template and snap.account.billing_email:
+        await queue_email(session, to=snap.account.billing_email, template=template,
+                          values={"name": instance.name, "url": url, "reason": instance.status_reason or ""})

@@ -1,0 +1,30 @@
+"""Every fact change asks for a reconcile of its account; the request is deferred after the commit.
+
+One queued and one running per account (REFERENCE §5): a fact that arrives while a reconcile runs queues
+exactly one more, which sees the new fact. A lost request is healed by the periodic resync.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from jushostit.kit import jobs
+
+RECONCILE_TASK = "account.reconcile"
+
+
+def queueing_lock(account_id: uuid.UUID | str) -> str:
+    return f"reconcile:{account_id}"
+
+
+def running_lock(account_id: uuid.UUID | str) -> str:
+    return f"account:{account_id}"
+
+
+def request_reconcile(account_id: uuid.UUID) -> None:
+    jobs.enqueue(
+        RECONCILE_TASK,
+        queueing_lock=queueing_lock(account_id),
+        lock=running_lock(account_id),
+        account_id=str(account_id),
+    )

@@ -1,0 +1,250 @@
+"""The `local` runtime: instances whose template has a `process` form run as supervised child processes on
+loopback ports, one directory per instance under the data dir.
+
+The state on disk is the truth (a `run.json` per running instance naming its pid, the pid's start time and
+its port), so any process — a restarted `serve`, a second worker — observes and converges from what it finds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import structlog
+
+from jushostit.runtime.protocol import AccountState, DesiredInstance, Observed, ObservedInstance
+
+log = structlog.get_logger(__name__)
+
+NOT_RUNNABLE = "template not runnable on the local runtime"
+LOOPBACK = "127.0.0.1"
+HEALTH_TIMEOUT_SECONDS = 10.0
+STOP_TIMEOUT_SECONDS = 5.0
+THROTTLED_NICENESS = 15
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    pid: int
+    started: float  # the process's create_time, so a reused pid is never mistaken for ours
+    port: int
+    throttled: bool
+
+    def alive(self) -> bool:
+        try:
+            process = psutil.Process(self.pid)
+            return abs(process.create_time() - self.started) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+class LocalDriver:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._children: dict[uuid.UUID, asyncio.subprocess.Process] = {}
+
+    # --- layout -------------------------------------------------------------------------------------------
+    def account_dir(self, account_id: uuid.UUID) -> Path:
+        return self.root / str(account_id)
+
+    def instance_dir(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> Path:
+        return self.account_dir(account_id) / str(instance_id)
+
+    def _find_instance_dir(self, instance_id: uuid.UUID) -> Path | None:
+        matches = list(self.root.glob(f"*/{instance_id}"))
+        return matches[0] if matches else None
+
+    @staticmethod
+    def _read_run(directory: Path) -> RunRecord | None:
+        try:
+            return RunRecord(**json.loads((directory / "run.json").read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+    def port_of(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> int | None:
+        """The port a running instance listens on (for the router), or None."""
+        record = self._read_run(self.instance_dir(account_id, instance_id))
+        return record.port if record and record.alive() else None
+
+    # --- the protocol ---------------------------------------------------------------------------------------
+    async def apply(self, desired: AccountState) -> Observed:
+        observed = Observed()
+        wanted = {i.id for i in desired.instances}
+        for instance in desired.instances:
+            observed.instances[instance.id], writes = await self._apply_instance(desired.account_id, instance)
+            observed.writes += writes
+        account_dir = self.account_dir(desired.account_id)
+        if account_dir.exists():
+            for directory in account_dir.iterdir():
+                if directory.is_dir() and uuid.UUID(directory.name) not in wanted:
+                    await self._stop(directory)
+                    shutil.rmtree(directory)
+                    observed.writes += 1
+            if not any(account_dir.iterdir()):
+                account_dir.rmdir()
+        return observed
+
+    async def observe(self, account_id: uuid.UUID) -> Observed:
+        observed = Observed()
+        account_dir = self.account_dir(account_id)
+        if account_dir.exists():
+            for directory in account_dir.iterdir():
+                record = self._read_run(directory)
+                status = "running" if record and record.alive() else "stopped"
+                observed.instances[uuid.UUID(directory.name)] = ObservedInstance(status)
+        return observed
+
+    async def destroy(self, account_id: uuid.UUID) -> None:
+        await self.apply(AccountState(account_id, ()))
+
+    async def logs(self, instance_id: uuid.UUID, tail: int) -> list[str]:
+        directory = self._find_instance_dir(instance_id)
+        if directory is None or not (directory / "log.txt").exists():
+            return []
+        with (directory / "log.txt").open(errors="replace") as handle:
+            return [line.rstrip("\n") for line in deque(handle, maxlen=tail)]
+
+    async def restart(self, instance_id: uuid.UUID) -> None:
+        """Stop the process; the next apply starts it again (restart is a reconcile, not a special path)."""
+        directory = self._find_instance_dir(instance_id)
+        if directory is not None:
+            await self._stop(directory)
+
+    async def shutdown(self) -> None:
+        """Stop every instance this process started (on a clean exit of serve); data stays."""
+        for instance_id in list(self._children):
+            directory = self._find_instance_dir(instance_id)
+            if directory is not None:
+                await self._stop(directory)
+
+    # --- one instance ---------------------------------------------------------------------------------------
+    async def _apply_instance(self, account_id: uuid.UUID, instance: DesiredInstance) -> tuple[ObservedInstance, int]:
+        process = instance.template.process
+        if process is None:
+            return ObservedInstance("failed", NOT_RUNNABLE), 0
+        directory = self.instance_dir(account_id, instance.id)
+        writes = self._ensure_data(directory, instance)
+        record = self._read_run(directory)
+        running = record is not None and record.alive()
+        if not instance.run:
+            if running:
+                await self._stop(directory)
+                writes += 1
+            return ObservedInstance("stopped"), writes
+        if running and record is not None and record.throttled != instance.throttled:
+            self._renice(record.pid, instance.throttled)
+            (directory / "run.json").write_text(json.dumps({**record.__dict__, "throttled": instance.throttled}))
+            writes += 1
+        if not running:
+            record = await self._start(directory, instance)
+            writes += 1
+        assert record is not None
+        healthy = await self._healthy(record.port, process.health_path, wait=not running)
+        if healthy:
+            return ObservedInstance("running", "throttled" if instance.throttled else None), writes
+        if not record.alive():
+            return ObservedInstance("failed", "process exited; see the instance logs"), writes
+        return ObservedInstance("provisioning", "waiting for the health check"), writes
+
+    def _ensure_data(self, directory: Path, instance: DesiredInstance) -> int:
+        data = directory / "data"
+        if data.exists():
+            return 0
+        data.mkdir(parents=True)
+        assert instance.template.process is not None
+        for relative, content in instance.template.process.seed_files.items():
+            target = (data / relative).resolve()
+            if data.resolve() not in target.parents:
+                raise ValueError(f"seed file {relative!r} escapes the data directory")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content.replace("{name}", instance.name).replace("{url}", instance.url))
+        return 1
+
+    async def _start(self, directory: Path, instance: DesiredInstance) -> RunRecord:
+        assert instance.template.process is not None
+        port = free_port()
+        substitutions = {"python": sys.executable, "port": str(port), "data_dir": str(directory / "data"), "host": LOOPBACK}
+        command = [part.format(**substitutions) for part in instance.template.process.command]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(directory / "data"), "PORT": str(port),
+               **dict(instance.env)}
+        log_file = (directory / "log.txt").open("ab")
+        child = await asyncio.create_subprocess_exec(
+            *command, cwd=directory / "data", env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
+            stderr=log_file, start_new_session=True,
+        )
+        log_file.close()
+        if instance.throttled:
+            self._renice(child.pid, True)
+        record = RunRecord(child.pid, psutil.Process(child.pid).create_time(), port, instance.throttled)
+        (directory / "run.json").write_text(json.dumps(record.__dict__))
+        self._children[instance.id] = child
+        log.info("local.started", instance_id=str(instance.id), pid=child.pid, port=port)
+        return record
+
+    async def _stop(self, directory: Path) -> None:
+        record = self._read_run(directory)
+        (directory / "run.json").unlink(missing_ok=True)
+        instance_id = uuid.UUID(directory.name)
+        child = self._children.pop(instance_id, None)
+        if record is None or not record.alive():
+            if child is not None:
+                await child.wait()
+            return
+        try:
+            os.killpg(record.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while record.alive() and time.monotonic() < deadline:
+            if child is not None:
+                try:
+                    await asyncio.wait_for(child.wait(), timeout=0.1)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0.05)  # not our child: poll until it is gone
+        if record.alive():
+            os.killpg(record.pid, signal.SIGKILL)
+        if child is not None:
+            await child.wait()
+        log.info("local.stopped", instance_id=str(instance_id), pid=record.pid)
+
+    @staticmethod
+    def _renice(pid: int, throttled: bool) -> None:
+        try:
+            psutil.Process(pid).nice(THROTTLED_NICENESS if throttled else 0)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+    @staticmethod
+    async def _healthy(port: int, path: str, *, wait: bool) -> bool:
+        deadline = time.monotonic() + (HEALTH_TIMEOUT_SECONDS if wait else 0)
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                try:
+                    response = await client.get(f"http://{LOOPBACK}:{port}{path}")
+                    if response.status_code < 500:
+                        return True
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(0.1)
