@@ -1,0 +1,124 @@
+"""The local runtime driver against real child processes (static-site's `python -m http.server`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from jushostit.catalog.loader import load_templates
+from jushostit.runtime.local.driver import NOT_RUNNABLE, LocalDriver
+from jushostit.runtime.protocol import AccountState, DesiredInstance
+
+TEMPLATES = {t.code: t for t in load_templates()}
+ACCOUNT = uuid.UUID(int=7)
+
+
+def desired(instance_id: uuid.UUID, *, run: bool = True, throttled: bool = False, template: str = "static-site",
+            name: str = "my-site") -> DesiredInstance:
+    return DesiredInstance(
+        id=instance_id, slug=f"{name}-abc123", name=name, template_code=template, run=run, throttled=throttled,
+        env=(("GREETING", "hello"),), url=f"http://{name}-abc123.localhost:8000/", template=TEMPLATES[template],
+    )
+
+
+@pytest.fixture
+async def driver(tmp_path: Path):
+    local = LocalDriver(tmp_path / "instances")
+    yield local
+    await local.destroy(ACCOUNT)
+
+
+def page(driver: LocalDriver, instance_id: uuid.UUID) -> httpx.Response:
+    port = driver.port_of(ACCOUNT, instance_id)
+    assert port is not None
+    return httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+
+
+async def test_apply_runs_serves_stops_and_restores_with_data(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    observed = await driver.apply(AccountState(ACCOUNT, (desired(iid),)))
+    assert observed.instances[iid].status == "running"
+    assert observed.writes == 2  # data seeded, process started
+    response = page(driver, iid)
+    assert response.status_code == 200 and "<h1>my-site</h1>" in response.text
+
+    again = await driver.apply(AccountState(ACCOUNT, (desired(iid),)))
+    assert again.writes == 0 and again.instances[iid].status == "running"
+
+    data = driver.instance_dir(ACCOUNT, iid) / "data"
+    (data / "note.txt").write_text("customer data")
+    stopped = await driver.apply(AccountState(ACCOUNT, (desired(iid, run=False),)))
+    assert stopped.instances[iid].status == "stopped" and stopped.writes == 1
+    assert driver.port_of(ACCOUNT, iid) is None
+    assert (data / "note.txt").read_text() == "customer data"
+
+    restored = await driver.apply(AccountState(ACCOUNT, (desired(iid),)))
+    assert restored.instances[iid].status == "running"
+    port = driver.port_of(ACCOUNT, iid)
+    assert httpx.get(f"http://127.0.0.1:{port}/note.txt", timeout=5).text == "customer data"
+
+    removed = await driver.apply(AccountState(ACCOUNT, ()))
+    assert removed.writes == 1
+    assert not driver.instance_dir(ACCOUNT, iid).exists()
+
+
+async def test_template_without_process_form_fails_clearly(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    observed = await driver.apply(AccountState(ACCOUNT, (desired(iid, template="wordpress", name="blog"),)))
+    assert observed.instances[iid].status == "failed"
+    assert observed.instances[iid].reason == NOT_RUNNABLE
+    assert observed.writes == 0
+
+
+async def test_a_process_killed_behind_our_back_comes_back(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    await driver.apply(AccountState(ACCOUNT, (desired(iid),)))
+    record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
+    assert record is not None
+    os.killpg(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while record.alive() and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling for the kill to land, with a deadline
+    assert not record.alive()
+    healed = await driver.apply(AccountState(ACCOUNT, (desired(iid),)))
+    assert healed.instances[iid].status == "running" and healed.writes == 1
+    assert page(driver, iid).status_code == 200
+
+
+async def test_a_new_driver_adopts_running_processes(driver: LocalDriver, tmp_path: Path) -> None:
+    iid = uuid.uuid4()
+    await driver.apply(AccountState(ACCOUNT, (desired(iid),)))
+    pid = driver._read_run(driver.instance_dir(ACCOUNT, iid)).pid
+    successor = LocalDriver(tmp_path / "instances")  # e.g. serve restarted after a SIGKILL
+    observed = await successor.apply(AccountState(ACCOUNT, (desired(iid),)))
+    assert observed.writes == 0 and observed.instances[iid].status == "running"
+    assert successor._read_run(successor.instance_dir(ACCOUNT, iid)).pid == pid
+
+
+async def test_env_logs_and_restart(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    await driver.apply(AccountState(ACCOUNT, (desired(iid),)))
+    record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
+    assert psutil.Process(record.pid).environ()["GREETING"] == "hello"
+    page(driver, iid)
+    lines = await driver.logs(iid, tail=50)
+    assert any('"GET / HTTP/1.1" 200' in line for line in lines)
+    await driver.restart(iid)
+    assert driver.port_of(ACCOUNT, iid) is None
+    back = await driver.apply(AccountState(ACCOUNT, (desired(iid),)))
+    assert back.instances[iid].status == "running" and back.writes == 1
+
+
+async def test_throttled_runs_with_lower_priority(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    observed = await driver.apply(AccountState(ACCOUNT, (desired(iid, throttled=True),)))
+    assert observed.instances[iid].status == "running"
+    record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
+    assert psutil.Process(record.pid).nice() > 0
