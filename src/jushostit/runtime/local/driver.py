@@ -8,6 +8,7 @@ its port), so any process — a restarted `serve`, a second worker — observes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -148,12 +149,14 @@ class LocalDriver:
             if running:
                 await self._stop(directory)
                 writes += 1
+            writes += await self._kill_strays(directory)
             return ObservedInstance("stopped"), writes
         if running and record is not None and record.throttled != instance.throttled:
             self._renice(record.pid, instance.throttled)
             (directory / "run.json").write_text(json.dumps({**record.__dict__, "throttled": instance.throttled}))
             writes += 1
         if not running:
+            writes += await self._kill_strays(directory)
             record = await self._start(directory, instance)
             writes += 1
         assert record is not None
@@ -226,6 +229,24 @@ class LocalDriver:
         if child is not None:
             await child.wait()
         log.info("local.stopped", instance_id=str(instance_id), pid=record.pid)
+
+    @staticmethod
+    async def _kill_strays(directory: Path) -> int:
+        """Processes running in the instance's data dir that no run.json names: left by a crash between
+        starting a process and recording it. Without this, a retry would start a second copy."""
+        data = (directory / "data").resolve()
+        record = LocalDriver._read_run(directory)
+        strays = []
+        for process in psutil.process_iter(["pid", "cwd"]):
+            if process.info["cwd"] == str(data) and not (record and record.pid == process.info["pid"]):
+                strays.append(process)
+        for process in strays:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        await asyncio.to_thread(psutil.wait_procs, strays, timeout=STOP_TIMEOUT_SECONDS)
+        if strays:
+            log.warning("local.killed_strays", directory=str(directory), pids=[p.pid for p in strays])
+        return len(strays)
 
     @staticmethod
     def _renice(pid: int, throttled: bool) -> None:
