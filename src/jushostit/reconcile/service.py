@@ -127,8 +127,9 @@ async def reconcile_account(
         async with database.unit_of_work() as session:
             await _record_failure(session, snap, error, utcnow())
         raise
-    async with database.unit_of_work() as session:
-        await write_back(session, settings, snap, observed, utcnow())
+    if snap.instances:  # nothing to write back for an account without instances
+        async with database.unit_of_work() as session:
+            await write_back(session, settings, snap, observed, utcnow())
     return observed
 
 
