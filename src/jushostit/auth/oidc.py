@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import httpx
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Depends, Request
@@ -21,13 +22,20 @@ from jushostit.auth.dependencies import public
 from jushostit.config import Settings, resolve_secrets
 from jushostit.kit import container
 from jushostit.kit.db import SessionDep
-from jushostit.kit.errors import NotFound, Unauthorized, responses
+from jushostit.kit.errors import AppError, NotFound, Unauthorized, responses
 
 router = APIRouter(prefix="/v1/auth/oidc", tags=["auth"], dependencies=[Depends(public(rate_limit=True))])
 
 
 class OIDCFailed(Unauthorized):
     code = "oidc_failed"
+
+
+class OIDCUnavailable(AppError):
+    """The provider could not be reached (discovery, token or JWKS request failed): not the caller's fault."""
+
+    status_code = 502
+    code = "oidc_unavailable"
 
 
 def session_cookie_secret(settings: Settings) -> str:
@@ -56,15 +64,22 @@ def _client(request: Request, provider: str):  # noqa: ANN202 - authlib's Starle
     return client
 
 
-@router.get("/{provider}/login", status_code=302, response_class=RedirectResponse, responses=responses(404, 429))
+@router.get(
+    "/{provider}/login", status_code=302, response_class=RedirectResponse, responses=responses(404, 429, 502)
+)
 async def oidc_login(provider: str, request: Request) -> RedirectResponse:
     """Redirects the browser to the provider's authorization page."""
     client = _client(request, provider)
     redirect_uri = f"{container.current().settings.base_url}/v1/auth/oidc/{provider}/callback"
-    return await client.authorize_redirect(request, redirect_uri)
+    try:
+        return await client.authorize_redirect(request, redirect_uri)
+    except httpx.HTTPError as error:
+        raise OIDCUnavailable(f"Identity provider {provider} is unreachable") from error
 
 
-@router.get("/{provider}/callback", response_model=TokenPair, responses=responses(401, 404, 409, 429))
+@router.get(
+    "/{provider}/callback", response_model=TokenPair, responses=responses(400, 401, 404, 409, 429, 502)
+)
 async def oidc_callback(provider: str, request: Request, session: SessionDep) -> TokenPair:
     client = _client(request, provider)
     try:
@@ -73,6 +88,8 @@ async def oidc_callback(provider: str, request: Request, session: SessionDep) ->
         raise OIDCFailed(f"Sign-in with {provider} failed: {error.error}") from error
     except JoseError as error:  # the id_token failed validation (nonce, issuer, audience, expiry, signature)
         raise OIDCFailed(f"Sign-in with {provider} failed: {error.error} ({error.description})") from error
+    except httpx.HTTPError as error:
+        raise OIDCUnavailable(f"Identity provider {provider} is unreachable") from error
     userinfo = token.get("userinfo")
     if not userinfo or "iss" not in userinfo or "sub" not in userinfo:
         raise OIDCFailed(f"Sign-in with {provider} returned no id_token claims")
@@ -84,7 +101,7 @@ async def oidc_callback(provider: str, request: Request, session: SessionDep) ->
             provider=provider,
             issuer=str(userinfo["iss"]),
             subject=str(userinfo["sub"]),
-            email=userinfo.get("email"),
+            email=userinfo["email"] if isinstance(userinfo.get("email"), str) else None,  # no usable email
             email_verified=userinfo.get("email_verified") is True,
         ),
     )

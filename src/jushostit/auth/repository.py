@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -129,14 +129,20 @@ class AuthRepository:
     async def throttles(self, keys: list[str]) -> list[AuthThrottle]:
         return list((await self.session.scalars(select(AuthThrottle).where(AuthThrottle.key.in_(keys)))).all())
 
-    async def count_failure(self, key: str, now: datetime) -> AuthThrottle:
-        """Atomically add one failure to `key` (upsert), returning the row locked for this transaction."""
+    async def count_failure(self, key: str, now: datetime, forget_before: datetime) -> AuthThrottle:
+        """Atomically add one failure to `key` (upsert), returning the row locked for this transaction.
+        A streak whose last failure is older than `forget_before` starts again from one."""
         await self.session.execute(
             insert(AuthThrottle)
             .values(key=key, failures=1, last_failure_at=now)
             .on_conflict_do_update(
                 index_elements=[AuthThrottle.key],
-                set_={"failures": AuthThrottle.failures + 1, "last_failure_at": now},
+                set_={
+                    "failures": case(
+                        (AuthThrottle.last_failure_at < forget_before, 1), else_=AuthThrottle.failures + 1
+                    ),
+                    "last_failure_at": now,
+                },
             )
         )
         row = await self.session.scalar(

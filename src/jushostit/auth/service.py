@@ -136,6 +136,10 @@ async def signup(
     return user, account, tokens
 
 
+# Failures further apart than this do not add up (a shared office IP is not locked forever).
+FAILURE_STREAK_WINDOW = timedelta(hours=1)
+
+
 def _throttle_keys(email: str, ip: str | None) -> list[str]:
     return [f"email:{email}"] + ([f"ip:{ip}"] if ip else [])
 
@@ -185,7 +189,7 @@ async def _count_failure(
 ) -> None:
     repository = AuthRepository(session)
     for key in keys:
-        throttle = await repository.count_failure(key, now)
+        throttle = await repository.count_failure(key, now, now - FAILURE_STREAK_WINDOW)
         delay = _lock_delay(throttle.failures, settings)
         if delay:
             throttle.locked_until = now + timedelta(seconds=delay)
