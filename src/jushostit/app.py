@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +26,8 @@ from jushostit.audit.endpoints import router as audit_router
 from jushostit.auth import oidc
 from jushostit.auth.dependencies import route_rule
 from jushostit.auth.endpoints import router as auth_router
+from jushostit.billing.endpoints import router as billing_router
+from jushostit.catalog.endpoints import router as catalog_router
 from jushostit.config import Settings
 from jushostit.events.broker import Broker
 from jushostit.events.endpoints import router as events_router
@@ -31,7 +35,7 @@ from jushostit.instances.endpoints import router as instances_router
 from jushostit.kit import context, metrics
 from jushostit.kit.container import Container
 from jushostit.kit.db import libpq_url
-from jushostit.kit.errors import AppError, error_payload
+from jushostit.kit.errors import AppError, ErrorResponse, error_payload
 from jushostit.runtime.local.router import LocalRouter
 from jushostit.runtime.registry import local_driver
 
@@ -50,8 +54,12 @@ HTTP_ERROR_CODES = {
 }
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(StarletteHTTPException):
+    """An HTTPException, so FastAPI lets it through when it surfaces while reading the body (anything else
+    raised there becomes a 400 "error parsing the body")."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"Request body is larger than {max_bytes} bytes")
 
 
 class RequestContextMiddleware:
@@ -74,18 +82,29 @@ class RequestContextMiddleware:
             context.actor.set(context.ANONYMOUS),
         )
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        status_holder = {"status": 500}
+        status_holder: dict[str, Any] = {"status": 500, "started": False}
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            if status_holder["started"]:
+                raise  # failed mid-response: the server drops the connection
+            # Rendered here rather than by Starlette's outermost handler, which runs after this context is
+            # gone: the 500 and its log line both carry the request id.
+            log.error("http.unhandled_error", error_type=type(error).__name__, exc_info=error)
+            response = JSONResponse(
+                error_payload("internal_error", "Internal server error", {"request_id": request_id}), status_code=500
+            )
+            await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -129,7 +148,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         try:
@@ -156,6 +175,16 @@ def install_error_handlers(app: FastAPI) -> None:
             error_payload(error.code, error.message, error.details),
             status_code=error.status_code,
             headers=error.headers,
+        )
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, error: DataError) -> JSONResponse:
+        # psycopg refuses, before sending it, a text value holding a NUL character: one can only come from a
+        # query or path parameter (request models refuse them), so it is the client's invalid input.
+        if "NUL (0x00)" not in str(error.orig):
+            raise error
+        return JSONResponse(
+            error_payload("validation_error", "Text parameters must not contain NUL characters"), status_code=422
         )
 
     @app.exception_handler(RequestValidationError)
@@ -198,6 +227,8 @@ ROUTERS = (
     auth_router,
     oidc.router,
     accounts_router,
+    catalog_router,
+    billing_router,
     instances_router,
     events_router,
     audit_router,
@@ -207,6 +238,33 @@ ROUTERS = (
 
 def api_routes() -> list[APIRoute]:
     return [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
+
+
+def document_errors_in_contract_shape(app: FastAPI) -> None:
+    """FastAPI documents the 422 it adds to routes as its own HTTPValidationError; ours, like every error,
+    have the contract's shape, so the OpenAPI says ErrorResponse (generated clients parse by it)."""
+    build = app.openapi
+    prefix = "#/components/schemas/"
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        for item in document.get("paths", {}).values():
+            for operation in item.values():
+                body = operation.get("responses", {}).get("422", {}).get("content", {}).get("application/json", {})
+                if body.get("schema", {}).get("$ref") == f"{prefix}HTTPValidationError":
+                    body["schema"] = {"$ref": f"{prefix}ErrorResponse"}
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        error_schema = ErrorResponse.model_json_schema(ref_template=prefix + "{model}")
+        for name, schema in {**error_schema.pop("$defs", {}), "ErrorResponse": error_schema}.items():
+            schemas.setdefault(name, schema)
+        for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, now unused
+            if f'"{prefix}{name}"' not in json.dumps(document):
+                schemas.pop(name, None)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def check_route_rules(routes: Iterable[APIRoute] | None = None) -> None:
@@ -239,6 +297,7 @@ def create_app(settings: Settings, container: Container) -> FastAPI:
     check_route_rules()
     for router in ROUTERS:
         app.include_router(router)
+    document_errors_in_contract_shape(app)
     # authlib keeps OIDC state and nonce in this signed cookie between login and callback.
     app.add_middleware(
         SessionMiddleware,

@@ -163,8 +163,8 @@ def _exit_on_sigterm(signum: int, _frame: Any) -> None:
 
 
 def main() -> None:
-    # Exit through Python on SIGTERM so `finally` blocks and atexit run and an embedded PostgreSQL this command
-    # attached to is released (or stopped, when it was the last user) instead of orphaned (REFERENCE §4).
+    # Exit through Python on SIGTERM so `finally` blocks and atexit run and an embedded PostgreSQL this
+    # command attached to is released (or stopped, when it was the last user), not orphaned (REFERENCE §4).
     # serve and worker replace this with their own graceful handlers.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cli()

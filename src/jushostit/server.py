@@ -25,6 +25,10 @@ log = structlog.get_logger(__name__)
 
 WORKER_QUEUES = None  # every queue
 SHUTDOWN_GRACE_SECONDS = 10
+# A job deferred while another job holding its `lock` runs (a fact arriving during the account's reconcile)
+# gets its NOTIFY while it cannot be fetched, and procrastinate does not fetch again when the running job
+# ends: it waits for the next poll. procrastinate's default (5 s) made that reconcile wait up to 5 s.
+FETCH_POLLING_SECONDS = 0.5
 
 
 class _Uvicorn(uvicorn.Server):
@@ -45,6 +49,7 @@ async def _run_worker(settings: Settings) -> None:
         install_signal_handlers=False,
         concurrency=settings.worker_concurrency,
         shutdown_graceful_timeout=SHUTDOWN_GRACE_SECONDS,
+        fetch_job_polling_interval=FETCH_POLLING_SECONDS,
         queues=WORKER_QUEUES,
     )
 

@@ -4,13 +4,16 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.accounts import service
 from jushostit.accounts.repository import AccountRepository
 from jushostit.accounts.schemas import (
     AccountBilling,
+    AccountEntitlement,
     AccountRead,
     AccountUpdate,
+    EntitlementQuotas,
     InviteAccept,
     InviteCreate,
     InvitePage,
@@ -21,8 +24,9 @@ from jushostit.accounts.schemas import (
 )
 from jushostit.auth.dependencies import AccountAccess, Principal, require_account, require_user
 from jushostit.auth.scopes import Scope
+from jushostit.billing.facts import load_entitlement_inputs
 from jushostit.kit import container
-from jushostit.kit.db import SessionDep
+from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Role
@@ -38,8 +42,12 @@ Paging = Annotated[PageParams, Depends(page_params)]
 SignedIn = Annotated[Principal, Depends(require_user(session_only=True))]
 
 
-def account_read(access: AccountAccess) -> AccountRead:
+async def account_read(access: AccountAccess, session: AsyncSession) -> AccountRead:
     account = access.account
+    inputs = await load_entitlement_inputs(
+        session, account, expired_retention_days=container.current().settings.expired_retention_days
+    )
+    entitled = inputs.decide(utcnow())
     return AccountRead(
         id=account.id,
         name=account.name,
@@ -48,18 +56,25 @@ def account_read(access: AccountAccess) -> AccountRead:
         role=access.role,
         created_at=account.created_at,
         billing=AccountBilling.model_validate(account) if access.can_see_billing else None,
+        entitlement=AccountEntitlement(
+            level=entitled.level.name,
+            reasons=list(entitled.reasons),
+            warning_banner=entitled.warning_banner,
+            access=entitled.access.value,
+            quotas=EntitlementQuotas.model_validate(entitled.quotas),
+        ),
     )
 
 
 @router.get("/accounts/{account_id}", response_model=AccountRead, responses=responses(401, 403, 404))
-async def get_account(access: AccountReader) -> AccountRead:
-    return account_read(access)
+async def get_account(access: AccountReader, session: SessionDep) -> AccountRead:
+    return await account_read(access, session)
 
 
 @router.patch("/accounts/{account_id}", response_model=AccountRead, responses=responses(400, 401, 403, 404, 422))
 async def update_account(body: AccountUpdate, access: AccountManager, session: SessionDep) -> AccountRead:
     await service.update_account(session, account=access.account, data=body)
-    return account_read(access)
+    return await account_read(access, session)
 
 
 @router.get("/accounts/{account_id}/members", response_model=MemberPage, responses=responses(400, 401, 403, 404))

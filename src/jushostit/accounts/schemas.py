@@ -17,6 +17,23 @@ class AccountBilling(ResponseModel):
     billing_email: str | None
 
 
+class EntitlementQuotas(ResponseModel):
+    cpu_millicores: int
+    memory_mib: int
+    storage_gib: int
+    max_instances: int
+
+
+class AccountEntitlement(ResponseModel):
+    """What the account's billing facts entitle it to now (DESIGN §2): shown to every member."""
+
+    level: str  # running | throttled | stopped | expired | deleted
+    reasons: list[str]
+    warning_banner: str | None
+    access: str  # full | read_only | none
+    quotas: EntitlementQuotas
+
+
 class AccountRead(ResponseModel):
     id: uuid.UUID
     name: str
@@ -25,6 +42,7 @@ class AccountRead(ResponseModel):
     role: Role
     created_at: datetime
     billing: AccountBilling | None
+    entitlement: AccountEntitlement | None = None  # absent only from the signup response
 
 
 class AccountUpdate(RequestModel):

@@ -4,7 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidatorFunctionWrapHandler, WrapValidator, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from jushostit.catalog.spec import PlanQuotas, PlanSpec, Resources, TemplateSpec
 from jushostit.kit import money
@@ -13,13 +20,28 @@ from jushostit.kit.schemas import RequestModel, ResponseModel
 M = TypeVar("M", bound=BaseModel)
 
 
+def refuse_nul(value: Any) -> Any:
+    """PostgreSQL text and JSONB cannot hold NUL characters: refuse them anywhere in a document (a 422)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_nul(key)
+            refuse_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            refuse_nul(item)
+    return value
+
+
 def strict_body(model: type[M]) -> Any:
     """`model` as a request body validated in strict mode all the way down (nested specs included): no
     coercion of `"9"` to 9 or of `1.0` to 1; unknown fields are already refused by the specs themselves."""
 
     def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         if isinstance(value, dict):
-            return model.model_validate(value, strict=True)
+            return model.model_validate(refuse_nul(value), strict=True)
         return handler(value)
 
     return Annotated[model, WrapValidator(validate)]
@@ -37,8 +59,13 @@ def _known_currency(value: str) -> str:
 class PlanCreate(PlanSpec):
     """A new plan (PlanSpec) from the admin API; the currency must be one we know the exponent of."""
 
-    _currency = field_validator("currency")(classmethod(lambda cls, v: _known_currency(v)))
+    @field_validator("currency")
+    @classmethod
+    def known_currency(cls, value: str) -> str:
+        return _known_currency(value)
 
+
+StrictQuotas = strict_body(PlanQuotas)
 
 _NOT_NULL = ("name", "price_minor", "currency", "interval", "billing_modes", "quotas")
 
@@ -52,7 +79,7 @@ class PlanUpdate(RequestModel):
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
     interval: Literal["month", "year"] | None = None
     billing_modes: Annotated[list[Literal["card", "invoice", "prepaid", "free"]], Field(min_length=1)] | None = None
-    quotas: strict_body(PlanQuotas) | None = None
+    quotas: StrictQuotas | None = None
     default_budget_minor: Annotated[int, Field(ge=0)] | None = None
     stripe_price_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
 
@@ -99,6 +126,9 @@ class PlanAdminPage(ResponseModel):
     next_cursor: str | None
 
 
+PlanCreateBody = strict_body(PlanCreate)
+
+
 # --- templates --------------------------------------------------------------------------------------------
 
 
@@ -121,11 +151,15 @@ class TemplateCreate(TemplateSpec):
     """A new template from the admin API. A `process` form is a command run on the control plane's host, so
     only templates shipped in the package (code, reviewed) may have one."""
 
-    @model_validator(mode="after")
-    def no_process(self) -> TemplateCreate:
-        if self.process is not None:
-            raise ValueError("process: only templates shipped with JusHostIt may run on the local runtime")
-        return self
+    @field_validator("process")
+    @classmethod
+    def no_process(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("only templates shipped with JusHostIt may have a process form (local runtime)")
+        return None
+
+
+TemplateCreateBody = strict_body(TemplateCreate)
 
 
 class TemplateAdminRead(ResponseModel):

@@ -64,6 +64,11 @@ class InstanceRepository:
         self.session.add(instance)
         await self.session.flush()
 
+    async def lock_account(self, account_id: uuid.UUID) -> Account | None:
+        """Serialises the orders of one account (quota and name checks), with its row freshly read."""
+        stmt = select(Account).where(Account.id == account_id).with_for_update()
+        return await self.session.scalar(stmt.execution_options(populate_existing=True))
+
     async def lock(self, instance_id: uuid.UUID) -> Instance | None:
         return await self.session.scalar(select(Instance).where(Instance.id == instance_id).with_for_update())
 

@@ -67,6 +67,9 @@ async def order(
     if tier not in template.tiers:
         raise BadRequest(f"Unknown tier {tier!r}; choose one of {sorted(template.tiers)}", code="unknown_tier")
 
+    # One order of an account at a time, on its freshly read row: concurrent orders would otherwise all pass
+    # the quota and name checks below before any of them is committed.
+    account = await repository.lock_account(account.id) or account
     existing = await repository.counting_toward_quota(account.id)
     subscriptions = await ReconcileRepository(session).subscriptions([account.id])
     entitled = account_entitlement(account, subscriptions, existing, utcnow(), policy_for(settings))

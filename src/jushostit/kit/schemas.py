@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Strict
+from pydantic import BaseModel, ConfigDict, Strict, field_validator
 
 T = TypeVar("T")
 
@@ -15,11 +15,29 @@ def from_json_string(tp: type[T]) -> Any:
     return Annotated[tp, Strict(False)]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
 class RequestModel(BaseModel):
     """Strict input: no coercion (`false` is not an integer, `"1"` not a bool) and unknown fields refused,
-    so a client can never mass-assign a field the route does not offer."""
+    so a client can never mass-assign a field the route does not offer. No string may hold a NUL character
+    (PostgreSQL text cannot store one)."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def refuse_nul_characters(cls, value: Any) -> Any:
+        if _has_nul(value):
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class ResponseModel(BaseModel):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jushostit.kit.db import Base, UTCDateTime
@@ -15,7 +15,11 @@ class Instance(Base):
     runtime reported at `last_reconciled_at` — the API shows the latter, never the intent (REFERENCE §1 F6)."""
 
     __tablename__ = "instances"
-    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_instances_account_name"),)
+    # A name is unique among the account's live instances; a deleted one (kept for history) releases it.
+    __table_args__ = (
+        Index("uq_instances_account_name", "account_id", "name", unique=True,
+              postgresql_where=text("deleted_at IS NULL")),
+    )
 
     id: Mapped[uuid.UUID] = id_column()
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)

@@ -49,7 +49,7 @@ TEMPLATES: dict[str, EmailTemplate] = {
     ),
     "instance_expired": EmailTemplate(
         Template("$name has expired"),
-        Template("Hello,\n\nyour service \"$name\" has expired and is stopped: $reason.\nIts data is kept for 30 days; renew to bring it back.\n\n— $product\n"),
+        Template("Hello,\n\nyour service \"$name\" has expired and is stopped: $reason.\nIts data is kept for $retention_days days; renew to bring it back.\n\n— $product\n"),
     ),
     "instance_deleted": EmailTemplate(
         Template("$name was deleted"),

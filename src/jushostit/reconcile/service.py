@@ -206,4 +206,5 @@ async def _announce(session: AsyncSession, settings: Settings, snap: Snapshot, i
     template = lifecycle_email(before, after)
     if template and snap.account.billing_email:
         await queue_email(session, to=snap.account.billing_email, template=template,
-                          values={"name": instance.name, "url": url, "reason": instance.status_reason or ""})
+                          values={"name": instance.name, "url": url, "reason": instance.status_reason or "",
+                                  "retention_days": str(settings.expired_retention_days)})

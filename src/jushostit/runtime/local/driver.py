@@ -182,18 +182,8 @@ class LocalDriver:
         return 1
 
     async def _start(self, directory: Path, instance: DesiredInstance) -> RunRecord:
-        assert instance.template.process is not None
         port = free_port()
-        substitutions = {"python": sys.executable, "port": str(port), "data_dir": str(directory / "data"), "host": LOOPBACK}
-        command = [part.format(**substitutions) for part in instance.template.process.command]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(directory / "data"), "PORT": str(port),
-               **dict(instance.env)}
-        log_file = (directory / "log.txt").open("ab")
-        child = await asyncio.create_subprocess_exec(
-            *command, cwd=directory / "data", env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
-            stderr=log_file, start_new_session=True,
-        )
-        log_file.close()
+        child = await self._spawn(directory, instance, port)
         if instance.throttled:
             self._renice(child.pid, True)
         record = RunRecord(child.pid, psutil.Process(child.pid).create_time(), port, instance.throttled)
@@ -201,6 +191,19 @@ class LocalDriver:
         self._children[instance.id] = child
         log.info("local.started", instance_id=str(instance.id), pid=child.pid, port=port)
         return record
+
+    async def _spawn(self, directory: Path, instance: DesiredInstance, port: int) -> asyncio.subprocess.Process:
+        """Start the process, not yet recorded in run.json (a crash right after leaves a stray: see _kill_strays)."""
+        assert instance.template.process is not None
+        substitutions = {"python": sys.executable, "port": str(port), "data_dir": str(directory / "data"), "host": LOOPBACK}
+        command = [part.format(**substitutions) for part in instance.template.process.command]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(directory / "data"), "PORT": str(port),
+               **dict(instance.env)}
+        with (directory / "log.txt").open("ab") as log_file:
+            return await asyncio.create_subprocess_exec(
+                *command, cwd=directory / "data", env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
+                stderr=log_file, start_new_session=True,
+            )
 
     async def _stop(self, directory: Path) -> None:
         record = self._read_run(directory)

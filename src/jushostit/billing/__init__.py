@@ -1,0 +1,1 @@
+"""Billing facts: checkout through a payment provider, subscriptions and their periods."""

@@ -1,0 +1,131 @@
+"""Every query of subscriptions. Tenant scoping for subscriptions lives here: customer routes name a
+subscription only together with its account."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jushostit.models import Account, Plan, Subscription
+
+
+class BillingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, *objects: object) -> None:
+        self.session.add_all(objects)
+        await self.session.flush()
+
+    async def lock_account(self, account_id: uuid.UUID) -> Account | None:
+        """Serialises the billing changes of one account, with its row freshly read."""
+        return await self.session.scalar(
+            select(Account)
+            .where(Account.id == account_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+
+    async def plan(self, plan_id: uuid.UUID) -> Plan | None:
+        return await self.session.get(Plan, plan_id)
+
+    async def open_subscription_to(
+        self, account_id: uuid.UUID, plan_id: uuid.UUID, now: datetime
+    ) -> Subscription | None:
+        """A subscription of the account to the plan that is pending, or active with time left."""
+        return await self.session.scalar(
+            select(Subscription)
+            .where(
+                Subscription.account_id == account_id,
+                Subscription.plan_id == plan_id,
+                or_(
+                    Subscription.status == "pending",
+                    (Subscription.status == "active") & (Subscription.current_period_end > now),
+                ),
+            )
+            .limit(1)
+        )
+
+    def _readable(self, account_id: uuid.UUID) -> Any:
+        """The one tenant-scoped statement every customer read of subscriptions starts from."""
+        return (
+            select(Subscription, Plan)
+            .join(Plan, Plan.id == Subscription.plan_id)
+            .where(Subscription.account_id == account_id)
+        )
+
+    async def subscriptions(
+        self, account_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
+    ) -> list[tuple[Subscription, Plan]]:
+        stmt = self._readable(account_id).order_by(Subscription.id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(Subscription.id > after)
+        return [(s, p) for s, p in (await self.session.execute(stmt)).all()]
+
+    async def all_of(self, account_id: uuid.UUID) -> list[tuple[Subscription, Plan]]:
+        stmt = self._readable(account_id).order_by(Subscription.id)
+        return [(s, p) for s, p in (await self.session.execute(stmt)).all()]
+
+    async def subscription_of(
+        self, account_id: uuid.UUID, subscription_id: uuid.UUID
+    ) -> tuple[Subscription, Plan] | None:
+        stmt = self._readable(account_id).where(Subscription.id == subscription_id)
+        row = (await self.session.execute(stmt.execution_options(populate_existing=True))).first()
+        return (row[0], row[1]) if row else None
+
+    async def subscription_by_id(self, subscription_id: uuid.UUID) -> tuple[Subscription, Plan] | None:
+        """Any account's subscription: platform-admin routes only."""
+        stmt = select(Subscription, Plan).join(Plan, Plan.id == Subscription.plan_id).where(
+            Subscription.id == subscription_id
+        )
+        row = (await self.session.execute(stmt.execution_options(populate_existing=True))).first()
+        return (row[0], row[1]) if row else None
+
+    async def extend_period(
+        self, subscription_id: uuid.UUID, *, seen_end: datetime, start: datetime, end: datetime
+    ) -> Subscription | None:
+        """Compare-and-set: extends only if the period still ends at `seen_end` and it is still active, so two
+        renewals of the same period can never both apply (REFERENCE §1 F1). None when it lost the race."""
+        stmt = (
+            update(Subscription)
+            .where(
+                Subscription.id == subscription_id,
+                Subscription.status == "active",
+                Subscription.current_period_end == seen_end,
+            )
+            .values(current_period_start=start, current_period_end=end, cancel_at_period_end=False)
+            .returning(Subscription)
+            .execution_options(populate_existing=True)
+        )
+        return await self.session.scalar(stmt)
+
+    async def activate_pending(
+        self, subscription_id: uuid.UUID, *, start: datetime, end: datetime
+    ) -> Subscription | None:
+        """Compare-and-set pending → active; None when it is not pending (any more)."""
+        stmt = (
+            update(Subscription)
+            .where(Subscription.id == subscription_id, Subscription.status == "pending")
+            .values(status="active", current_period_start=start, current_period_end=end)
+            .returning(Subscription)
+            .execution_options(populate_existing=True)
+        )
+        return await self.session.scalar(stmt)
+
+    async def cancel(self, subscription_id: uuid.UUID, *, now: datetime | None) -> Subscription | None:
+        """Cancel at `now`, or at period end when `now` is None; None when it was already cancelled."""
+        values: dict[str, Any] = (
+            {"status": "cancelled", "cancelled_at": now} if now is not None else {"cancel_at_period_end": True}
+        )
+        stmt = (
+            update(Subscription)
+            .where(Subscription.id == subscription_id, Subscription.status != "cancelled")
+            .values(**values)
+            .returning(Subscription)
+            .execution_options(populate_existing=True)
+        )
+        return await self.session.scalar(stmt)

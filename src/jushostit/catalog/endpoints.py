@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, status
+
+from jushostit.auth.dependencies import public, require_admin
+from jushostit.catalog import service
+from jushostit.catalog.repository import CatalogRepository
+from jushostit.catalog.schemas import (
+    CatalogItem,
+    CatalogPage,
+    PlanAdminPage,
+    PlanAdminRead,
+    PlanCreateBody,
+    PlanPage,
+    PlanRead,
+    PlanUpdate,
+    TemplateAdminPage,
+    TemplateAdminRead,
+    TemplateCreateBody,
+)
+from jushostit.catalog.spec import PlanQuotas
+from jushostit.kit import money
+from jushostit.kit.db import SessionDep
+from jushostit.kit.errors import responses
+from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.models import Plan, ServiceTemplate
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+
+Paging = Annotated[PageParams, Depends(page_params)]
+PlanCode = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+Admin = [Depends(require_admin())]
+
+
+def plan_read(plan: Plan) -> PlanRead:
+    return PlanRead(**_plan_fields(plan))
+
+
+def plan_admin_read(plan: Plan) -> PlanAdminRead:
+    return PlanAdminRead(
+        **_plan_fields(plan),
+        id=plan.id,
+        stripe_price_id=plan.stripe_price_id,
+        retired_at=plan.retired_at,
+        created_at=plan.created_at,
+    )
+
+
+def _plan_fields(plan: Plan) -> dict[str, object]:
+    return {
+        "code": plan.code,
+        "name": plan.name,
+        "price_minor": plan.price_minor,
+        "currency": plan.currency,
+        "currency_exponent": money.exponent(plan.currency),
+        "price": money.format_minor(plan.price_minor, plan.currency),
+        "interval": plan.interval,
+        "billing_modes": plan.billing_modes,
+        "quotas": PlanQuotas.model_validate(plan.quotas),
+        "default_budget_minor": plan.default_budget_minor,
+    }
+
+
+def catalog_item(template: ServiceTemplate) -> CatalogItem:
+    spec = service.template_spec(template)
+    return CatalogItem(
+        code=spec.code,
+        name=spec.name,
+        kind=spec.kind,
+        description=spec.description,
+        tiers=spec.tiers,
+        default_tier=spec.default_tier,
+        runs_locally=spec.process is not None,
+    )
+
+
+def template_admin_read(template: ServiceTemplate) -> TemplateAdminRead:
+    return TemplateAdminRead(
+        id=template.id,
+        code=template.code,
+        kind=template.kind,
+        source=template.source,
+        retired_at=template.retired_at,
+        created_at=template.created_at,
+        spec=service.template_spec(template),
+    )
+
+
+# --- public -----------------------------------------------------------------------------------------------
+
+
+@router.get("/plans", response_model=PlanPage, dependencies=[Depends(public())], responses=responses(400))
+async def list_plans(session: SessionDep, page: Paging) -> PlanPage:
+    """The plans that can be checked out (retired plans are hidden)."""
+    rows = await CatalogRepository(session).plans(include_retired=False, after=page.after, limit=page.limit + 1)
+    items, cursor = split_page(rows, page, "code")
+    return PlanPage(items=[plan_read(p) for p in items], next_cursor=cursor)
+
+
+@router.get("/catalog", response_model=CatalogPage, dependencies=[Depends(public())], responses=responses(400))
+async def list_catalog(session: SessionDep, page: Paging) -> CatalogPage:
+    """The services that can be ordered."""
+    rows = await CatalogRepository(session).templates(include_retired=False, after=page.after, limit=page.limit + 1)
+    items, cursor = split_page(rows, page, "code")
+    return CatalogPage(items=[catalog_item(t) for t in items], next_cursor=cursor)
+
+
+# --- admin ------------------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/admin/plans", response_model=PlanAdminPage, dependencies=Admin, tags=["admin"],
+    responses=responses(400, 401, 403),
+)
+async def admin_list_plans(session: SessionDep, page: Paging) -> PlanAdminPage:
+    """Every plan, retired ones included."""
+    rows = await CatalogRepository(session).plans(include_retired=True, after=page.after, limit=page.limit + 1)
+    items, cursor = split_page(rows, page, "code")
+    return PlanAdminPage(items=[plan_admin_read(p) for p in items], next_cursor=cursor)
+
+
+@router.post(
+    "/admin/plans", status_code=status.HTTP_201_CREATED, response_model=PlanAdminRead, dependencies=Admin,
+    tags=["admin"], responses=responses(401, 403, 409, 422),
+)
+async def admin_create_plan(body: PlanCreateBody, session: SessionDep) -> PlanAdminRead:
+    return plan_admin_read(await service.create_plan(session, data=body))
+
+
+@router.patch(
+    "/admin/plans/{plan_code}", response_model=PlanAdminRead, dependencies=Admin, tags=["admin"],
+    responses=responses(401, 403, 404, 422),
+)
+async def admin_update_plan(plan_code: PlanCode, body: PlanUpdate, session: SessionDep) -> PlanAdminRead:
+    """Price changes apply to new checkouts and renewals; current periods keep what they were sold at."""
+    return plan_admin_read(await service.update_plan(session, code=plan_code, data=body))
+
+
+@router.post(
+    "/admin/plans/{plan_code}/retire", response_model=PlanAdminRead, dependencies=Admin, tags=["admin"],
+    responses=responses(401, 403, 404),
+)
+async def admin_retire_plan(plan_code: PlanCode, session: SessionDep) -> PlanAdminRead:
+    """Hidden from /v1/plans and refused at checkout; its subscribers keep it. Retiring twice changes nothing."""
+    return plan_admin_read(await service.retire_plan(session, code=plan_code))
+
+
+@router.get(
+    "/admin/templates", response_model=TemplateAdminPage, dependencies=Admin, tags=["admin"],
+    responses=responses(400, 401, 403),
+)
+async def admin_list_templates(session: SessionDep, page: Paging) -> TemplateAdminPage:
+    rows = await CatalogRepository(session).templates(include_retired=True, after=page.after, limit=page.limit + 1)
+    items, cursor = split_page(rows, page, "code")
+    return TemplateAdminPage(items=[template_admin_read(t) for t in items], next_cursor=cursor)
+
+
+@router.post(
+    "/admin/templates", status_code=status.HTTP_201_CREATED, response_model=TemplateAdminRead, dependencies=Admin,
+    tags=["admin"], responses=responses(401, 403, 409, 422),
+)
+async def admin_create_template(body: TemplateCreateBody, session: SessionDep) -> TemplateAdminRead:
+    """A template validated like the shipped ones; a 422 names the field that is wrong."""
+    return template_admin_read(await service.create_template(session, data=body))

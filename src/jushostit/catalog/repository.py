@@ -1,0 +1,85 @@
+"""Every query of plans and service templates."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import literal_column, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jushostit.kit.ids import new_id
+from jushostit.models import Plan, ServiceTemplate
+
+
+class CatalogRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, *objects: object) -> None:
+        self.session.add_all(objects)
+        await self.session.flush()
+
+    # plans -------------------------------------------------------------------------------------------------
+    async def insert_plan_if_missing(self, values: dict[str, Any]) -> uuid.UUID | None:
+        """Insert a plan unless its code exists (never touching the existing one); the new id, or None."""
+        stmt = (
+            insert(Plan)
+            .values(id=new_id(), **values)
+            .on_conflict_do_nothing(index_elements=[Plan.code])
+            .returning(Plan.id)
+        )
+        return await self.session.scalar(stmt)
+
+    async def plan_by_code(self, code: str, *, for_update: bool = False) -> Plan | None:
+        stmt = select(Plan).where(Plan.code == code)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return await self.session.scalar(stmt)
+
+    async def plans(self, *, include_retired: bool, after: str | None, limit: int) -> list[Plan]:
+        stmt = select(Plan).order_by(Plan.code).limit(limit)
+        if not include_retired:
+            stmt = stmt.where(Plan.retired_at.is_(None))
+        if after is not None:
+            stmt = stmt.where(Plan.code > after)
+        return list((await self.session.scalars(stmt)).all())
+
+    # templates ---------------------------------------------------------------------------------------------
+    async def upsert_builtin_template(self, code: str, kind: str, spec: dict[str, Any]) -> bool | None:
+        """Insert or update a shipped template. True: inserted; False: updated; None: already identical."""
+        stmt = insert(ServiceTemplate).values(id=new_id(), code=code, kind=kind, spec=spec, source="builtin")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ServiceTemplate.code],
+            set_={"kind": stmt.excluded.kind, "spec": stmt.excluded.spec, "source": stmt.excluded.source},
+            where=or_(
+                ServiceTemplate.spec.is_distinct_from(stmt.excluded.spec),
+                ServiceTemplate.kind.is_distinct_from(stmt.excluded.kind),
+                ServiceTemplate.source.is_distinct_from(stmt.excluded.source),
+            ),
+        ).returning(literal_column("xmax = 0").label("inserted"))
+        row = (await self.session.execute(stmt)).first()
+        return None if row is None else bool(row.inserted)
+
+    async def insert_template_if_missing(
+        self, code: str, kind: str, spec: dict[str, Any], source: str
+    ) -> uuid.UUID | None:
+        stmt = (
+            insert(ServiceTemplate)
+            .values(id=new_id(), code=code, kind=kind, spec=spec, source=source)
+            .on_conflict_do_nothing(index_elements=[ServiceTemplate.code])
+            .returning(ServiceTemplate.id)
+        )
+        return await self.session.scalar(stmt)
+
+    async def template_by_code(self, code: str) -> ServiceTemplate | None:
+        return await self.session.scalar(select(ServiceTemplate).where(ServiceTemplate.code == code))
+
+    async def templates(self, *, include_retired: bool, after: str | None, limit: int) -> list[ServiceTemplate]:
+        stmt = select(ServiceTemplate).order_by(ServiceTemplate.code).limit(limit)
+        if not include_retired:
+            stmt = stmt.where(ServiceTemplate.retired_at.is_(None))
+        if after is not None:
+            stmt = stmt.where(ServiceTemplate.code > after)
+        return list((await self.session.scalars(stmt)).all())

@@ -1,0 +1,84 @@
+"""Generated credentials are for the account's owners and admins only; logs are the instance's own output."""
+
+from __future__ import annotations
+
+import string
+import uuid
+
+from jushostit.models import BillingMode, Role
+from jushostit.vault import service as vault
+from tests.live import Live, Signup, eventually
+
+
+async def _pro_account(live: Live) -> Signup:
+    admin = await live.admin()
+    owner = await live.signup("Secrets Co")
+    await live.set_billing_mode(owner, BillingMode.prepaid)
+    pending = (await live.checkout(owner, "pro"))["subscription"]
+    paid = await live.client.post(f"/v1/admin/subscriptions/{pending['id']}/mark-paid", headers=admin.headers)
+    assert paid.status_code == 200, paid.text
+    return owner
+
+
+async def test_credentials_for_owners_and_admins_only(live: Live) -> None:
+    owner = await _pro_account(live)
+    browsers = await live.ordered(owner, "browsers", template="browserless")
+    member = await live.add_member(owner, Role.member)
+    account_admin = await live.add_member(owner, Role.admin)
+    stranger = await live.signup("Stranger Co")
+    path = f"/v1/instances/{browsers['id']}/credentials"
+
+    response = await live.client.get(path, headers=owner.headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["url"] == browsers["url"]
+    values = {v["name"]: v["value"] for v in body["values"]}
+    assert set(values) == {"TOKEN"}  # only the template's secrets, not its plain settings (CONCURRENT, ...)
+    token = values["TOKEN"]
+    assert len(token) == 40 and set(token) <= set(string.ascii_letters + string.digits + "-_")
+    async with live.container.database.sessionmaker() as session:
+        stored = await vault.read(session, live.container.secret_box, owner_type="instance",
+                                  owner_id=uuid.UUID(browsers["id"]))
+    assert stored["TOKEN"] == token
+
+    as_admin = await live.client.get(path, headers=account_admin.headers)
+    assert as_admin.status_code == 200 and as_admin.json()["values"] == body["values"]
+    as_member = await live.client.get(path, headers=member.headers)
+    assert as_member.status_code == 403 and as_member.json()["error"]["code"] == "insufficient_role"
+    assert token not in as_member.text
+    as_stranger = await live.client.get(path, headers=stranger.headers)
+    assert as_stranger.status_code == 404 and token not in as_stranger.text
+    assert (await live.client.get(path)).status_code == 401
+    # The member still sees the instance itself, without its secrets.
+    seen = await live.client.get(f"/v1/instances/{browsers['id']}", headers=member.headers)
+    assert seen.status_code == 200 and token not in seen.text
+
+
+async def test_logs_show_the_access_lines_of_requests_through_the_router(live: Live) -> None:
+    owner = await live.signup("Logs Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "chatty")
+    member = await live.add_member(owner, Role.member)
+    stranger = await live.signup("Nosy Co")
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+
+    probe = f"/probe-{uuid.uuid4().hex[:8]}.html"
+    assert (await live.page(site["slug"], probe)).status_code == 404  # answered by the instance itself
+    assert (await live.page(site["slug"])).status_code == 200
+
+    async def logged() -> list[str]:
+        response = await live.client.get(f"/v1/instances/{site['id']}/logs", params={"tail": 50},
+                                         headers=member.headers)
+        assert response.status_code == 200, response.text
+        lines = response.json()["lines"]
+        return lines if any(f'"GET {probe} HTTP/1.1" 404' in line for line in lines) and any(
+            '"GET / HTTP/1.1" 200' in line for line in lines) else []
+
+    lines = await eventually(logged, "the access lines in the instance log")
+    tail = await live.client.get(f"/v1/instances/{site['id']}/logs", params={"tail": 1}, headers=owner.headers)
+    assert tail.status_code == 200 and tail.json()["lines"] == lines[-1:]
+    refused = await live.client.get(f"/v1/instances/{site['id']}/logs", headers=stranger.headers)
+    assert refused.status_code == 404
+    bad = await live.client.get(f"/v1/instances/{site['id']}/logs", params={"tail": 0}, headers=owner.headers)
+    assert bad.status_code == 422

@@ -1,0 +1,47 @@
+"""Level-triggered healing: a process killed behind the control plane's back is back after the next resync."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+
+from jushostit.reconcile.tasks import resync_all
+from tests.live import Live, eventually, processes_in
+
+
+async def test_a_process_killed_behind_our_back_is_back_after_the_next_resync(live: Live) -> None:
+    owner = await live.signup("Heal Co")
+    await live.checkout(owner, "free")
+    instance = await live.ordered(owner, "phoenix")
+    await live.work()
+    await live.until_status(owner, instance["id"], "running")
+    [victim] = processes_in(live.data_dir(instance))
+
+    os.killpg(victim.pid, signal.SIGKILL)  # behind the control plane's back
+
+    async def dead() -> bool:
+        try:
+            return victim.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    await eventually(dead, "the instance process to die")
+    down = await live.page(instance["slug"])
+    assert down.status_code == 503  # the router does not forward to a dead port
+
+    queued = await resync_all()
+    assert queued >= 1
+    assert len(await live.jobs_of(owner.account_id, "todo")) == 1
+    await live.work()
+
+    [revived] = processes_in(live.data_dir(instance))
+    assert revived.pid != victim.pid
+    page = await live.page(instance["slug"])
+    assert page.status_code == 200 and "<h1>phoenix</h1>" in page.text
+    body = await live.instance(owner, instance["id"])
+    assert body["status"] == "running" and body["last_error"] is None
+    # It never stopped being wanted: no status change, no email about it.
+    assert [c.after["status"] for c in await live.audit("instance.status_changed", instance["id"])] == ["running"]
+    assert [e.template for e in await live.emails_of(owner) if e.template.startswith("instance_")] == ["instance_ready"]
