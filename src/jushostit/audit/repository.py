@@ -63,7 +63,11 @@ class AuditRepository:
         while True:
             rows = (
                 await self.session.scalars(
-                    select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
+                    select(AuditEntry)
+                    .where(AuditEntry.seq > last)
+                    .order_by(AuditEntry.seq)
+                    .limit(batch)
+                    .execution_options(populate_existing=True)  # what the table holds now, not a cached copy
                 )
             ).all()
             if not rows:

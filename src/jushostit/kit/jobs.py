@@ -31,6 +31,8 @@ app = procrastinate.App(connector=procrastinate.PsycopgConnector(), import_paths
 @contextlib.asynccontextmanager
 async def connected(conninfo: str, *, max_size: int = 4) -> AsyncIterator[procrastinate.App]:
     """The job app, connected to `conninfo` for the duration of the block."""
+    # A task module that fails to import would make every defer of its tasks fail: fail at start-up instead.
+    app.perform_import_paths()
     connector = procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=max_size)
     with app.replace_connector(connector):
         async with app.open_async():

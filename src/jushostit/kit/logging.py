@@ -14,7 +14,7 @@ SECRET_KEY_PATTERN = re.compile(
 )
 REDACTED = "[redacted]"
 # Values that look like our own credentials are masked wherever they appear in a log line.
-SECRET_VALUE_PATTERN = re.compile(r"(jhi_[A-Za-z0-9_\-]{8,}|eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")
+SECRET_VALUE_PATTERN = re.compile(r"((?:jhi_|jhr_|jhm_|jhi-inv_)[A-Za-z0-9_\-]{8,}|eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")
 
 
 def _redact_value(value: Any) -> Any:
