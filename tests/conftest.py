@@ -8,7 +8,11 @@ inside an outer transaction that is rolled back; requests get a fresh session jo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
+import signal
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -43,19 +47,36 @@ def _recreate_database(admin_conninfo: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A URL (SQLAlchemy form) to a maintenance database on the server the tests use."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    # Under xdist the parent of the per-worker base temp is shared by this run's workers (and only them).
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    # One server per test run, shared by its xdist workers. It lives outside /tmp/pytest-of-<user>, which
+    # every new pytest session chmods back to 0700 (out of reach of the `pgserver` user when run as root).
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
+    shared = Path(tempfile.gettempdir()) / f"jushostit-tests-{run}"
+    shared.mkdir(exist_ok=True)
     server = embedded_pg.start(shared / "pg")
     try:
         yield embedded_pg.database_url(server, "postgres")
     finally:
         server.cleanup()
+        handles = shared / "pg" / ".handle_pids.json"
+        if not json.loads(handles.read_text() or "[]"):  # the last worker out removes the server's files
+            shutil.rmtree(shared, ignore_errors=True)
+
+
+def _exit_through_python_on_sigterm() -> None:
+    """A test run stopped with SIGTERM (a timeout) still tears down, so the embedded server is stopped."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+_exit_through_python_on_sigterm()
 
 
 def _with_database(url: str, name: str) -> str:

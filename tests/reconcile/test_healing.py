@@ -45,3 +45,33 @@ async def test_a_process_killed_behind_our_back_is_back_after_the_next_resync(li
     # It never stopped being wanted: no status change, no email about it.
     assert [c.after["status"] for c in await live.audit("instance.status_changed", instance["id"])] == ["running"]
     assert [e.template for e in await live.emails_of(owner) if e.template.startswith("instance_")] == ["instance_ready"]
+
+
+async def test_restart_replaces_the_process_through_the_runtime_and_a_reconcile(live: Live) -> None:
+    owner = await live.signup("Restart Co")
+    await live.checkout(owner, "free")
+    instance = await live.ordered(owner, "bouncy")
+    await live.work()
+    await live.until_status(owner, instance["id"], "running")
+    [before] = processes_in(live.data_dir(instance))
+
+    response = await live.client.post(f"/v1/instances/{instance['id']}/restart", headers=owner.headers)
+    assert response.status_code == 202, response.text
+    while await _restart_or_reconcile_queued(live, owner.account_id):
+        await live.work()  # the restart job, then the reconcile it queues
+
+    [after] = processes_in(live.data_dir(instance))
+    assert after.pid != before.pid and not before.is_running()
+    assert (await live.page(instance["slug"])).status_code == 200
+    assert (await live.instance(owner, instance["id"]))["status"] == "running"
+    assert len(await live.audit("instance.restart_requested", instance["id"])) == 1
+
+
+async def _restart_or_reconcile_queued(live: Live, account_id: str) -> bool:
+    from sqlalchemy import text
+
+    async with live.container.database.engine.connect() as connection:
+        count = await connection.scalar(text(
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND args->>'account_id' = :id"
+        ), {"id": account_id})
+    return bool(count)

@@ -5,13 +5,14 @@ never needs the event that caused it). Never writes an effect before it happened
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
+from jushostit.billing.facts import DUNNING_GRACE_DAYS
 from jushostit.catalog.spec import TemplateSpec
 from jushostit.config import Settings
 from jushostit.events.repository import EventRepository
@@ -62,6 +63,8 @@ def account_entitlement(
     now: datetime,
     policy: DunningPolicy,
 ) -> Entitlement:
+    # The grace before the billing hold depends on how the account pays (DESIGN §3), as the account API shows.
+    policy = replace(policy, grace=timedelta(days=DUNNING_GRACE_DAYS[account.billing_mode]))
     return entitlement(
         AccountFacts(account.status.value, frozenset(account.suspension_reasons), account.past_due_since),
         [subscription_facts(s, p) for s, p in subscriptions],
