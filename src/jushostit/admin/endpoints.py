@@ -21,7 +21,7 @@ from jushostit.kit.errors import NotFound, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Account
 from jushostit.reconcile.repository import ReconcileRepository
-from jushostit.reconcile.service import account_entitlement, policy_for
+from jushostit.reconcile.service import account_entitlement
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin())])
 
@@ -39,7 +39,7 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
     subscriptions = await reconcile.subscriptions(ids)
     instances = await reconcile.live_instances(ids)
     health = await AdminRepository(session).instance_health(ids)
-    now, policy = utcnow(), policy_for(container.current().settings)
+    now, settings = utcnow(), container.current().settings
     items = []
     for account in accounts:
         entitled = account_entitlement(
@@ -47,7 +47,7 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
             [(s, p) for s, p in subscriptions if s.account_id == account.id],
             [i for i in instances if i.account_id == account.id],
             now,
-            policy,
+            settings,
         )
         count, failing, error, reconciled = health.get(account.id, (0, 0, None, None))
         items.append(

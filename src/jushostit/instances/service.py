@@ -19,7 +19,7 @@ from jushostit.kit.db import utcnow
 from jushostit.kit.errors import BadRequest, Conflict, NotFound
 from jushostit.models import Account, Instance
 from jushostit.reconcile.repository import ReconcileRepository
-from jushostit.reconcile.service import account_entitlement, policy_for
+from jushostit.reconcile.service import account_entitlement
 from jushostit.reconcile.trigger import request_reconcile, running_lock
 from jushostit.vault import service as vault
 
@@ -72,7 +72,7 @@ async def order(
     account = await repository.lock_account(account.id) or account
     existing = await repository.counting_toward_quota(account.id)
     subscriptions = await ReconcileRepository(session).subscriptions([account.id])
-    entitled = account_entitlement(account, subscriptions, existing, utcnow(), policy_for(settings))
+    entitled = account_entitlement(account, subscriptions, existing, utcnow(), settings)
     if not entitled.can_order:
         raise Conflict("Ordering is not allowed: " + ("; ".join(entitled.reasons) or entitled.access),
                        code="not_entitled", details={"level": entitled.level.name, "reasons": list(entitled.reasons)})

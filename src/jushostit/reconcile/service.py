@@ -5,28 +5,18 @@ never needs the event that caused it). Never writes an effect before it happened
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
-from jushostit.billing.facts import DUNNING_GRACE_DAYS
+from jushostit.billing.facts import entitlement_inputs
 from jushostit.catalog.spec import TemplateSpec
 from jushostit.config import Settings
 from jushostit.events.repository import EventRepository
-from jushostit.entitlement import (
-    AccountFacts,
-    BudgetFacts,
-    DunningPolicy,
-    Entitlement,
-    InstanceFacts,
-    Level,
-    Quotas,
-    SubscriptionFacts,
-    entitlement,
-)
+from jushostit.entitlement import Entitlement, InstanceFacts, Level
 from jushostit.kit import context
 from jushostit.kit.crypto import SecretBox
 from jushostit.kit.db import Database, utcnow
@@ -40,39 +30,15 @@ from jushostit.runtime.registry import instance_address
 log = structlog.get_logger(__name__)
 
 
-def subscription_facts(subscription: Subscription, plan: Plan) -> SubscriptionFacts:
-    return SubscriptionFacts(
-        id=subscription.id,
-        plan_code=plan.code,
-        status=subscription.status,
-        period_start=subscription.current_period_start,
-        period_end=subscription.current_period_end,
-        quotas=Quotas(**plan.quotas),
-        cancelled_at=subscription.cancelled_at,
-    )
-
-
-def policy_for(settings: Settings) -> DunningPolicy:
-    return DunningPolicy(expired_retention=timedelta(days=settings.expired_retention_days))
-
-
 def account_entitlement(
     account: Account,
     subscriptions: list[tuple[Subscription, Plan]],
     instances: list[Instance],
     now: datetime,
-    policy: DunningPolicy,
+    settings: Settings,
 ) -> Entitlement:
-    # The grace before the billing hold depends on how the account pays (DESIGN §3), as the account API shows.
-    policy = replace(policy, grace=timedelta(days=DUNNING_GRACE_DAYS[account.billing_mode]))
-    return entitlement(
-        AccountFacts(account.status.value, frozenset(account.suspension_reasons), account.past_due_since),
-        [subscription_facts(s, p) for s, p in subscriptions],
-        policy,
-        BudgetFacts(account.budget_minor, account.month_spend_minor),
-        [InstanceFacts(i.id, i.delete_requested_at) for i in instances],
-        now,
-    )
+    inputs = entitlement_inputs(account, subscriptions, expired_retention_days=settings.expired_retention_days)
+    return inputs.decide(now, [InstanceFacts(i.id, i.delete_requested_at) for i in instances])
 
 
 @dataclass
@@ -101,7 +67,7 @@ async def snapshot(session: AsyncSession, settings: Settings, box: SecretBox, ac
     for instance in instances:
         url, host = instance_address(settings, instance.slug)
         inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code, url, host))
-    entitled = account_entitlement(account, subscriptions, instances, now, policy_for(settings))
+    entitled = account_entitlement(account, subscriptions, instances, now, settings)
     return Snapshot(account, instances, entitled, inputs, templates, secrets)
 
 
