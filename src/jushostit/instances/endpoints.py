@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from jushostit.auth.dependencies import (
     ROLE_RANK,
@@ -29,6 +29,7 @@ from jushostit.instances.schemas import (
 from jushostit.kit import container
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import Forbidden, NotFound, Unauthorized, responses
+from jushostit.kit.idempotency import IdempotencyDep
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Account, Instance, Role
 from jushostit.runtime.registry import driver_for, instance_address
@@ -95,10 +96,18 @@ def instance_read(instance: Instance) -> InstanceRead:
     response_model=InstanceRead,
     responses=responses(400, 401, 403, 404, 409, 422),
 )
-async def order_instance(body: InstanceCreate, access: AccountInstancesWriter, session: SessionDep) -> InstanceRead:
+async def order_instance(
+    body: InstanceCreate, access: AccountInstancesWriter, session: SessionDep, idempotency: IdempotencyDep
+) -> Response:
+    """Order a service; the reconciler provisions it. Honours `Idempotency-Key` (a retry orders nothing twice)."""
     c = container.current()
-    instance = await service.order(session, c.settings, c.secret_box, account=access.account, data=body)
-    return instance_read(instance)
+
+    async def place_order() -> InstanceRead:
+        return instance_read(await service.order(session, c.settings, c.secret_box, account=access.account, data=body))
+
+    return await idempotency.run(
+        session, principal_id=access.principal.user.id, body=body, status_code=201, action=place_order
+    )
 
 
 @router.get("/accounts/{account_id}/instances", response_model=InstancePage, responses=responses(400, 401, 403, 404))
