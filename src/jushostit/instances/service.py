@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import string
 import uuid
+from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
@@ -18,6 +19,7 @@ from jushostit.kit.crypto import SecretBox
 from jushostit.kit.db import utcnow
 from jushostit.kit.errors import BadRequest, Conflict, NotFound
 from jushostit.models import Account, Instance
+from jushostit.notifications.service import queue_email
 from jushostit.reconcile.repository import ReconcileRepository
 from jushostit.reconcile.service import account_entitlement
 from jushostit.reconcile.trigger import request_reconcile, running_lock
@@ -139,3 +141,21 @@ async def credentials(session: AsyncSession, box: SecretBox, *, instance: Instan
     values = await vault.read(session, box, owner_type="instance", owner_id=instance.id)
     return sorted((name, value) for name, value in values.items() if name in shown)
 
+
+
+EXPIRY_NOTICE_HORIZON = timedelta(days=3)
+
+
+async def send_expiry_notices(session: AsyncSession, settings: Settings, *, now: datetime) -> int:
+    """Email "expiring in 3 days" once per instance for subscriptions about to end; returns how many went out."""
+    repository = InstanceRepository(session)
+    sent = 0
+    for account_id, ends in await repository.claim_expiry_notices(now, now + EXPIRY_NOTICE_HORIZON):
+        account = await repository.account(account_id)
+        if account is None or not account.billing_email:
+            continue
+        for instance in await repository.counting_toward_quota(account_id):
+            await queue_email(session, to=account.billing_email, template="instance_expiring",
+                              values={"name": instance.name, "ends": f"{ends:%Y-%m-%d %H:%M} UTC"})
+            sent += 1
+    return sent

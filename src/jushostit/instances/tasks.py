@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 from jushostit.instances.repository import InstanceRepository
-from jushostit.instances.service import RESTART_TASK
+from jushostit.instances.service import RESTART_TASK, send_expiry_notices
 from jushostit.kit import container
 from jushostit.kit.db import utcnow
 from jushostit.kit.jobs import app
@@ -32,3 +32,11 @@ async def purge_expired(timestamp: int | None = None) -> int:
     for account_id in accounts:
         await defer_reconcile(account_id)
     return len(accounts)
+
+
+@app.periodic(cron="7 * * * *", periodic_id="instances.expiry_notices")
+@app.task(name="instances.expiry_notices", queue="email", queueing_lock="instances.expiry_notices", pass_context=False)
+async def expiry_notices(timestamp: int | None = None) -> int:
+    c = container.current()
+    async with c.database.unit_of_work() as session:
+        return await send_expiry_notices(session, c.settings, now=utcnow())

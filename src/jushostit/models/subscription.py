@@ -24,4 +24,6 @@ class Subscription(Base):
     current_period_end: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     cancel_at_period_end: Mapped[bool] = mapped_column(default=False, nullable=False)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The period end the "expiring in 3 days" notice went out for: one notice per period, never two.
+    expiry_notice_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = created_at_column()
