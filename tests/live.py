@@ -225,6 +225,13 @@ class Live:
             )
             return list(rows.all())
 
+    async def queued(self, account_id: str) -> int:
+        """Jobs of any task waiting for the account (reconcile, restart)."""
+        async with self.container.database.engine.connect() as connection:
+            return int(await connection.scalar(text(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND args->>'account_id' = :id"
+            ), {"id": str(account_id)}) or 0)
+
     def instance_dir(self, instance: dict[str, Any]) -> Path:
         return self.driver.instance_dir(uuid.UUID(instance["account_id"]), uuid.UUID(instance["id"]))
 
@@ -265,6 +272,9 @@ async def live(container: Container, settings: Settings, tmp_path: Path) -> Asyn
     try:
         async with asgi_client(application) as client:
             state = Live(custom, container, application, client)
+            # Jobs other tests left queued (their data rolled back) run now, against this empty data dir, so a
+            # test's worker runs only the test's own jobs.
+            await state.work()
             try:
                 yield state
             finally:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import string
 import uuid
 
-from jushostit.models import BillingMode, Role
+from sqlalchemy import delete
+
+from jushostit.catalog.repository import CatalogRepository
+from jushostit.catalog.spec import TemplateSpec
+from jushostit.models import BillingMode, Role, ServiceTemplate
 from jushostit.vault import service as vault
-from tests.live import Live, Signup, eventually
+from tests.live import Live, Signup, eventually, processes_in
 
 
 async def _pro_account(live: Live) -> Signup:
@@ -82,3 +86,42 @@ async def test_logs_show_the_access_lines_of_requests_through_the_router(live: L
     assert refused.status_code == 404
     bad = await live.client.get(f"/v1/instances/{site['id']}/logs", params={"tail": 0}, headers=owner.headers)
     assert bad.status_code == 422
+
+
+async def test_generated_secrets_reach_the_process_and_never_the_ready_email(live: Live) -> None:
+    """A runnable template with a generated secret (a copy of static-site, stored as test data: the admin API
+    refuses process forms by design)."""
+    code = f"secret-site-{uuid.uuid4().hex[:6]}"
+    async with live.container.database.unit_of_work() as session:
+        static = await CatalogRepository(session).template_by_code("static-site")
+        assert static is not None
+        document = {**static.spec, "code": code, "env": [
+            {"name": "SITE_PASSWORD", "generate": {"length": 24, "alphabet": "alnum"}, "secret": True},
+            {"name": "SITE_URL", "value": "{url}"},
+        ]}
+        spec = TemplateSpec.model_validate(document)
+        await CatalogRepository(session).insert_template_if_missing(code, spec.kind, spec.model_dump(mode="json"), "admin")
+    try:
+        owner = await live.signup("Canary Co")
+        await live.checkout(owner, "free")
+        site = await live.ordered(owner, "canary", template=code)
+        await live.work()
+        await live.until_status(owner, site["id"], "running")
+
+        credentials = await live.client.get(f"/v1/instances/{site['id']}/credentials", headers=owner.headers)
+        assert credentials.status_code == 200
+        [password] = [v["value"] for v in credentials.json()["values"] if v["name"] == "SITE_PASSWORD"]
+        [process] = processes_in(live.data_dir(site))
+        environ = process.environ()
+        assert environ["SITE_PASSWORD"] == password and environ["SITE_URL"] == site["url"]
+
+        [ready] = await live.emails_of(owner, "instance_ready")
+        assert site["url"] in ready.body
+        assert password not in ready.body and password not in ready.subject
+        shown = await live.client.get(f"/v1/instances/{site['id']}", headers=owner.headers)
+        assert password not in shown.text
+        logs = await live.client.get(f"/v1/instances/{site['id']}/logs", headers=owner.headers)
+        assert password not in logs.text
+    finally:
+        async with live.container.database.unit_of_work() as session:
+            await session.execute(delete(ServiceTemplate).where(ServiceTemplate.code == code))

@@ -57,8 +57,11 @@ async def test_restart_replaces_the_process_through_the_runtime_and_a_reconcile(
 
     response = await live.client.post(f"/v1/instances/{instance['id']}/restart", headers=owner.headers)
     assert response.status_code == 202, response.text
-    while await _restart_or_reconcile_queued(live, owner.account_id):
+    async def drained() -> bool:
         await live.work()  # the restart job, then the reconcile it queues
+        return not await live.queued(owner.account_id)
+
+    await eventually(drained, "the restart and the reconcile it queues to run")
 
     [after] = processes_in(live.data_dir(instance))
     assert after.pid != before.pid and not before.is_running()
@@ -66,12 +69,3 @@ async def test_restart_replaces_the_process_through_the_runtime_and_a_reconcile(
     assert (await live.instance(owner, instance["id"]))["status"] == "running"
     assert len(await live.audit("instance.restart_requested", instance["id"])) == 1
 
-
-async def _restart_or_reconcile_queued(live: Live, account_id: str) -> bool:
-    from sqlalchemy import text
-
-    async with live.container.database.engine.connect() as connection:
-        count = await connection.scalar(text(
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND args->>'account_id' = :id"
-        ), {"id": account_id})
-    return bool(count)
