@@ -43,7 +43,8 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def _run_worker(settings: Settings) -> None:
+async def run_worker(settings: Settings) -> None:
+    """The job worker as serve and `jushostit worker` run it (also used by the benchmark)."""
     schedule_resync(settings.resync_interval_seconds)
     await jobs.app.run_worker_async(
         install_signal_handlers=False,
@@ -74,7 +75,7 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
             )
         )
         server_task = asyncio.create_task(server.serve())
-        worker_task = asyncio.create_task(_run_worker(settings)) if settings.run_worker_in_serve else None
+        worker_task = asyncio.create_task(run_worker(settings)) if settings.run_worker_in_serve else None
         if announce:
             asyncio.create_task(_announce(server, settings))
         await _until_stopped(stop, *[t for t in (server_task, worker_task) if t])
@@ -109,7 +110,7 @@ async def worker(settings: Settings) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     async with open_container(settings):
-        task = asyncio.create_task(_run_worker(settings))
+        task = asyncio.create_task(run_worker(settings))
         print("JusHostIt worker running; stop with Ctrl-C.", flush=True)
         await _until_stopped(stop, task)
         crashed = not stop.is_set()

@@ -75,12 +75,24 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
 @dataclass
 class Database:
     engine: AsyncEngine
+    autocommit: AsyncEngine  # the same pool, without transactions (each statement commits)
     sessionmaker: async_sessionmaker[AsyncSession]
+    read_sessionmaker: async_sessionmaker[AsyncSession]
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 5) -> Database:
         engine = create_engine(url, pool_size=pool_size)
-        return cls(engine, async_sessionmaker(engine, expire_on_commit=False))
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        return cls(
+            engine, autocommit, async_sessionmaker(engine, expire_on_commit=False), async_sessionmaker(autocommit)
+        )
+
+    @contextlib.asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session in autocommit: no BEGIN/COMMIT round trips, for hot read paths that tolerate
+        each query seeing its own snapshot (the reconciler is level-triggered: the next pass sees the rest)."""
+        async with self.read_sessionmaker() as session:
+            yield session
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:

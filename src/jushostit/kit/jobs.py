@@ -45,6 +45,7 @@ class PendingJob:
     kwargs: dict[str, Any]
     queueing_lock: str | None = None
     lock: str | None = None
+    priority: int = 0
 
 
 @dataclass
@@ -63,12 +64,14 @@ def close_buffer(token: contextvars.Token[JobBuffer | None]) -> None:
     _buffer.reset(token)
 
 
-def enqueue(task: str, *, queueing_lock: str | None = None, lock: str | None = None, **kwargs: Any) -> None:
+def enqueue(
+    task: str, *, queueing_lock: str | None = None, lock: str | None = None, priority: int = 0, **kwargs: Any
+) -> None:
     """Defer `task` once the current unit of work commits (dropped if it rolls back)."""
     buffer = _buffer.get()
     if buffer is None:
         raise RuntimeError("enqueue() outside a unit of work")
-    buffer.jobs.append(PendingJob(task, kwargs, queueing_lock, lock))
+    buffer.jobs.append(PendingJob(task, kwargs, queueing_lock, lock, priority))
 
 
 async def flush() -> None:
@@ -82,7 +85,9 @@ async def flush() -> None:
 
 async def defer(job: PendingJob) -> None:
     try:
-        await app.configure_task(job.task, queueing_lock=job.queueing_lock, lock=job.lock).defer_async(
+        await app.configure_task(
+            job.task, queueing_lock=job.queueing_lock, lock=job.lock, priority=job.priority
+        ).defer_async(
             **job.kwargs
         )
     except AlreadyEnqueued:

@@ -23,7 +23,7 @@ from jushostit.kit.db import Database, utcnow
 from jushostit.models import Account, Instance, Plan, Subscription
 from jushostit.notifications.service import queue_email
 from jushostit.reconcile.desired import InstanceInput, build_desired
-from jushostit.reconcile.repository import ReconcileRepository
+from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
 from jushostit.runtime.protocol import Observed, ObservedInstance, RuntimeDriver
 from jushostit.runtime.registry import instance_address
 
@@ -51,24 +51,28 @@ class Snapshot:
     secrets: dict[uuid.UUID, dict[str, str]] = field(default_factory=dict)
 
 
-async def snapshot(session: AsyncSession, settings: Settings, box: SecretBox, account_id: uuid.UUID,
-                   now: datetime) -> Snapshot | None:
+async def snapshots(
+    session: AsyncSession, settings: Settings, box: SecretBox, account_ids: list[uuid.UUID], now: datetime
+) -> dict[uuid.UUID, Snapshot]:
+    """The facts of many accounts in a fixed number of queries (accounts that no longer exist are absent)."""
     repository = ReconcileRepository(session)
-    account = await repository.account(account_id)
-    if account is None:
-        return None
-    instances = await repository.live_instances([account_id])
-    subscriptions = await repository.subscriptions([account_id])
+    accounts = await repository.accounts_with_subscriptions(account_ids)
+    instances = await repository.live_instances(list(accounts))
     templates = {t.code: TemplateSpec.model_validate(t.spec) for t in await repository.templates({i.template_code for i in instances})}
     secrets: dict[uuid.UUID, dict[str, str]] = {}
     for secret in await repository.instance_secrets([i.id for i in instances]):
         secrets.setdefault(secret.owner_id, {})[secret.name] = box.decrypt(secret.ciphertext)
-    inputs = []
-    for instance in instances:
-        url, host = instance_address(settings, instance.slug)
-        inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code, url, host))
-    entitled = account_entitlement(account, subscriptions, instances, now, settings)
-    return Snapshot(account, instances, entitled, inputs, templates, secrets)
+    result = {}
+    for account_id, (account, subscriptions) in accounts.items():
+        own = [i for i in instances if i.account_id == account_id]
+        inputs = []
+        for instance in own:
+            url, host = instance_address(settings, instance.slug)
+            inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code, url, host))
+        entitled = account_entitlement(account, subscriptions, own, now, settings)
+        used = {i.template_code for i in own}
+        result[account_id] = Snapshot(account, own, entitled, inputs, {c: templates[c] for c in used}, secrets)
+    return result
 
 
 @dataclass(frozen=True)
@@ -82,14 +86,48 @@ class StatusChange:
 async def reconcile_account(
     database: Database, settings: Settings, box: SecretBox, driver: RuntimeDriver, account_id: uuid.UUID
 ) -> Observed | None:
-    """One full pass for one account. Raises when the driver fails, after recording the error (the job retries)."""
-    now = utcnow()
-    async with database.unit_of_work() as session:
-        snap = await snapshot(session, settings, box, account_id, now)
-    if snap is None:
-        await driver.destroy(account_id)
-        return None
-    desired = build_desired(account_id, snap.inputs, snap.entitled, snap.templates, snap.secrets)
+    """One full pass for one account (the job path). Waits for the account's lock; raises when the driver
+    fails, after recording the error (the job retries with backoff)."""
+    async with database.autocommit.connect() as lock_connection:
+        await ReconcileLocks(lock_connection).wait_for(account_id)
+        try:
+            async with database.reader() as session:
+                snap = (await snapshots(session, settings, box, [account_id], utcnow())).get(account_id)
+            if snap is None:
+                await driver.destroy(account_id)
+                return None
+            return await _converge(database, settings, driver, snap)
+        finally:
+            await ReconcileLocks(lock_connection).release_all()
+
+
+async def reconcile_batch(
+    database: Database, settings: Settings, box: SecretBox, driver: RuntimeDriver, account_ids: list[uuid.UUID]
+) -> tuple[int, int]:
+    """One pass over many accounts (the resync path), with their facts read in a few queries. An account
+    whose lock is held — a reconcile job is running for it — is skipped: that job converges it.
+    Returns (reconciled, driver writes). A failing account is recorded and does not stop the others."""
+    reconciled = writes = 0
+    async with database.autocommit.connect() as lock_connection:
+        locks = ReconcileLocks(lock_connection)
+        locked = await locks.try_many(account_ids)
+        try:
+            async with database.reader() as session:
+                found = await snapshots(session, settings, box, locked, utcnow())
+            for snap in found.values():
+                try:
+                    observed = await _converge(database, settings, driver, snap)
+                except Exception:  # noqa: BLE001 - recorded on the instances by _converge; the next pass retries
+                    continue
+                reconciled += 1
+                writes += observed.writes
+        finally:
+            await locks.release_all()
+    return reconciled, writes
+
+
+async def _converge(database: Database, settings: Settings, driver: RuntimeDriver, snap: Snapshot) -> Observed:
+    desired = build_desired(snap.account.id, snap.inputs, snap.entitled, snap.templates, snap.secrets)
     try:
         observed = await driver.apply(desired)
     except Exception as error:

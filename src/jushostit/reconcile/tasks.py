@@ -40,21 +40,24 @@ async def defer_reconcile(account_id: uuid.UUID) -> bool:
     return True
 
 
-async def resync_all() -> int:
-    """Ask for a reconcile of every account; returns how many were queued (others already were)."""
-    queued, after = 0, None
-    database = container.current().database
+async def resync_all() -> tuple[int, int]:
+    """Reconcile every account, a batch at a time, in this job (not one job per account: the queue's own cost
+    per job would dwarf a no-op pass). Returns (accounts reconciled, driver writes)."""
+    c = container.current()
+    driver = driver_for(c.settings)
+    reconciled = writes = 0
+    after = None
     while True:
-        async with database.sessionmaker() as session:
+        async with c.database.reader() as session:
             ids = await ReconcileRepository(session).account_ids(after=after, limit=RESYNC_BATCH)
         if not ids:
-            return queued
-        for account_id in ids:
-            queued += await defer_reconcile(account_id)
-        after = ids[-1]
+            return reconciled, writes
+        done, written = await service.reconcile_batch(c.database, c.settings, c.secret_box, driver, ids)
+        reconciled, writes, after = reconciled + done, writes + written, ids[-1]
 
 
-@app.task(name="account.resync", queue="reconcile", queueing_lock="account.resync", pass_context=False)
+@app.task(name="account.resync", queue="reconcile", queueing_lock="account.resync", lock="account.resync",
+          pass_context=False)
 async def resync(timestamp: int | None = None) -> None:
     await resync_all()
 

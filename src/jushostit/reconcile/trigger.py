@@ -11,6 +11,8 @@ import uuid
 from jushostit.kit import jobs
 
 RECONCILE_TASK = "account.reconcile"
+# A fact that just changed goes before the periodic resync's sweep of every account.
+FACT_CHANGE_PRIORITY = 10
 
 
 def queueing_lock(account_id: uuid.UUID | str) -> str:
@@ -26,5 +28,6 @@ def request_reconcile(account_id: uuid.UUID) -> None:
         RECONCILE_TASK,
         queueing_lock=queueing_lock(account_id),
         lock=running_lock(account_id),
+        priority=FACT_CHANGE_PRIORITY,
         account_id=str(account_id),
     )
