@@ -46,6 +46,7 @@ class PendingJob:
     queueing_lock: str | None = None
     lock: str | None = None
     priority: int = 0
+    schedule_in_seconds: int | None = None
 
 
 @dataclass
@@ -86,7 +87,11 @@ async def flush() -> None:
 async def defer(job: PendingJob) -> None:
     try:
         await app.configure_task(
-            job.task, queueing_lock=job.queueing_lock, lock=job.lock, priority=job.priority
+            job.task,
+            queueing_lock=job.queueing_lock,
+            lock=job.lock,
+            priority=job.priority,
+            schedule_in={"seconds": job.schedule_in_seconds} if job.schedule_in_seconds else None,
         ).defer_async(
             **job.kwargs
         )

@@ -24,6 +24,7 @@ from jushostit.models import Account, Instance, Plan, Subscription
 from jushostit.notifications.service import queue_email
 from jushostit.reconcile.desired import InstanceInput, build_desired
 from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
+from jushostit.reconcile.trigger import follow_up
 from jushostit.runtime.protocol import Observed, ObservedInstance, RuntimeDriver
 from jushostit.runtime.registry import instance_address
 
@@ -137,6 +138,8 @@ async def _converge(database: Database, settings: Settings, driver: RuntimeDrive
     if snap.instances:  # nothing to write back for an account without instances
         async with database.unit_of_work() as session:
             await write_back(session, settings, snap, observed, utcnow())
+        if any(seen.status == "provisioning" for seen in observed.instances.values()):
+            await follow_up(snap.account.id)
     return observed
 
 

@@ -31,3 +31,20 @@ def request_reconcile(account_id: uuid.UUID) -> None:
         priority=FACT_CHANGE_PRIORITY,
         account_id=str(account_id),
     )
+
+
+FOLLOW_UP_SECONDS = 5
+
+
+async def follow_up(account_id: uuid.UUID) -> None:
+    """Look again soon (an instance is still starting), rather than waiting for the next resync."""
+    await jobs.defer(
+        jobs.PendingJob(
+            RECONCILE_TASK,
+            {"account_id": str(account_id)},
+            queueing_lock(account_id),
+            running_lock(account_id),
+            FACT_CHANGE_PRIORITY,
+            schedule_in_seconds=FOLLOW_UP_SECONDS,
+        )
+    )

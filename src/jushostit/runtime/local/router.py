@@ -23,6 +23,10 @@ HOST_PATTERN = re.compile(r"^(?P<slug>[a-z0-9][a-z0-9-]{0,62})\.localhost(:\d+)?
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length"}
 SUSPENDED_PAGE = "This service is suspended.\n"
+UNAVAILABLE_PAGES = {
+    "provisioning": "This service is starting.\n",
+    "failed": "This service is unavailable.\n",
+}
 
 
 class LocalRouter:
@@ -53,7 +57,8 @@ class LocalRouter:
             return PlainTextResponse("No such service.\n", status_code=404)
         port = self.driver.port_of(instance.account_id, instance.id)
         if instance.observed_status not in {"running", "throttled"} or port is None:
-            return PlainTextResponse(SUSPENDED_PAGE, status_code=503, headers={"Retry-After": "60"})
+            page = UNAVAILABLE_PAGES.get(instance.observed_status, SUSPENDED_PAGE)
+            return PlainTextResponse(page, status_code=503, headers={"Retry-After": "60"})
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         client = request.client.host if request.client else ""
         forwarded_for = ", ".join(filter(None, [request.headers.get("x-forwarded-for"), client]))
