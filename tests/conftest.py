@@ -30,6 +30,7 @@ from jushostit.kit import embedded_pg, migrate
 from jushostit.kit.container import Container, open_container
 from jushostit.kit.db import get_session, libpq_url, unit_of_work
 from jushostit.kit.logging import configure_logging
+from jushostit.models import User
 
 os.environ.setdefault("LC_ALL", "C.UTF-8")
 
@@ -211,6 +212,22 @@ def signup(client: httpx.AsyncClient) -> Any:
         )
         assert response.status_code == 201, response.text
         return Signup(response.json(), email.lower())
+
+    return make
+
+
+@pytest.fixture
+def admin(session: AsyncSession, signup: Any) -> Any:
+    """`await admin()`: a signed-up platform admin (the flag on the user, set as an operator would: in the
+    database)."""
+
+    async def make() -> Signup:
+        who = await signup(account_name="Platform")
+        user = await session.get(User, uuid.UUID(who.user_id))
+        assert user is not None
+        user.is_platform_admin = True
+        await session.flush()
+        return who
 
     return make
 

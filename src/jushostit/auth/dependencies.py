@@ -124,13 +124,27 @@ def public(*, rate_limit: bool = False) -> Callable[..., Awaitable[None]]:
     return declare_rule(dependency, AuthRule.public)
 
 
+async def authenticated(request: Request, session: SessionDep) -> Principal:
+    """The caller, or 401."""
+    principal = await authenticate(request, session)
+    if principal is None:
+        raise Unauthorized("Authentication required")
+    return principal
+
+
+def check_account_access(principal: Principal, role: Role, scope: Scope, min_role: Role) -> None:
+    """For a member of the account (non-members were already answered 404): the key's scope and the role."""
+    if not principal.has(scope):
+        raise Forbidden(f"API key lacks the scope {scope}", code="insufficient_scope")
+    if ROLE_RANK[role] < ROLE_RANK[min_role]:
+        raise Forbidden(f"This needs the {min_role} role in the account", code="insufficient_role")
+
+
 def require_user(scope: Scope | None = None, *, session_only: bool = False) -> Callable[..., Awaitable[Principal]]:
     """A signed-in user (session) or an API key holding `scope`. session_only refuses API keys."""
 
     async def dependency(request: Request, session: SessionDep) -> Principal:
-        principal = await authenticate(request, session)
-        if principal is None:
-            raise Unauthorized("Authentication required")
+        principal = await authenticated(request, session)
         if session_only and principal.api_key_id is not None:
             raise Forbidden("This action needs a signed-in session, not an API key", code="session_required")
         if not principal.has(scope):
@@ -144,17 +158,12 @@ def require_account(scope: Scope, min_role: Role = Role.member) -> Callable[...,
     """A member of the account in the path. Non-members get 404, as if the account did not exist."""
 
     async def dependency(request: Request, session: SessionDep, account_id: uuid.UUID) -> AccountAccess:
-        principal = await authenticate(request, session)
-        if principal is None:
-            raise Unauthorized("Authentication required")
+        principal = await authenticated(request, session)
         found = await AuthRepository(session).membership(principal.user.id, account_id)
         if found is None:
             raise NotFound("Account not found")
         account, role = found
-        if not principal.has(scope):
-            raise Forbidden(f"API key lacks the scope {scope}", code="insufficient_scope")
-        if ROLE_RANK[role] < ROLE_RANK[min_role]:
-            raise Forbidden(f"This needs the {min_role} role in the account", code="insufficient_role")
+        check_account_access(principal, role, scope, min_role)
         return AccountAccess(principal, account, role)
 
     return declare_rule(dependency, AuthRule.account)
@@ -164,9 +173,7 @@ def require_admin() -> Callable[..., Awaitable[Principal]]:
     """A platform admin (a flag on the user, not an account role); API keys need the admin scope too."""
 
     async def dependency(request: Request, session: SessionDep) -> Principal:
-        principal = await authenticate(request, session)
-        if principal is None:
-            raise Unauthorized("Authentication required")
+        principal = await authenticated(request, session)
         if not principal.user.is_platform_admin or not principal.has(Scope.admin):
             raise Forbidden("Platform admin only", code="admin_required")
         return principal

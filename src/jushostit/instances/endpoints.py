@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from jushostit.auth.dependencies import (
-    ROLE_RANK,
     AccountAccess,
     AuthRule,
     Principal,
-    authenticate,
+    authenticated,
+    check_account_access,
     declare_rule,
     require_account,
 )
@@ -28,7 +29,7 @@ from jushostit.instances.schemas import (
 )
 from jushostit.kit import container
 from jushostit.kit.db import SessionDep
-from jushostit.kit.errors import Forbidden, NotFound, Unauthorized, responses
+from jushostit.kit.errors import NotFound, responses
 from jushostit.kit.idempotency import IdempotencyDep
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Account, Instance, Role
@@ -37,26 +38,24 @@ from jushostit.runtime.registry import driver_for, instance_address
 router = APIRouter(prefix="/v1", tags=["instances"])
 
 
+@dataclass(frozen=True)
 class InstanceAccess:
-    def __init__(self, principal: Principal, instance: Instance, account: Account, role: Role) -> None:
-        self.principal, self.instance, self.account, self.role = principal, instance, account, role
+    principal: Principal
+    instance: Instance
+    account: Account
+    role: Role
 
 
 def require_instance(scope: Scope, min_role: Role = Role.member):  # noqa: ANN201 - a FastAPI dependency
     """A member of the instance's account; anyone else gets 404, as if it did not exist."""
 
     async def dependency(request: Request, session: SessionDep, instance_id: uuid.UUID) -> InstanceAccess:
-        principal = await authenticate(request, session)
-        if principal is None:
-            raise Unauthorized("Authentication required")
+        principal = await authenticated(request, session)
         found = await InstanceRepository(session).readable_by(principal.user.id, instance_id)
         if found is None:
             raise NotFound("Instance not found")
         instance, account, role = found
-        if not principal.has(scope):
-            raise Forbidden(f"API key lacks the scope {scope}", code="insufficient_scope")
-        if ROLE_RANK[role] < ROLE_RANK[min_role]:
-            raise Forbidden(f"This needs the {min_role} role in the account", code="insufficient_role")
+        check_account_access(principal, role, scope, min_role)
         return InstanceAccess(principal, instance, account, role)
 
     return declare_rule(dependency, AuthRule.account)
