@@ -214,23 +214,34 @@ class Live:
             return list((await session.scalars(stmt.order_by(AuditEntry.seq))).all())
 
     async def jobs_of(self, account_id: str, status: str | None = None) -> list[Any]:
+        """The account's reconcile jobs that are due (not the exact jobs scheduled at a future deadline)."""
         async with self.container.database.engine.connect() as connection:
             rows = await connection.execute(
                 text(
                     "SELECT id, status, queueing_lock, lock FROM procrastinate_jobs WHERE task_name = 'account.reconcile' "
                     "AND args->>'account_id' = :account_id AND (CAST(:status AS text) IS NULL OR status::text = :status) "
-                    "ORDER BY id"
+                    "AND (scheduled_at IS NULL OR scheduled_at <= now()) ORDER BY id"
                 ),
                 {"account_id": str(account_id), "status": status},
             )
             return list(rows.all())
 
     async def queued(self, account_id: str) -> int:
-        """Jobs of any task waiting for the account (reconcile, restart)."""
+        """Due jobs of any task waiting for the account (reconcile, restart)."""
         async with self.container.database.engine.connect() as connection:
             return int(await connection.scalar(text(
-                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND args->>'account_id' = :id"
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND args->>'account_id' = :id "
+                "AND (scheduled_at IS NULL OR scheduled_at <= now())"
             ), {"id": str(account_id)}) or 0)
+
+    async def scheduled_of(self, account_id: str) -> list[Any]:
+        """The account's reconcile jobs waiting for a future deadline: (scheduled_at, queueing_lock)."""
+        async with self.container.database.engine.connect() as connection:
+            rows = await connection.execute(text(
+                "SELECT scheduled_at, queueing_lock FROM procrastinate_jobs WHERE task_name = 'account.reconcile' "
+                "AND status = 'todo' AND args->>'account_id' = :id AND scheduled_at > now() ORDER BY scheduled_at"
+            ), {"id": str(account_id)})
+            return list(rows.all())
 
     def instance_dir(self, instance: dict[str, Any]) -> Path:
         return self.driver.instance_dir(uuid.UUID(instance["account_id"]), uuid.UUID(instance["id"]))

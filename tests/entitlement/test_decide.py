@@ -19,6 +19,7 @@ from jushostit.entitlement import (
     Quotas,
     SubscriptionFacts,
     entitlement,
+    next_change,
 )
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -152,3 +153,27 @@ def test_one_subscription_ending_never_stops_what_another_entitles(other_subs, e
     ended = sub(ended_days_ago - 30, ended_days_ago)
     result = decide(AccountFacts("active"), [ended, sub(), *other_subs])
     assert result.instances[I1].level == Level.running
+
+
+# --- the next instant time alone changes the decision -------------------------------------------------------
+
+
+def test_next_change_is_the_earliest_future_deadline() -> None:
+    subs = [sub(-1, 29), sub(-40, -10)]
+    due = AccountFacts("past_due", past_due_since=NOW - timedelta(days=2))
+    later_delete = InstanceFacts(I1, delete_requested_at=NOW + timedelta(days=1))
+    # past-due grace (5 days) < ended sub's retention end (20 days) < period end (29 days), and the deletion (1 day)
+    assert next_change(due, subs, POLICY, [later_delete], NOW) == NOW + timedelta(days=1)
+    assert next_change(due, subs, POLICY, [], NOW) == NOW + timedelta(days=5)
+    assert next_change(AccountFacts("active"), subs, POLICY, [], NOW) == NOW + timedelta(days=20)
+    assert next_change(AccountFacts("active"), [sub(-1, 29, status="pending")], POLICY, [], NOW) is None
+
+
+@given(statuses, reasons, past_due, subscriptions, budgets)
+def test_nothing_changes_before_next_change(status, held, due, subs, budget) -> None:
+    account = AccountFacts(status, held, due)
+    moment = next_change(account, subs, POLICY, [], NOW)
+    horizon = moment - timedelta(microseconds=1) if moment else NOW + timedelta(days=365)
+    before = decide(account, subs, budget, now=NOW)
+    just_before = decide(account, subs, budget, now=max(NOW, horizon))
+    assert just_before.level == before.level

@@ -22,6 +22,7 @@ from jushostit.entitlement import (
     Quotas,
     SubscriptionFacts,
     entitlement,
+    next_change,
 )
 from jushostit.models import Account, BillingMode, Plan, Subscription
 
@@ -89,6 +90,9 @@ class EntitlementInputs:
 
     def decide(self, now: datetime, instances: Iterable[InstanceFacts] = ()) -> Entitlement:
         return entitlement(self.account, self.subscriptions, self.policy, self.budget, list(instances), now)
+
+    def next_change(self, now: datetime, instances: Iterable[InstanceFacts] = ()) -> datetime | None:
+        return next_change(self.account, self.subscriptions, self.policy, list(instances), now)
 
 
 def entitlement_inputs(

@@ -12,6 +12,7 @@ from jushostit.entitlement.decide import (
     Quotas,
     SubscriptionFacts,
     entitlement,
+    next_change,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "Quotas",
     "SubscriptionFacts",
     "entitlement",
+    "next_change",
 ]

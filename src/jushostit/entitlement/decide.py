@@ -191,3 +191,25 @@ def entitlement(
         else:
             per_instance[instance.id] = InstanceEntitlement(level, tuple(reasons))
     return Entitlement(level, tuple(reasons), access, banner, quotas, per_instance, frozenset(holds))
+
+
+def next_change(
+    account: AccountFacts,
+    subscriptions: list[SubscriptionFacts],
+    policy: DunningPolicy,
+    instances: list[InstanceFacts],
+    now: datetime,
+) -> datetime | None:
+    """The next instant after `now` at which the passage of time alone may change the decision: a period
+    starting or ending, an expiry's retention running out, a past-due grace ending, a scheduled deletion."""
+    candidates: list[datetime] = []
+    for subscription in subscriptions:
+        if subscription.status == "pending":
+            continue
+        ended = subscription.ended_at()
+        candidates += [subscription.period_start, ended, ended + policy.expired_retention]
+    if account.past_due_since is not None:
+        candidates.append(account.past_due_since + policy.grace)
+    candidates += [i.delete_requested_at for i in instances if i.delete_requested_at is not None]
+    future = [moment for moment in candidates if moment > now]
+    return min(future) if future else None

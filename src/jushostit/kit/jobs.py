@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import AsyncIterator
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ class PendingJob:
     lock: str | None = None
     priority: int = 0
     schedule_in_seconds: int | None = None
+    schedule_at: datetime | None = None
 
 
 @dataclass
@@ -92,6 +94,7 @@ async def defer(job: PendingJob) -> None:
             lock=job.lock,
             priority=job.priority,
             schedule_in={"seconds": job.schedule_in_seconds} if job.schedule_in_seconds else None,
+            schedule_at=job.schedule_at,
         ).defer_async(
             **job.kwargs
         )

@@ -24,7 +24,7 @@ from jushostit.models import Account, Instance, Plan, Subscription
 from jushostit.notifications.service import queue_email
 from jushostit.reconcile.desired import InstanceInput, build_desired
 from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
-from jushostit.reconcile.trigger import follow_up
+from jushostit.reconcile.trigger import at_deadline, follow_up
 from jushostit.runtime.protocol import Observed, ObservedInstance, RuntimeDriver
 from jushostit.runtime.registry import instance_address
 
@@ -50,6 +50,7 @@ class Snapshot:
     inputs: list[InstanceInput]
     templates: dict[str, TemplateSpec]
     secrets: dict[uuid.UUID, dict[str, str]] = field(default_factory=dict)
+    next_change: datetime | None = None  # when time alone may change the entitlement
 
 
 async def snapshots(
@@ -70,9 +71,13 @@ async def snapshots(
         for instance in own:
             url, host = instance_address(settings, instance.slug)
             inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code, url, host))
-        entitled = account_entitlement(account, subscriptions, own, now, settings)
+        facts = entitlement_inputs(account, subscriptions, expired_retention_days=settings.expired_retention_days)
+        instance_facts = [InstanceFacts(i.id, i.delete_requested_at) for i in own]
         used = {i.template_code for i in own}
-        result[account_id] = Snapshot(account, own, entitled, inputs, {c: templates[c] for c in used}, secrets)
+        result[account_id] = Snapshot(
+            account, own, facts.decide(now, instance_facts), inputs, {c: templates[c] for c in used}, secrets,
+            facts.next_change(now, instance_facts),
+        )
     return result
 
 
@@ -97,7 +102,10 @@ async def reconcile_account(
             if snap is None:
                 await driver.destroy(account_id)
                 return None
-            return await _converge(database, settings, driver, snap)
+            observed = await _converge(database, settings, driver, snap)
+            if snap.next_change is not None:
+                await at_deadline(account_id, snap.next_change)  # an exact job; the resync is the safety net
+            return observed
         finally:
             await ReconcileLocks(lock_connection).release_all()
 

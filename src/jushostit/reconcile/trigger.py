@@ -7,6 +7,7 @@ exactly one more, which sees the new fact. A lost request is healed by the perio
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from jushostit.kit import jobs
 
@@ -34,6 +35,23 @@ def request_reconcile(account_id: uuid.UUID) -> None:
 
 
 FOLLOW_UP_SECONDS = 5
+# SCHEDULED_WITHOUT_LOCK: procrastinate holds back every later job with the same `lock` while an earlier one
+# waits in `todo`, even one scheduled for next month. Jobs scheduled for later therefore carry no procrastinate
+# lock; the reconcile itself takes the account's advisory lock (ReconcileLocks), which is what keeps passes apart.
+
+
+async def at_deadline(account_id: uuid.UUID, when: datetime) -> None:
+    """A reconcile exactly when time alone changes the account's entitlement (a period ends, a grace runs
+    out). Its own queueing lock per deadline, so it never blocks the immediate reconciles of fact changes."""
+    await jobs.defer(
+        jobs.PendingJob(
+            RECONCILE_TASK,
+            {"account_id": str(account_id)},
+            f"reconcile-at:{account_id}:{int(when.timestamp())}",
+            None,  # see SCHEDULED_WITHOUT_LOCK
+            schedule_at=when,
+        )
+    )
 
 
 async def follow_up(account_id: uuid.UUID) -> None:
@@ -43,7 +61,7 @@ async def follow_up(account_id: uuid.UUID) -> None:
             RECONCILE_TASK,
             {"account_id": str(account_id)},
             queueing_lock(account_id),
-            running_lock(account_id),
+            None,  # see SCHEDULED_WITHOUT_LOCK
             FACT_CHANGE_PRIORITY,
             schedule_in_seconds=FOLLOW_UP_SECONDS,
         )
