@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sys
+import warnings
 from typing import Annotated, Any
 
 import typer
@@ -167,4 +168,8 @@ def main() -> None:
     # command attached to is released (or stopped, when it was the last user), not orphaned (REFERENCE §4).
     # serve and worker replace this with their own graceful handlers.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Third-party notices that say nothing to an operator (authlib's httpx→httpx2 move; pgserver's fallback
+    # runtime dir when XDG_RUNTIME_DIR is unset) stay out of the output.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     cli()
