@@ -120,6 +120,7 @@ BODIES: dict[str, Callable[[], dict[str, Any]]] = {
     "InstanceCreate": lambda: {"template": "static-site", "name": f"matrix-{uuid.uuid4().hex[:8]}"},
     "PlanUpdate": lambda: {"name": "Renamed plan"},
     "SuspendRequest": lambda: {"reason": "admin", "note": "authorization matrix"},
+    "BillingModeUpdate": lambda: {"billing_mode": "invoice"},
     "UnsuspendRequest": lambda: {"reason": "admin"},
 }
 

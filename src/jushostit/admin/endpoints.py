@@ -10,6 +10,7 @@ from jushostit.admin.repository import AdminRepository
 from jushostit.admin.schemas import (
     AdminAccountPage,
     AdminAccountRead,
+    BillingModeUpdate,
     ReconcileRequested,
     SuspendRequest,
     UnsuspendRequest,
@@ -53,6 +54,7 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
         items.append(
             AdminAccountRead(
                 id=account.id, name=account.name, status=account.status, suspension_reasons=account.suspension_reasons,
+                billing_mode=account.billing_mode,
                 level=entitled.level.name, reasons=list(entitled.reasons), access=entitled.access.value,
                 instances=count, failing_instances=failing, last_error=error, last_reconciled_at=reconciled,
                 created_at=account.created_at,
@@ -92,3 +94,13 @@ async def unsuspend_account(account_id: uuid.UUID, body: UnsuspendRequest, sessi
 async def reconcile_account(account_id: uuid.UUID, session: SessionDep) -> ReconcileRequested:
     await service.force_reconcile(session, account=await _account(session, account_id))
     return ReconcileRequested(account_id=account_id, queued=True)
+
+
+@router.post(
+    "/accounts/{account_id}/billing-mode", response_model=AdminAccountRead, responses=responses(401, 403, 404, 422)
+)
+async def set_billing_mode(account_id: uuid.UUID, body: BillingModeUpdate, session: SessionDep) -> AdminAccountRead:
+    account = await service.set_billing_mode(
+        session, account=await _account(session, account_id), billing_mode=body.billing_mode
+    )
+    return (await _read(session, [account]))[0]

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from jushostit.kit.schemas import RequestModel, ResponseModel, from_json_string
-from jushostit.models import AccountStatus, SuspensionReason
+from jushostit.models import AccountStatus, BillingMode, SuspensionReason
 
 
 class SuspendRequest(RequestModel):
@@ -19,11 +19,16 @@ class UnsuspendRequest(RequestModel):
     reason: from_json_string(SuspensionReason)
 
 
+class BillingModeUpdate(RequestModel):
+    billing_mode: from_json_string(BillingMode)
+
+
 class AdminAccountRead(ResponseModel):
     id: uuid.UUID
     name: str
     status: AccountStatus
     suspension_reasons: list[str]
+    billing_mode: BillingMode
     level: str
     reasons: list[str]
     access: str

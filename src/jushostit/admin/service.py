@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jushostit.audit import service as audit
 from jushostit.events.repository import EventRepository
 from jushostit.kit.errors import Conflict
-from jushostit.models import Account, AccountStatus, SuspensionReason
+from jushostit.models import Account, AccountStatus, BillingMode, SuspensionReason
 from jushostit.reconcile.trigger import request_reconcile
 
 
@@ -50,3 +50,15 @@ async def force_reconcile(session: AsyncSession, *, account: Account) -> None:
     await audit.record(session, action="admin.reconcile_requested", target_type="account", target_id=account.id,
                        account_id=account.id)
     request_reconcile(account.id)
+
+
+async def set_billing_mode(session: AsyncSession, *, account: Account, billing_mode: BillingMode) -> Account:
+    """How the account pays (card, invoice, prepaid, free): an operator's decision, e.g. after a contract is
+    signed. It decides which plans it may check out and its dunning grace; current subscriptions stay."""
+    if account.billing_mode != billing_mode:
+        before = account.billing_mode
+        account.billing_mode = billing_mode
+        await audit.record(session, action="admin.billing_mode_changed", target_type="account", target_id=account.id,
+                           account_id=account.id, before={"billing_mode": before}, after={"billing_mode": billing_mode})
+        request_reconcile(account.id)  # the dunning grace depends on it
+    return account
