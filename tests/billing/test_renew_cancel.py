@@ -262,3 +262,26 @@ async def test_two_renewals_racing_for_one_period_cannot_both_apply(settings, co
     error_of(loser, 409, "subscription_changed")
     end, renewals = await _committed_subscription(container, sub["id"])
     assert end == _at(sub["current_period_end"]) + 30 * DAY and renewals == 1
+
+
+async def test_a_paid_plan_renews_only_when_an_operator_records_the_payment(client, session, signup, admin) -> None:
+    operator = await admin()
+    owner = await signup()
+    account = await session.get(Account, uuid.UUID(owner.account_id))
+    account.billing_mode = BillingMode.invoice
+    await session.flush()
+    pending = (
+        await client.post(f"/v1/accounts/{owner.account_id}/checkout", json={"plan": "pro"}, headers=owner.headers)
+    ).json()["subscription"]
+    paid = await client.post(f"/v1/admin/subscriptions/{pending['id']}/mark-paid", headers=operator.headers)
+    assert paid.status_code == 200 and paid.json()["status"] == "active"
+    first_end = paid.json()["current_period_end"]
+
+    own = await client.post(f"/v1/accounts/{owner.account_id}/subscriptions/{pending['id']}/renew", headers=owner.headers)
+    error_of(own, 409, "payment_required")
+    account.suspension_reasons = ["billing", "admin"]
+    await session.flush()
+    renewed = await client.post(f"/v1/admin/subscriptions/{pending['id']}/renew", headers=operator.headers)
+    assert renewed.status_code == 200 and renewed.json()["current_period_end"] > first_end
+    await session.refresh(account)
+    assert account.suspension_reasons == ["admin"]  # the payment lifts only `billing`

@@ -134,3 +134,16 @@ async def mark_subscription_paid(subscription_id: uuid.UUID, session: SessionDep
     """Confirms the off-platform payment of a pending subscription: active for one interval from now; the
     account's `billing` hold (only that one) is lifted."""
     return subscription_read(*await service.mark_paid(session, subscription_id=subscription_id))
+
+
+@router.post(
+    "/admin/subscriptions/{subscription_id}/renew",
+    response_model=SubscriptionRead,
+    dependencies=[Depends(require_admin())],
+    tags=["admin"],
+    responses=responses(401, 403, 404, 409),
+)
+async def renew_subscription_paid(subscription_id: uuid.UUID, session: SessionDep) -> SubscriptionRead:
+    """Records the off-platform payment of an active subscription's next period: the period is extended once
+    and the account's `billing` hold (only that one) is lifted."""
+    return subscription_read(*await service.renew_paid(session, subscription_id=subscription_id))

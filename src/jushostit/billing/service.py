@@ -173,17 +173,23 @@ async def _subscription_of(repository: BillingRepository, account_id: uuid.UUID,
 
 
 async def renew(
-    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID
+    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, paid: bool = False
 ) -> tuple[Subscription, Plan]:
     """Extend the period by one interval from max(period end, now). The extension is a compare-and-set on the
     period end the renewal saw, so two renewals of one period never both apply; a scheduled cancellation is
-    withdrawn (renewing says the customer stays)."""
+    withdrawn (renewing says the customer stays). A paid plan on the manual provider renews only when an
+    operator records the payment (`paid=True`), which also lifts the `billing` hold."""
     repository = BillingRepository(session)
     subscription, plan = await _subscription_of(repository, account_id, subscription_id)
     if subscription.status == "cancelled":
         raise Conflict("A cancelled subscription cannot be renewed; check out again", code="subscription_cancelled")
     if subscription.status == "pending":
         raise Conflict("The subscription is waiting for its payment", code="subscription_pending")
+    if not is_free(plan) and subscription.provider == "manual" and not paid:
+        raise Conflict(
+            "A paid plan renews when its payment is recorded by an operator", code="payment_required",
+            details={"plan": plan.code},
+        )
     now = utcnow()
     before = _period_fields(subscription)
     seen_end = subscription.current_period_end
@@ -200,10 +206,20 @@ async def renew(
         )
     await audit.record(
         session, action="subscription.renewed", target_type="subscription", target_id=renewed.id,
-        account_id=account_id, before=before, after=_period_fields(renewed),
+        account_id=account_id, before=before, after={**_period_fields(renewed), "paid": paid},
     )
+    if paid:
+        await _account_entitled_by(session, await _locked_account(repository, account_id), plan, payment=True)
     request_reconcile(account_id)
     return renewed, plan
+
+
+async def renew_paid(session: AsyncSession, *, subscription_id: uuid.UUID) -> tuple[Subscription, Plan]:
+    """A platform admin records the payment of the next period of an active (manual) subscription."""
+    found = await BillingRepository(session).subscription_by_id(subscription_id)
+    if found is None:
+        raise NotFound("Subscription not found", code="subscription_not_found")
+    return await renew(session, account_id=found[0].account_id, subscription_id=subscription_id, paid=True)
 
 
 async def cancel(
