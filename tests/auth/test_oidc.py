@@ -255,7 +255,24 @@ async def test_existing_password_user_with_that_verified_email_is_linked_not_dup
     assert identity is not None and str(identity.user_id) == existing.user_id
     actions = (await session.scalars(select(AuditEntry.action).where(AuditEntry.target_id == existing.user_id))).all()
     assert "user.oidc_linked" in actions and "user.signup_oidc" not in actions
-    # The password keeps working alongside the linked identity.
+    # The password was set by whoever signed up with the address, never proven to own the mailbox: the
+    # provider's verified email proves it now, so that password and its sessions stop working (no squatting).
+    assert "user.mailbox_proven" in actions
+    login = await browser.post("/v1/auth/login", json={"email": existing.email, "password": TEST_PASSWORD})
+    assert login.status_code == 401
+    assert (await browser.get("/v1/me", headers=existing.headers)).status_code == 401
+
+
+async def test_a_verified_password_user_keeps_the_password_when_linked(
+    browser, provider, provider_url, signup, session
+) -> None:
+    existing = await signup(f"verified-{uuid.uuid4().hex[:8]}@example.com", account_name="Verified Co")
+    user = await session.get(DbUser, uuid.UUID(existing.user_id))
+    user.email_verified = True
+    await session.flush()
+    sub = new_sub()
+    await set_provider_user(provider, sub, {"email": existing.email, "email_verified": True})
+    assert (await oidc_sign_in(browser, provider, provider_url, sub)).status_code == 200
     login = await browser.post("/v1/auth/login", json={"email": existing.email, "password": TEST_PASSWORD})
     assert login.status_code == 200
 

@@ -85,6 +85,20 @@ class AuthRepository:
         )
         return bool(result.rowcount)
 
+    async def revoke_all_sessions(self, user_id: uuid.UUID, now: datetime, reason: str) -> int:
+        result = await self.session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+        )
+        return int(result.rowcount or 0)
+
+    async def revoke_all_api_keys(self, user_id: uuid.UUID, now: datetime) -> int:
+        result = await self.session.execute(
+            update(ApiKey).where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None)).values(revoked_at=now)
+        )
+        return int(result.rowcount or 0)
+
     # magic links ---------------------------------------------------------------------------------------------
     async def consume_magic_link(self, hashed: str, now: datetime) -> uuid.UUID | None:
         """Mark the link used if it is unused and unexpired (compare-and-set); return its user."""

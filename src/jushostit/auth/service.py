@@ -232,8 +232,26 @@ async def consume_magic_link(session: AsyncSession, config: AuthConfig, *, token
     user = await repository.user_by_id(user_id) if user_id else None
     if user is None:
         raise InvalidToken("This sign-in link is invalid, expired or already used")
-    user.email_verified = True  # they read the mailbox
+    await prove_mailbox(session, user, how="magic_link")
     return await start_session(session, config, user, method="magic_link")
+
+
+async def prove_mailbox(session: AsyncSession, user: User, *, how: str) -> None:
+    """The mailbox owner has just shown up (a magic link, a provider's verified email). If the user was never
+    verified, whoever signed up with that address before may not be the mailbox owner: their password, sessions
+    and API keys go, so a squatter cannot keep a way into the real owner's user."""
+    if user.email_verified:
+        return
+    repository = AuthRepository(session)
+    had_password = user.password_hash is not None
+    user.password_hash = None
+    user.email_verified = True
+    sessions = await repository.revoke_all_sessions(user.id, utcnow(), "mailbox_owner_signed_in")
+    keys = await repository.revoke_all_api_keys(user.id, utcnow())
+    await audit.record(
+        session, action="user.mailbox_proven", target_type="user", target_id=user.id,
+        after={"how": how, "password_removed": had_password, "sessions_revoked": sessions, "api_keys_revoked": keys},
+    )
 
 
 # --- OIDC ---------------------------------------------------------------------------------------------------
@@ -268,6 +286,7 @@ async def oidc_login(session: AsyncSession, config: AuthConfig, claims: OIDCClai
         user = User(email=email, email_verified=True)
         await repository.add(user)
     context.actor.set(context.Actor("user", user.id))
+    await prove_mailbox(session, user, how=f"oidc:{claims.provider}")
     await repository.add(
         OIDCIdentity(
             user_id=user.id, provider=claims.provider, issuer=claims.issuer, subject=claims.subject, email=email

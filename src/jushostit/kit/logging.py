@@ -27,9 +27,19 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
+# The one deliberate exception: with no SMTP server configured the log is the mailbox (issue 3 §8), so the
+# body of a delivered email — a magic link, an invite — is written as it is. With SMTP set, it never is.
+MAILBOX_EVENT = "email.delivered_to_log"
+
+
 def redact_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    mailbox = event_dict.get("event") == MAILBOX_EVENT
     return {
-        key: (REDACTED if SECRET_KEY_PATTERN.search(key) and key != "event" else _redact_value(value))
+        key: (
+            value if mailbox and key == "body"
+            else REDACTED if SECRET_KEY_PATTERN.search(key) and key != "event"
+            else _redact_value(value)
+        )
         for key, value in event_dict.items()
     }
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.config import Settings
 from jushostit.kit import jobs
+from jushostit.kit.logging import MAILBOX_EVENT
 from jushostit.notifications.repository import OutboxRepository
 from jushostit.notifications.templates import render
 from jushostit.models import EmailOutbox, EmailStatus
@@ -40,7 +41,7 @@ def retry_delay(attempts: int) -> timedelta:
 async def send(settings: Settings, email: EmailOutbox) -> None:
     if not settings.email_via_smtp:
         # The embedded default has no mail server: the log is the mailbox (so a magic link works locally).
-        log.info("email.delivered_to_log", to=email.to_address, subject=email.subject, body=email.body)
+        log.info(MAILBOX_EVENT, to=email.to_address, subject=email.subject, body=email.body)
         return
     message = EmailMessage()
     message["From"] = settings.smtp_from
