@@ -149,4 +149,9 @@ class TemplateSpec(Spec):
         names = [e.name for e in self.env]
         if len(names) != len(set(names)):
             raise ValueError("env names must be unique")
+        generated = {e.name for e in self.env if e.generate is not None}
+        for var in [*self.env, *(self.database.env if self.database else [])]:
+            for name in re.findall(r"\{secret:([^}]*)\}", var.value or ""):
+                if name not in generated:
+                    raise ValueError(f"env {var.name} refers to {{secret:{name}}}, which no env entry generates")
         return self

@@ -40,9 +40,12 @@ class InstanceRepository:
             stmt = stmt.where(Instance.id > after)
         return list((await self.session.scalars(stmt)).all())
 
-    async def counting_toward_quota(self, account_id: uuid.UUID) -> list[Instance]:
+    async def counting_toward_quota(self, account_id: uuid.UUID, now: datetime) -> list[Instance]:
+        """Live instances, including those whose deletion is scheduled but not yet due (they still run)."""
         stmt = select(Instance).where(
-            Instance.account_id == account_id, Instance.deleted_at.is_(None), Instance.delete_requested_at.is_(None)
+            Instance.account_id == account_id,
+            Instance.deleted_at.is_(None),
+            (Instance.delete_requested_at.is_(None)) | (Instance.delete_requested_at > now),
         )
         return list((await self.session.scalars(stmt)).all())
 

@@ -22,7 +22,7 @@ from jushostit.models import Account, Instance
 from jushostit.notifications.service import queue_email
 from jushostit.reconcile.repository import ReconcileRepository
 from jushostit.reconcile.service import account_entitlement
-from jushostit.reconcile.trigger import request_reconcile, running_lock
+from jushostit.reconcile.trigger import request_reconcile
 from jushostit.vault import service as vault
 
 RESTART_TASK = "instance.restart"
@@ -72,7 +72,7 @@ async def order(
     # One order of an account at a time, on its freshly read row: concurrent orders would otherwise all pass
     # the quota and name checks below before any of them is committed.
     account = await repository.lock_account(account.id) or account
-    existing = await repository.counting_toward_quota(account.id)
+    existing = await repository.counting_toward_quota(account.id, utcnow())
     subscriptions = await ReconcileRepository(session).subscriptions([account.id])
     entitled = account_entitlement(account, subscriptions, existing, utcnow(), settings)
     if not entitled.can_order:
@@ -130,8 +130,8 @@ async def request_restart(session: AsyncSession, *, instance: Instance) -> None:
         raise Conflict(f"Cannot restart an instance that is {instance.observed_status}", code="not_running")
     await audit.record(session, action="instance.restart_requested", target_type="instance", target_id=instance.id,
                        account_id=instance.account_id)
-    # Same lock as the account's reconcile: a restart never races an apply.
-    jobs.enqueue(RESTART_TASK, lock=running_lock(instance.account_id), instance_id=str(instance.id),
+    # The task takes the account's reconcile lock: a restart never races an apply.
+    jobs.enqueue(RESTART_TASK, instance_id=str(instance.id),
                  account_id=str(instance.account_id))
 
 
@@ -150,11 +150,16 @@ async def send_expiry_notices(session: AsyncSession, settings: Settings, *, now:
     """Email "expiring in 3 days" once per instance for subscriptions about to end; returns how many went out."""
     repository = InstanceRepository(session)
     sent = 0
-    for account_id, ends in await repository.claim_expiry_notices(now, now + EXPIRY_NOTICE_HORIZON):
+    horizon = now + EXPIRY_NOTICE_HORIZON
+    for account_id, ends in await repository.claim_expiry_notices(now, horizon):
         account = await repository.account(account_id)
         if account is None or not account.billing_email:
             continue
-        for instance in await repository.counting_toward_quota(account_id):
+        subscriptions = await ReconcileRepository(session).subscriptions([account_id])
+        if any(s.status == "active" and s.current_period_end > horizon and not s.cancel_at_period_end
+               for s, _ in subscriptions):
+            continue  # another subscription keeps the services running: nothing is expiring
+        for instance in await repository.counting_toward_quota(account_id, now):
             await queue_email(session, to=account.billing_email, template="instance_expiring",
                               values={"name": instance.name, "ends": f"{ends:%Y-%m-%d %H:%M} UTC"})
             sent += 1

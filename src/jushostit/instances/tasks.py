@@ -10,6 +10,7 @@ from jushostit.instances.service import RESTART_TASK, send_expiry_notices
 from jushostit.kit import container
 from jushostit.kit.db import utcnow
 from jushostit.kit.jobs import app
+from jushostit.reconcile.repository import ReconcileLocks
 from jushostit.reconcile.tasks import defer_reconcile
 from jushostit.runtime.registry import driver_for
 
@@ -17,7 +18,13 @@ from jushostit.runtime.registry import driver_for
 @app.task(name=RESTART_TASK, queue="reconcile", pass_context=False)
 async def restart(instance_id: str, account_id: str) -> None:
     c = container.current()
-    await driver_for(c.settings).restart(uuid.UUID(instance_id))
+    async with c.database.autocommit.connect() as connection:
+        locks = ReconcileLocks(connection)
+        await locks.wait_for(uuid.UUID(account_id))  # never in the middle of an apply of this account
+        try:
+            await driver_for(c.settings).restart(uuid.UUID(instance_id))
+        finally:
+            await locks.release_all()
     await defer_reconcile(uuid.UUID(account_id))  # the reconcile starts it again
 
 

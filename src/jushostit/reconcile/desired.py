@@ -13,6 +13,10 @@ from jushostit.runtime.protocol import AccountState, DesiredInstance
 _PLACEHOLDER = re.compile(r"\{(url|host|slug|secret:[A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+class DesiredStateError(ValueError):
+    """The facts cannot be turned into desired state (a missing template or generated value)."""
+
+
 @dataclass(frozen=True)
 class InstanceInput:
     id: uuid.UUID
@@ -26,15 +30,20 @@ class InstanceInput:
 def render_env(template: TemplateSpec, instance: InstanceInput, secrets: dict[str, str]) -> tuple[tuple[str, str], ...]:
     """Literal values with {url} {host} {slug} {secret:NAME} filled in; generated values from `secrets`."""
 
+    def secret(name: str) -> str:
+        if name not in secrets:
+            raise DesiredStateError(f"the generated value {name} of {instance.slug} is missing")
+        return secrets[name]
+
     def fill(match: re.Match[str]) -> str:
         key = match.group(1)
         if key.startswith("secret:"):
-            return secrets[key.removeprefix("secret:")]
+            return secret(key.removeprefix("secret:"))
         return {"url": instance.url, "host": instance.host, "slug": instance.slug}[key]
 
     env = []
     for var in template.env:
-        value = secrets[var.name] if var.generate is not None else _PLACEHOLDER.sub(fill, var.value or "")
+        value = secret(var.name) if var.generate is not None else _PLACEHOLDER.sub(fill, var.value or "")
         env.append((var.name, value))
     return tuple(env)
 
@@ -52,7 +61,9 @@ def build_desired(
         level = entitled.instances[instance.id].level
         if level == Level.deleted:
             continue
-        template = templates[instance.template_code]
+        template = templates.get(instance.template_code)
+        if template is None:
+            raise DesiredStateError(f"the template {instance.template_code!r} of {instance.slug} is missing or invalid")
         desired.append(
             DesiredInstance(
                 id=instance.id,

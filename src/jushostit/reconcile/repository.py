@@ -108,5 +108,10 @@ class ReconcileLocks:
         )
         return [uuid.UUID(str(row[0])) for row in rows]
 
+    async def release(self, account_id: uuid.UUID) -> None:
+        await self.connection.execute(
+            text("SELECT pg_advisory_unlock(:ns, hashtext(:id))"), {"ns": RECONCILE_LOCK_NAMESPACE, "id": str(account_id)}
+        )
+
     async def release_all(self) -> None:
         await self.connection.execute(text("SELECT pg_advisory_unlock_all()"))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
@@ -60,10 +61,20 @@ async def snapshots(
     repository = ReconcileRepository(session)
     accounts = await repository.accounts_with_subscriptions(account_ids)
     instances = await repository.live_instances(list(accounts))
-    templates = {t.code: TemplateSpec.model_validate(t.spec) for t in await repository.templates({i.template_code for i in instances})}
+    # A template or secret that cannot be read fails only the instances that need it (recorded on them when
+    # the desired state cannot be built), never the whole batch.
+    templates = {}
+    for template in await repository.templates({i.template_code for i in instances}):
+        try:
+            templates[template.code] = TemplateSpec.model_validate(template.spec)
+        except ValidationError:
+            log.error("reconcile.template_invalid", template=template.code)
     secrets: dict[uuid.UUID, dict[str, str]] = {}
     for secret in await repository.instance_secrets([i.id for i in instances]):
-        secrets.setdefault(secret.owner_id, {})[secret.name] = box.decrypt(secret.ciphertext)
+        try:
+            secrets.setdefault(secret.owner_id, {})[secret.name] = box.decrypt(secret.ciphertext)
+        except ValueError:
+            log.error("reconcile.secret_unreadable", instance_id=str(secret.owner_id), name=secret.name)
     result = {}
     for account_id, (account, subscriptions) in accounts.items():
         own = [i for i in instances if i.account_id == account_id]
@@ -75,7 +86,8 @@ async def snapshots(
         instance_facts = [InstanceFacts(i.id, i.delete_requested_at) for i in own]
         used = {i.template_code for i in own}
         result[account_id] = Snapshot(
-            account, own, facts.decide(now, instance_facts), inputs, {c: templates[c] for c in used}, secrets,
+            account, own, facts.decide(now, instance_facts), inputs,
+            {c: templates[c] for c in used if c in templates}, secrets,
             facts.next_change(now, instance_facts),
         )
     return result
@@ -128,6 +140,8 @@ async def reconcile_batch(
                     observed = await _converge(database, settings, driver, snap)
                 except Exception:  # noqa: BLE001 - recorded on the instances by _converge; the next pass retries
                     continue
+                finally:
+                    await locks.release(snap.account.id)  # a fact change waiting on this account goes on now
                 reconciled += 1
                 writes += observed.writes
         finally:
@@ -136,8 +150,8 @@ async def reconcile_batch(
 
 
 async def _converge(database: Database, settings: Settings, driver: RuntimeDriver, snap: Snapshot) -> Observed:
-    desired = build_desired(snap.account.id, snap.inputs, snap.entitled, snap.templates, snap.secrets)
     try:
+        desired = build_desired(snap.account.id, snap.inputs, snap.entitled, snap.templates, snap.secrets)
         observed = await driver.apply(desired)
     except Exception as error:
         async with database.unit_of_work() as session:
@@ -148,7 +162,14 @@ async def _converge(database: Database, settings: Settings, driver: RuntimeDrive
             await write_back(session, settings, snap, observed, utcnow())
         if any(seen.status == "provisioning" for seen in observed.instances.values()):
             await follow_up(snap.account.id)
+    errors = [seen.error for seen in observed.instances.values() if seen.error]
+    if errors:
+        raise InstancesFailed(errors)  # recorded above; raising makes the job retry with backoff
     return observed
+
+
+class InstancesFailed(RuntimeError):
+    """Some instances could not be applied (recorded on them); the others converged."""
 
 
 async def _record_failure(session: AsyncSession, snap: Snapshot, error: Exception, now: datetime) -> None:
@@ -185,8 +206,8 @@ async def write_back(session: AsyncSession, settings: Settings, snap: Snapshot, 
         instance.observed_status = seen.status
         instance.status_reason = reason[:500] if reason else None
         instance.last_reconciled_at = now
-        instance.last_error = None
-        instance.failures = 0
+        instance.last_error = seen.error
+        instance.failures = instance.failures + 1 if seen.error else 0
         if level == Level.expired and instance.expired_at is None:
             instance.expired_at = now
         elif level > Level.expired:

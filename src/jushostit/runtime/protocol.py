@@ -35,6 +35,7 @@ class AccountState:
 class ObservedInstance:
     status: str  # running | stopped | failed | provisioning | absent
     reason: str | None = None
+    error: str | None = None  # the runtime failed applying this instance (retried); not a settled state
 
 
 @dataclass

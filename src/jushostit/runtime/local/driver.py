@@ -90,14 +90,20 @@ class LocalDriver:
         observed = Observed()
         wanted = {i.id for i in desired.instances}
         for instance in desired.instances:
-            observed.instances[instance.id], writes = await self._apply_instance(desired.account_id, instance)
+            try:  # one broken instance must not keep its siblings from converging
+                observed.instances[instance.id], writes = await self._apply_instance(desired.account_id, instance)
+            except Exception as error:  # noqa: BLE001 - reported on that instance; the reconciler retries
+                observed.instances[instance.id] = ObservedInstance(
+                    "failed", "the runtime could not apply it", error=f"{type(error).__name__}: {error}"
+                )
+                writes = 0
             observed.writes += writes
         account_dir = self.account_dir(desired.account_id)
         if account_dir.exists():
             for directory in account_dir.iterdir():
                 if directory.is_dir() and uuid.UUID(directory.name) not in wanted:
                     await self._stop(directory)
-                    shutil.rmtree(directory)
+                    await asyncio.to_thread(shutil.rmtree, directory)
                     observed.writes += 1
             if not any(account_dir.iterdir()):
                 account_dir.rmdir()
@@ -237,12 +243,17 @@ class LocalDriver:
     async def _kill_strays(directory: Path) -> int:
         """Processes running in the instance's data dir that no run.json names: left by a crash between
         starting a process and recording it. Without this, a retry would start a second copy."""
-        data = (directory / "data").resolve()
+        data = str((directory / "data").resolve())
         record = LocalDriver._read_run(directory)
-        strays = []
-        for process in psutil.process_iter(["pid", "cwd"]):
-            if process.info["cwd"] == str(data) and not (record and record.pid == process.info["pid"]):
-                strays.append(process)
+
+        def find() -> list[psutil.Process]:
+            return [
+                process
+                for process in psutil.process_iter(["pid", "cwd"])
+                if process.info["cwd"] == data and not (record and record.pid == process.info["pid"])
+            ]
+
+        strays = await asyncio.to_thread(find)
         for process in strays:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
