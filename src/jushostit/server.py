@@ -52,6 +52,8 @@ async def run_worker(settings: Settings) -> None:
         shutdown_graceful_timeout=SHUTDOWN_GRACE_SECONDS,
         fetch_job_polling_interval=FETCH_POLLING_SECONDS,
         queues=WORKER_QUEUES,
+        # Finished jobs are deleted (failed ones stay, for admins): the table would grow without end.
+        delete_jobs="successful",
     )
 
 

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.test_serve import FIRST_START_BUDGET, PASSWORD, Serve, login, serve, signup, wait_for, workdir  # noqa: F401
+from tests.e2e.test_serve import FIRST_START_BUDGET, PASSWORD, Serve, login, signup, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import EmailStr, StringConstraints
 
-from jushostit.kit.schemas import RequestModel, ResponseModel, from_json_string
+from jushostit.kit.schemas import DisplayName, RequestModel, ResponseModel, from_json_string
 from jushostit.models import AccountStatus, BillingMode, Role
 
 
@@ -46,7 +46,7 @@ class AccountRead(ResponseModel):
 
 
 class AccountUpdate(RequestModel):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    name: DisplayName | None = None
     billing_email: EmailStr | None = None
 
 

@@ -4,14 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, EmailStr, Field, StringConstraints
+from pydantic import AwareDatetime, EmailStr, Field
 
 from jushostit.auth.scopes import Scope
-from jushostit.kit.schemas import RequestModel, ResponseModel, from_json_string
+from jushostit.kit.schemas import DisplayName, RequestModel, ResponseModel, from_json_string
 from jushostit.models import Role
 
 Password = Annotated[str, Field(min_length=1, max_length=256)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = DisplayName
 OpaqueToken = Annotated[str, Field(min_length=1, max_length=512)]
 
 

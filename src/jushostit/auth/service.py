@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pwdlib import PasswordHash
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.accounts import service as accounts_service
@@ -34,6 +36,16 @@ class AuthConfig:
     @property
     def hasher(self) -> PasswordHash:
         return hasher_for(self.settings)
+
+    # argon2 takes ~100 ms of CPU by design: off the event loop, so one sign-in never stalls every request.
+    async def hash_password(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def password_matches(self, password: str, hashed: str | None) -> bool:
+        """An unknown user (no hash) costs a hash too, so timing does not reveal which addresses exist."""
+        hasher = self.hasher
+        outcome = await asyncio.to_thread(hasher.verify, password, hashed or _dummy_hash(hasher))
+        return outcome and hashed is not None
 
 
 class InvalidCredentials(Unauthorized):
@@ -120,8 +132,11 @@ async def signup(
     repository = AuthRepository(session)
     if await repository.user_by_email(email) is not None:
         raise Conflict("An account with this email already exists", code="email_taken")
-    user = User(email=email, password_hash=config.hasher.hash(password))
-    await repository.add(user)
+    user = User(email=email, password_hash=await config.hash_password(password))
+    try:
+        await repository.add(user)
+    except IntegrityError as error:  # a concurrent sign-up with the same address won the unique constraint
+        raise Conflict("An account with this email already exists", code="email_taken") from error
     context.actor.set(context.Actor("user", user.id))
     account = await accounts_service.create_account(session, owner=user, name=account_name)
     await audit.record(session, action="user.signup", target_type="user", target_id=user.id, account_id=account.id,
@@ -164,10 +179,8 @@ async def login(session: AsyncSession, config: AuthConfig, *, email: str, passwo
         raise TooManyRequests("Too many failed sign-ins; try again later", retry_after=wait)
 
     user = await repository.user_by_email(email)
-    # An unknown email costs a hash too, so timing does not reveal which addresses have accounts.
-    valid, _ = config.hasher.verify_and_update(password, user.password_hash if user and user.password_hash
-                                               else _dummy_hash(config))
-    if user is None or user.password_hash is None or not valid:
+    valid = await config.password_matches(password, user.password_hash if user else None)
+    if user is None or not valid:
         await _count_failure(session, config.settings, keys, email=email, user=user, now=now)
         raise InvalidCredentials("Invalid email or password")
     await repository.clear_throttle(keys[0])
@@ -177,11 +190,10 @@ async def login(session: AsyncSession, config: AuthConfig, *, email: str, passwo
 _dummy_hashes: dict[int, str] = {}
 
 
-def _dummy_hash(config: AuthConfig) -> str:
-    key = id(config.hasher)
-    if key not in _dummy_hashes:
-        _dummy_hashes[key] = config.hasher.hash(uuid.uuid4().hex)
-    return _dummy_hashes[key]
+def _dummy_hash(hasher: PasswordHash) -> str:
+    if id(hasher) not in _dummy_hashes:
+        _dummy_hashes[id(hasher)] = hasher.hash(uuid.uuid4().hex)
+    return _dummy_hashes[id(hasher)]
 
 
 async def _count_failure(
@@ -284,14 +296,20 @@ async def oidc_login(session: AsyncSession, config: AuthConfig, claims: OIDCClai
     created = user is None
     if user is None:
         user = User(email=email, email_verified=True)
-        await repository.add(user)
+        try:
+            await repository.add(user)
+        except IntegrityError as error:
+            raise Conflict("This identity was linked by a concurrent sign-in; sign in again", code="oidc_link_raced") from error
     context.actor.set(context.Actor("user", user.id))
     await prove_mailbox(session, user, how=f"oidc:{claims.provider}")
-    await repository.add(
-        OIDCIdentity(
-            user_id=user.id, provider=claims.provider, issuer=claims.issuer, subject=claims.subject, email=email
+    try:
+        await repository.add(
+            OIDCIdentity(
+                user_id=user.id, provider=claims.provider, issuer=claims.issuer, subject=claims.subject, email=email
+            )
         )
-    )
+    except IntegrityError as error:  # the same first sign-in, twice at once: the other one linked it
+        raise Conflict("This identity was linked by a concurrent sign-in; sign in again", code="oidc_link_raced") from error
     account_id = None
     if created:
         account = await accounts_service.create_account(session, owner=user, name=email.split("@")[0])
@@ -360,7 +378,7 @@ async def create_platform_admin(session: AsyncSession, config: AuthConfig, *, em
         problem = password_problem(password, email=email, min_length=config.settings.password_min_length)
         if problem:
             raise BadRequest(problem, code="weak_password")
-        user = User(email=email, password_hash=config.hasher.hash(password), is_platform_admin=True,
+        user = User(email=email, password_hash=await config.hash_password(password), is_platform_admin=True,
                     email_verified=True)
         await repository.add(user)
         outcome = "created"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -20,6 +21,7 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+@cache
 def head_revision() -> str:
     heads = ScriptDirectory.from_config(alembic_config("postgresql://")).get_heads()
     return heads[0]

@@ -69,7 +69,7 @@ async def deliver(session: AsyncSession, settings: Settings, email_id: uuid.UUID
     email.attempts += 1
     try:
         await send(settings, email)
-    except (aiosmtplib.SMTPException, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - every failure counts as an attempt, so none retries forever
         email.last_error = f"{type(error).__name__}: {error}"[:500]
         if email.attempts >= settings.email_max_attempts:
             email.status = EmailStatus.failed
