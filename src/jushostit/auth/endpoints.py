@@ -88,7 +88,7 @@ async def refresh(body: RefreshRequest, session: SessionDep) -> TokenPair:
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401, 403))
 async def logout(principal: SignedIn, session: SessionDep) -> Response:
     assert principal.session_id is not None
-    await service.logout(session, session_id=principal.session_id, user_id=principal.user.id)
+    await service.logout(session, session_id=principal.session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -46,6 +46,21 @@ class AuthRepository:
         )
         return await self.session.scalar(stmt)
 
+    async def principal_is_live(
+        self, user_id: uuid.UUID, session_id: uuid.UUID | None, api_key_id: uuid.UUID | None, now: datetime
+    ) -> bool:
+        """The login session (or API key) a caller authenticated with is still valid."""
+        if session_id is not None:
+            return await self.user_with_live_session(user_id, session_id) is not None
+        key = await self.session.scalar(
+            select(ApiKey.id).where(
+                ApiKey.id == api_key_id,
+                ApiKey.revoked_at.is_(None),
+                (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+            )
+        )
+        return key is not None
+
     async def membership(self, user_id: uuid.UUID, account_id: uuid.UUID) -> tuple[Account, Role] | None:
         row = (
             await self.session.execute(

@@ -114,7 +114,7 @@ async def refresh(session: AsyncSession, config: AuthConfig, *, refresh_token: s
     return await _issue_tokens(session, config, auth_session.user_id, auth_session.id, now)
 
 
-async def logout(session: AsyncSession, *, session_id: uuid.UUID, user_id: uuid.UUID) -> None:
+async def logout(session: AsyncSession, *, session_id: uuid.UUID) -> None:
     if await AuthRepository(session).revoke_session(session_id, utcnow(), "logout"):
         await audit.record(session, action="auth.logout", target_type="auth_session", target_id=session_id)
 

@@ -30,9 +30,6 @@ class BillingRepository:
             .execution_options(populate_existing=True)
         )
 
-    async def plan(self, plan_id: uuid.UUID) -> Plan | None:
-        return await self.session.get(Plan, plan_id)
-
     async def open_subscription_to(
         self, account_id: uuid.UUID, plan_id: uuid.UUID, now: datetime
     ) -> Subscription | None:

@@ -49,7 +49,7 @@ class Generated(Spec):
 
 class EnvVar(Spec):
     name: EnvName
-    value: str | None = None  # literal; may reference {url}, {host}, {slug}, {port}, {secret:NAME}
+    value: str | None = None  # literal; may reference {url}, {host}, {slug}, {secret:NAME}
     generate: Generated | None = None
     secret: bool = False  # shown in credentials
 

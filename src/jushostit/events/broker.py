@@ -34,6 +34,11 @@ class Broker:
         await self._listening.wait()  # events committed after subscribe() returns are never missed
         return queue
 
+    def watch(self, queue: asyncio.Queue[dict[str, Any]], account_ids: set[uuid.UUID]) -> None:
+        """Change which accounts a subscriber receives (memberships change while a stream is open)."""
+        if queue in self._subscribers:
+            self._subscribers[queue] = frozenset(str(a) for a in account_ids)
+
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._subscribers.pop(queue, None)
 
@@ -51,7 +56,7 @@ class Broker:
                     self._listening.set()
                     async for notification in connection.notifies():
                         self._dispatch(notification.payload)
-            except psycopg.OperationalError as error:
+            except Exception as error:  # noqa: BLE001 - any failure: reconnect, the streams stay open
                 log.warning("events.listen_lost", error=type(error).__name__)
                 await asyncio.sleep(RECONNECT_SECONDS)  # back off before reconnecting to the database
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from jushostit.auth.dependencies import Principal, require_user
 from jushostit.auth.repository import AuthRepository
 from jushostit.auth.scopes import Scope
 from jushostit.events.broker import Broker
-from jushostit.kit.db import SessionDep
+from jushostit.kit.db import Database, SessionDep, utcnow
 from jushostit.kit.errors import responses
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -32,6 +33,18 @@ async def events(
     broker: Broker = request.app.state.broker
     queue = await broker.subscribe(accounts)
 
+    database: Database = request.app.state.database
+
+    async def still_allowed() -> set[uuid.UUID]:
+        """The accounts the caller may still watch; empty once the login or key is revoked or no membership
+        remains (a stream outlives its request, so access is checked again at every heartbeat)."""
+        async with database.reader() as reader:
+            repository = AuthRepository(reader)
+            if not await repository.principal_is_live(principal.user.id, principal.session_id, principal.api_key_id,
+                                                      utcnow()):
+                return set()
+            return {account.id for account, _ in await repository.memberships_of(principal.user.id)}
+
     async def stream() -> AsyncIterator[str]:
         try:
             yield ": connected\n\n"
@@ -39,6 +52,10 @@ async def events(
                 try:
                     event = await asyncio.wait_for(queue.get(), timeout=HEARTBEAT_SECONDS)
                 except TimeoutError:
+                    allowed = await still_allowed()
+                    if not allowed:
+                        return
+                    broker.watch(queue, allowed)
                     yield ": keep-alive\n\n"
                     continue
                 yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"

@@ -15,13 +15,14 @@ def _local(root: Path) -> LocalDriver:
     return LocalDriver(root)
 
 
+def local_driver(settings: Settings) -> LocalDriver:
+    """The local runtime of this data dir (one per process: it tracks the children it started)."""
+    return _local(settings.data_dir.resolve() / "instances")
+
+
 def driver_for(settings: Settings) -> RuntimeDriver:
     # Only the local runtime exists so far; the kubernetes driver plugs in here.
-    return _local(settings.data_dir.resolve() / "instances")
-
-
-def local_driver(settings: Settings) -> LocalDriver:
-    return _local(settings.data_dir.resolve() / "instances")
+    return local_driver(settings)
 
 
 def instance_address(settings: Settings, slug: str) -> tuple[str, str]:
