@@ -20,13 +20,14 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +59,11 @@ class IdempotencyRepository:
         return await self.session.scalar(
             select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
         )
+
+    async def purge(self, before: datetime) -> int:
+        """Forget keys older than `before`: a retry that late is a new request."""
+        result = await self.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < before))
+        return int(result.rowcount or 0)
 
     async def complete(self, claim_id: uuid.UUID, status_code: int, response: str) -> None:
         await self.session.execute(

@@ -22,6 +22,7 @@ log = structlog.get_logger(__name__)
 TASK_MODULES = [
     "jushostit.notifications.tasks",
     "jushostit.auth.tasks",
+    "jushostit.billing.tasks",
     "jushostit.reconcile.tasks",
     "jushostit.instances.tasks",
 ]
