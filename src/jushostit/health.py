@@ -5,10 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from jushostit.auth.dependencies import public
-from jushostit.kit import metrics, migrate
+from jushostit.kit import jobs, metrics, migrate
 
 router = APIRouter(tags=["health"], dependencies=[Depends(public())])
 
@@ -33,11 +32,9 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response)
 async def prometheus_metrics(request: Request) -> Response:
-    async with request.app.state.database.engine.connect() as connection:
-        rows = await connection.execute(
-            text("SELECT task_name, status::text, count(*) FROM procrastinate_jobs GROUP BY 1, 2")
-        )
-        metrics.jobs_by_status.clear()
-        for task, status, count in rows:
-            metrics.jobs_by_status.labels(task=task, status=status).set(count)
+    async with request.app.state.database.reader() as session:
+        counts = await jobs.counts_by_task_and_status(session)
+    metrics.jobs_by_status.clear()
+    for task, status, count in counts:
+        metrics.jobs_by_status.labels(task=task, status=status).set(count)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -122,3 +122,12 @@ async def test_throttled_runs_with_lower_priority(driver: LocalDriver) -> None:
     assert observed.instances[iid].status == "running"
     record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
     assert psutil.Process(record.pid).nice() > 0
+
+
+async def test_observe_reports_what_runs_without_changing_it(driver: LocalDriver) -> None:
+    running, stopped = uuid.uuid4(), uuid.uuid4()
+    await driver.apply(AccountState(ACCOUNT, (desired(running), desired(stopped, run=False, name="other"))))
+    seen = await driver.observe(ACCOUNT)
+    assert seen.instances[running].status == "running"
+    assert seen.instances[stopped].status == "stopped"
+    assert seen.writes == 0 and driver.port_of(ACCOUNT, running) is not None

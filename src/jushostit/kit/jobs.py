@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import procrastinate
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 import structlog
 from procrastinate.exceptions import AlreadyEnqueued
 
@@ -103,3 +105,11 @@ async def defer(job: PendingJob) -> None:
         pass  # one is already queued and will see the committed fact
     except Exception as error:  # noqa: BLE001 - a lost defer is healed by the periodic sweeps
         log.warning("job.defer_failed", task=job.task, error=type(error).__name__)
+
+
+async def counts_by_task_and_status(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """How many jobs each task has in each status (finished ones are deleted, so this stays small)."""
+    rows = await session.execute(
+        text("SELECT task_name, status::text, count(*) FROM procrastinate_jobs GROUP BY 1, 2 ORDER BY 1, 2")
+    )
+    return [(task, status, int(count)) for task, status, count in rows]

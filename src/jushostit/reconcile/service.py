@@ -93,14 +93,6 @@ async def snapshots(
     return result
 
 
-@dataclass(frozen=True)
-class StatusChange:
-    instance_id: uuid.UUID
-    before: str
-    after: str
-    reason: str | None
-
-
 async def reconcile_account(
     database: Database, settings: Settings, box: SecretBox, driver: RuntimeDriver, account_id: uuid.UUID
 ) -> Observed | None:
@@ -193,9 +185,8 @@ def _observed_for(instance: Instance, level: Level, observed: Observed) -> Obser
 
 
 async def write_back(session: AsyncSession, settings: Settings, snap: Snapshot, observed: Observed,
-                     now: datetime) -> list[StatusChange]:
+                     now: datetime) -> None:
     repository = ReconcileRepository(session)
-    changes: list[StatusChange] = []
     by_id = {i.id: i for i in snap.inputs}
     for instance in await repository.instances_for_update([i.id for i in snap.instances]):
         level = snap.entitled.instances[instance.id].level
@@ -215,9 +206,7 @@ async def write_back(session: AsyncSession, settings: Settings, snap: Snapshot, 
         if level == Level.deleted and instance.deleted_at is None:
             instance.deleted_at = now
         if before != seen.status:
-            changes.append(StatusChange(instance.id, before, seen.status, instance.status_reason))
             await _announce(session, settings, snap, instance, by_id[instance.id].url, before, seen.status, now)
-    return changes
 
 
 def lifecycle_email(before: str, after: str) -> str | None:
