@@ -4,7 +4,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ARRAY, BigInteger, Enum, ForeignKey, String
+from sqlalchemy import ARRAY, BigInteger, Enum, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jushostit.kit.db import Base, UTCDateTime
@@ -62,6 +62,10 @@ class Account(Base):
     budget_minor: Mapped[int | None] = mapped_column(BigInteger)
     month_spend_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", nullable=False)
     created_at: Mapped[datetime] = created_at_column()
+    # The account's last failed reconcile pass (the full error is for platform admins only).
+    reconcile_error: Mapped[str | None] = mapped_column(String(2000))
+    reconcile_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reconcile_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
 
 
 class Membership(Base):
