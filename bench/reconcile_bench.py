@@ -6,8 +6,12 @@
    Also printed: one account through the reconcile job's body, the path a fact change takes.
 2. The time from an admin action (suspend / unsuspend) to the observed status change of a running
    static-site instance, with a real worker in the same process.
+3. (--http) An authenticated `GET /v1/instances/{id}` (session token, API key) next to `GET /healthz`, and the
+   local router (`<slug>.localhost`) next to the upstream it proxies, each at 20 concurrent clients against a
+   real uvicorn server on loopback (`wrk` when installed, else an httpx load generator in a child process),
+   with the SQL statements, transactions and pool checkouts one read costs.
 
-Run: .venv/bin/python bench/reconcile_bench.py [--accounts 1000]  (embedded PostgreSQL in a temp dir, or
+Run: .venv/bin/python bench/reconcile_bench.py [--accounts 1000] [--http [--http-seconds 5]]  (embedded PostgreSQL in a temp dir, or
 DATABASE_URL when set).
 """
 
@@ -16,17 +20,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
+import re
+import shutil
+import socket
 import statistics
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import uvicorn
 from cryptography.fernet import Fernet
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from jushostit.app import create_app
 from jushostit.config import Settings
@@ -156,9 +168,248 @@ async def main(count: int, rounds: int) -> None:
               f"max {max(times) * 1000:7.1f} ms over {len(times)}")
 
 
+# --- HTTP figures (--http): the authenticated read and the local router, each next to its baseline ------------
+# A real uvicorn server on loopback (in this process, as `serve` runs it) and an external load generator: `wrk`
+# when installed, else an httpx load generator in a child process (never on the server's event loop).
+
+HTTP_CLIENTS = 20
+
+
+@dataclass
+class LoadFigure:
+    label: str
+    requests: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    def line(self) -> str:
+        return (f"  {self.label:44s} {self.per_second:8.0f} req/s   p50 {self.p50_ms:7.2f} ms   "
+                f"p99 {self.p99_ms:7.2f} ms   ({self.requests} requests, {self.errors} errors)")
+
+
+def _wrk_ms(value: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60_000.0)):
+        if value.endswith(unit):
+            return float(value[: -len(unit)]) * factor
+    return float(value)
+
+
+async def _run_wrk(url: str, headers: dict[str, str], seconds: float, clients: int) -> tuple[int, float, float, float, int]:
+    arguments = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for name, value in headers.items():
+        arguments += ["-H", f"{name}: {value}"]
+    process = await asyncio.create_subprocess_exec(*arguments, url, stdout=asyncio.subprocess.PIPE)
+    out = (await process.communicate())[0].decode()
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _wrk_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = _wrk_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
+    return requests, rate, p50, p99, errors
+
+
+async def httpx_load(url: str, headers: dict[str, str], requests: int, clients: int) -> tuple[int, float, float, float, int]:
+    """The fallback load generator (run in a child process): `requests` GETs from `clients` concurrent tasks."""
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, headers=headers, timeout=30) as client:
+
+        async def one_client() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                try:
+                    response = await client.get(url)
+                    errors += response.status_code >= 400
+                except httpx.HTTPError:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return (len(latencies), len(latencies) / elapsed, latencies[len(latencies) // 2] * 1000,
+            latencies[int(len(latencies) * 0.99)] * 1000, errors)
+
+
+async def load(label: str, url: str, headers: dict[str, str], seconds: float, clients: int) -> LoadFigure:
+    if shutil.which("wrk"):
+        result = await _run_wrk(url, headers, seconds, clients)
+    else:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--load-url", url, "--load-headers", json.dumps(headers),
+            "--load-requests", str(int(seconds * 400)), "--clients", str(clients), stdout=asyncio.subprocess.PIPE,
+        )
+        result = tuple(json.loads((await process.communicate())[0]))
+    return LoadFigure(label, *result)
+
+
+async def side_by_side(pairs: list[tuple[str, str, dict[str, str]]], seconds: float, clients: int) -> list[LoadFigure]:
+    """Each (label, url, headers) warmed up, then measured twice in alternation; the better run of each kept."""
+    for _, url, headers in pairs:
+        await load("warm-up", url, headers, 1, clients)
+    runs: dict[str, list[LoadFigure]] = {label: [] for label, _, _ in pairs}
+    for _ in range(2):
+        for label, url, headers in pairs:
+            runs[label].append(await load(label, url, headers, seconds, clients))
+    return [max(runs[label], key=lambda figure: figure.per_second) for label, _, _ in pairs]
+
+
+@dataclass
+class QueryCount:
+    statements: int = 0
+    transactions: int = 0
+    checkouts: int = 0
+
+
+@contextlib.contextmanager
+def counting_queries(engine) -> Iterator[QueryCount]:
+    """SQL statements, transactions (BEGIN … COMMIT, outside autocommit) and pool checkouts (each one a pre-ping
+    round trip) on the engine, while the block runs."""
+    count = QueryCount()
+    sync_engine = engine.sync_engine
+
+    def on_statement(*_: object) -> None:
+        count.statements += 1
+
+    def on_begin(connection) -> None:
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            count.transactions += 1
+
+    def on_checkout(*_: object) -> None:
+        count.checkouts += 1
+
+    listeners = [(sync_engine, "before_cursor_execute", on_statement), (sync_engine, "begin", on_begin),
+                 (sync_engine.pool, "checkout", on_checkout)]
+    for target, name, listener in listeners:
+        event.listen(target, name, listener)
+    try:
+        yield count
+    finally:
+        for target, name, listener in listeners:
+            event.remove(target, name, listener)
+
+
+async def queries_per_request(container, client: httpx.AsyncClient, path: str, headers: dict[str, str],
+                              rounds: int = 50) -> QueryCount:
+    await client.get(path, headers=headers)  # any once-a-minute write (an API key's last use) happens here
+    with counting_queries(container.database.engine) as count:
+        for _ in range(rounds):
+            response = await client.get(path, headers=headers)
+            assert response.status_code == 200, response.text
+    return QueryCount(*(round(value / rounds, 2) for value in (count.statements, count.transactions, count.checkouts)))
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_server(app, port: int) -> AsyncIterator[None]:
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+                                   lifespan="on", server_header=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+        await asyncio.sleep(0.01)  # waiting for the server to bind, bounded by its own startup
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def http_figures(seconds: float, clients: int) -> None:
+    configure_logging("WARNING")
+    with tempfile.TemporaryDirectory(prefix="jushostit-bench-", dir="/tmp") as tmp:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        settings = Settings(
+            data_dir=Path(tmp), database_url=os.environ.get("DATABASE_URL") or None,
+            secret_keys=Fernet.generate_key().decode(), jwt_secret=uuid.uuid4().hex,
+            password_hash_time_cost=1, password_hash_memory_kib=1024, password_hash_parallelism=1,
+            auth_rate_limit="100000/minute", port=port, access_token_ttl_seconds=3600,
+        )
+        driver = driver_for(settings)
+        async with open_container(settings) as container:
+            app = create_app(settings, container)
+            try:
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+                    signup = (await client.post("/v1/auth/signup", json={
+                        "email": f"h{uuid.uuid4().hex[:8]}@example.com", "password": "bench passphrase " + uuid.uuid4().hex,
+                        "account_name": "Bench"})).json()
+                    user_headers = {"Authorization": f"Bearer {signup['access_token']}"}
+                    account_id = signup["account"]["id"]
+                    key = (await client.post("/v1/me/api-keys", json={"name": "bench", "scopes": ["instances:read"]},
+                                             headers=user_headers)).json()["key"]
+                    key_headers = {"Authorization": f"Bearer {key}"}
+                    await client.post(f"/v1/accounts/{account_id}/checkout", json={"plan": "free"}, headers=user_headers)
+                    instance = (await client.post(f"/v1/accounts/{account_id}/instances",
+                                                  json={"template": "static-site", "name": "bench"},
+                                                  headers=user_headers)).json()
+                    observed = await service.reconcile_account(container.database, container.settings,
+                                                               container.secret_box, driver, uuid.UUID(account_id))
+                    assert observed is not None and observed.instances[uuid.UUID(instance["id"])].status == "running"
+                    path = f"/v1/instances/{instance['id']}"
+                    session_queries = await queries_per_request(container, client, path, user_headers)
+                    key_queries = await queries_per_request(container, client, path, key_headers)
+                upstream = driver.port_of(uuid.UUID(account_id), uuid.UUID(instance["id"]))
+                base = f"http://127.0.0.1:{port}"
+                async with uvicorn_server(app, port):
+                    reads = await side_by_side([
+                        ("GET /healthz", f"{base}/healthz", {}),
+                        ("GET /v1/instances/{id} (session bearer)", f"{base}{path}", user_headers),
+                        ("GET /v1/instances/{id} (API key bearer)", f"{base}{path}", key_headers),
+                    ], seconds, clients)
+                    routed = await side_by_side([
+                        ("upstream directly (127.0.0.1:<port>/)", f"http://127.0.0.1:{upstream}/", {}),
+                        ("through the local router (<slug>.localhost)", f"{base}/",
+                         {"Host": f"{instance['slug']}.localhost:{port}"}),
+                    ], seconds, clients)
+            finally:
+                await driver.shutdown()
+    generator = "wrk" if shutil.which("wrk") else "httpx (child process)"
+    print(f"authenticated read vs /healthz, {clients} clients, {generator}, uvicorn on loopback:")
+    for figure in reads:
+        print(figure.line())
+    print(f"  read / healthz: session {reads[1].per_second / reads[0].per_second:5.2f}, "
+          f"API key {reads[2].per_second / reads[0].per_second:5.2f}")
+    for label, count in (("session", session_queries), ("API key", key_queries)):
+        print(f"  per read ({label}): {count.statements} SQL statements, {count.transactions} transactions "
+              f"(BEGIN/COMMIT), {count.checkouts} pool checkouts (pre-ping)")
+    print(f"local router vs its upstream, {clients} clients, {generator}:")
+    for figure in routed:
+        print(figure.line())
+    print(f"  router / direct: {routed[1].per_second / routed[0].per_second:5.2f} (goal ≥ 0.5)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--http", action="store_true",
+                        help="the HTTP figures instead: authenticated read vs /healthz, local router vs direct")
+    parser.add_argument("--http-seconds", type=float, default=5.0, help="length of each measured HTTP run")
+    parser.add_argument("--clients", type=int, default=HTTP_CLIENTS)
+    parser.add_argument("--load-url", help=argparse.SUPPRESS)  # the httpx load generator's child process
+    parser.add_argument("--load-headers", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--load-requests", type=int, default=2000, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.accounts, arguments.rounds))
+    if arguments.load_url:
+        print(json.dumps(asyncio.run(httpx_load(arguments.load_url, json.loads(arguments.load_headers),
+                                                arguments.load_requests, arguments.clients))))
+    elif arguments.http:
+        asyncio.run(http_figures(arguments.http_seconds, arguments.clients))
+    else:
+        asyncio.run(main(arguments.accounts, arguments.rounds))
