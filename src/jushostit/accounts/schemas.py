@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import EmailStr, StringConstraints
-
-from jushostit.kit.schemas import DisplayName, RequestModel, ResponseModel, from_json_string
+from jushostit.kit.schemas import (
+    DisplayName,
+    EmailAddress,
+    OpaqueToken,
+    RequestModel,
+    ResponseModel,
+    from_json_string,
+)
 from jushostit.models import AccountStatus, BillingMode, Role
 
 
@@ -47,7 +51,7 @@ class AccountRead(ResponseModel):
 
 class AccountUpdate(RequestModel):
     name: DisplayName | None = None
-    billing_email: EmailStr | None = None
+    billing_email: EmailAddress | None = None
 
 
 class MemberRead(ResponseModel):
@@ -67,7 +71,7 @@ class MemberUpdate(RequestModel):
 
 
 class InviteCreate(RequestModel):
-    email: EmailStr
+    email: EmailAddress
     role: from_json_string(Role) = Role.member
 
 
@@ -88,4 +92,4 @@ class InvitePage(ResponseModel):
 
 
 class InviteAccept(RequestModel):
-    token: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    token: OpaqueToken

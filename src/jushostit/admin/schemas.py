@@ -2,17 +2,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import Field
-
-from jushostit.kit.schemas import RequestModel, ResponseModel, from_json_string
+from jushostit.kit.schemas import Note, RequestModel, ResponseModel, from_json_string
 from jushostit.models import AccountStatus, BillingMode, SuspensionReason
 
 
 class SuspendRequest(RequestModel):
     reason: from_json_string(SuspensionReason)
-    note: Annotated[str, Field(max_length=1000)] | None = None
+    note: Note | None = None
 
 
 class UnsuspendRequest(RequestModel):

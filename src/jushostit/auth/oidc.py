@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Annotated
 
 import httpx
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.starlette_client import OAuth
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import RedirectResponse
 from joserfc.errors import JoseError
 
@@ -56,6 +57,10 @@ def build_registry(settings: Settings) -> OAuth:
     return oauth
 
 
+# A configured provider's name (oidc_identities.provider is 64 characters); a longer one names none: 404.
+ProviderName = Annotated[str, Path(max_length=64)]
+
+
 def _client(request: Request, provider: str):  # noqa: ANN202 - authlib's StarletteOAuth2App
     oauth: OAuth = request.app.state.oauth
     client = oauth.create_client(provider) if provider in container.current().settings.oidc_providers else None
@@ -67,7 +72,7 @@ def _client(request: Request, provider: str):  # noqa: ANN202 - authlib's Starle
 @router.get(
     "/{provider}/login", status_code=302, response_class=RedirectResponse, responses=responses(404, 429, 502)
 )
-async def oidc_login(provider: str, request: Request) -> RedirectResponse:
+async def oidc_login(provider: ProviderName, request: Request) -> RedirectResponse:
     """Redirects the browser to the provider's authorization page."""
     client = _client(request, provider)
     redirect_uri = f"{container.current().settings.base_url}/v1/auth/oidc/{provider}/callback"
@@ -80,7 +85,7 @@ async def oidc_login(provider: str, request: Request) -> RedirectResponse:
 @router.get(
     "/{provider}/callback", response_model=TokenPair, responses=responses(400, 401, 404, 409, 429, 502)
 )
-async def oidc_callback(provider: str, request: Request, session: SessionDep) -> TokenPair:
+async def oidc_callback(provider: ProviderName, request: Request, session: SessionDep) -> TokenPair:
     client = _client(request, provider)
     try:
         token = await client.authorize_access_token(request)

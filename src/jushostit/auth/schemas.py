@@ -4,25 +4,32 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, EmailStr, Field
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from jushostit.auth.scopes import Scope
-from jushostit.kit.schemas import DisplayName, RequestModel, ResponseModel, from_json_string
+from jushostit.kit.schemas import (
+    EMAIL_MAX_LENGTH,
+    DisplayName,
+    EmailAddress,
+    OpaqueToken,
+    RequestModel,
+    ResponseModel,
+    from_json_string,
+)
 from jushostit.models import Role
 
 Password = Annotated[str, Field(min_length=1, max_length=256)]
 Name = DisplayName
-OpaqueToken = Annotated[str, Field(min_length=1, max_length=512)]
 
 
 class SignupRequest(RequestModel):
-    email: EmailStr
+    email: EmailAddress
     password: Password
     account_name: Name
 
 
 class LoginRequest(RequestModel):
-    email: Annotated[str, Field(min_length=3, max_length=320)]
+    email: Annotated[str, Field(min_length=3, max_length=EMAIL_MAX_LENGTH)]
     password: Password
 
 
@@ -31,7 +38,7 @@ class RefreshRequest(RequestModel):
 
 
 class MagicLinkRequest(RequestModel):
-    email: EmailStr
+    email: EmailAddress
 
 
 class MagicLinkConsume(RequestModel):
@@ -65,7 +72,7 @@ class MeRead(ResponseModel):
 
 
 class ApiKeyCreate(RequestModel):
-    name: Name
+    name: Annotated[Name, StringConstraints(max_length=100)]  # the api_keys.name column
     scopes: Annotated[list[from_json_string(Scope)], Field(min_length=1, max_length=len(Scope))]
     # Aware only: a naive time has no meaning to compare with now (and would fail as a 500).
     expires_at: from_json_string(AwareDatetime) | None = None

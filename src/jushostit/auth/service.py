@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +25,16 @@ from jushostit.kit.crypto import new_token, token_hash
 from jushostit.kit.db import utcnow
 from jushostit.kit.email_address import normalize_email
 from jushostit.kit.errors import BadRequest, Conflict, NotFound, TooManyRequests, Unauthorized
-from jushostit.models import Account, ApiKey, AuthSession, MagicLink, OIDCIdentity, RefreshToken, User
+from jushostit.models import (
+    Account,
+    ApiKey,
+    AuthSession,
+    AuthThrottle,
+    MagicLink,
+    OIDCIdentity,
+    RefreshToken,
+    User,
+)
 from jushostit.notifications.service import queue_email
 
 
@@ -156,7 +166,16 @@ FAILURE_STREAK_WINDOW = timedelta(hours=1)
 
 
 def _throttle_keys(email: str, ip: str | None) -> list[str]:
-    return [f"email:{email}"] + ([f"ip:{ip}"] if ip else [])
+    return [_throttle_key("email", email)] + ([_throttle_key("ip", ip)] if ip else [])
+
+
+def _throttle_key(kind: str, value: str) -> str:
+    """`kind:value`, readable; a value too long for the key column (an address can be 254 characters) is
+    keyed by its SHA-256 instead, under its own prefix so it never collides with a readable key."""
+    key = f"{kind}:{value}"
+    if len(key) <= AuthThrottle.__table__.c.key.type.length:
+        return key
+    return f"{kind}-sha256:{hashlib.sha256(value.encode()).hexdigest()}"
 
 
 def _lock_delay(failures: int, settings: Settings) -> int:

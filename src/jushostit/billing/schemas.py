@@ -3,15 +3,13 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import StringConstraints
-
+from jushostit.catalog.spec import Code
 from jushostit.kit.schemas import RequestModel, ResponseModel, from_json_string
 
 
 class CheckoutCreate(RequestModel):
-    plan: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]  # a plan code
+    plan: Code  # a plan code
 
 
 class SubscriptionRead(ResponseModel):

@@ -30,7 +30,7 @@ from jushostit.models import Plan, ServiceTemplate
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
 Paging = Annotated[PageParams, Depends(page_params)]
-PlanCode = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+PlanCode = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,62}$", max_length=63)]
 Admin = [Depends(require_admin())]
 
 

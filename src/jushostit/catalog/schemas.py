@@ -6,16 +6,24 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
-    Field,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
     model_validator,
 )
 
-from jushostit.catalog.spec import PlanQuotas, PlanSpec, Resources, TemplateSpec
+from jushostit.catalog.spec import (
+    BillingModes,
+    Currency,
+    Name,
+    PlanQuotas,
+    PlanSpec,
+    Resources,
+    StripePriceId,
+    TemplateSpec,
+)
 from jushostit.kit import money
-from jushostit.kit.schemas import RequestModel, ResponseModel
+from jushostit.kit.schemas import MinorUnits, RequestModel, ResponseModel
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -74,14 +82,14 @@ class PlanUpdate(RequestModel):
     """Only the fields given change. The code never changes; `default_budget_minor` and `stripe_price_id` may be
     set to null, the other fields may not."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    price_minor: Annotated[int, Field(ge=0)] | None = None
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    name: Name | None = None
+    price_minor: MinorUnits | None = None
+    currency: Currency | None = None
     interval: Literal["month", "year"] | None = None
-    billing_modes: Annotated[list[Literal["card", "invoice", "prepaid", "free"]], Field(min_length=1)] | None = None
+    billing_modes: BillingModes | None = None
     quotas: StrictQuotas | None = None
-    default_budget_minor: Annotated[int, Field(ge=0)] | None = None
-    stripe_price_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    default_budget_minor: MinorUnits | None = None
+    stripe_price_id: StripePriceId | None = None
 
     @field_validator("currency")
     @classmethod

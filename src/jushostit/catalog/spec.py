@@ -7,8 +7,19 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Code = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+from jushostit.kit.schemas import INT32_MAX, MinorUnits, Note
+
+Code = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$", max_length=63)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", max_length=3)]
+StripePriceId = Annotated[str, Field(min_length=1, max_length=100)]
+BillingModes = Annotated[list[Literal["card", "invoice", "prepaid", "free"]], Field(min_length=1, max_length=4)]
+# Also the name of the stored secret a generated value is kept under (stored_secrets.name is 100 characters).
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]
+AbsolutePath = Annotated[str, Field(pattern=r"^/", max_length=1024)]
+ImageReference = Annotated[str, Field(min_length=1, max_length=500)]  # registry/name:tag@digest
+Uid = Annotated[int, Field(ge=1, le=INT32_MAX)]  # Pod Security "restricted" needs a numeric non-root uid
+SizeGib = Annotated[int, Field(ge=1, le=10_000)]
 
 
 class Spec(BaseModel):
@@ -19,22 +30,22 @@ class Spec(BaseModel):
 
 
 class PlanQuotas(Spec):
-    cpu_millicores: int = Field(ge=0)
-    memory_mib: int = Field(ge=0)
-    storage_gib: int = Field(ge=0)
-    max_instances: int = Field(ge=0)
+    cpu_millicores: int = Field(ge=0, le=INT32_MAX)
+    memory_mib: int = Field(ge=0, le=INT32_MAX)
+    storage_gib: int = Field(ge=0, le=INT32_MAX)
+    max_instances: int = Field(ge=0, le=INT32_MAX)
 
 
 class PlanSpec(Spec):
     code: Code
-    name: str = Field(min_length=1, max_length=200)
-    price_minor: int = Field(ge=0)
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    name: Name
+    price_minor: MinorUnits
+    currency: Currency
     interval: Literal["month", "year"] = "month"
-    billing_modes: list[Literal["card", "invoice", "prepaid", "free"]] = Field(min_length=1)
+    billing_modes: BillingModes
     quotas: PlanQuotas
-    default_budget_minor: int | None = Field(default=None, ge=0)
-    stripe_price_id: str | None = None
+    default_budget_minor: MinorUnits | None = None
+    stripe_price_id: StripePriceId | None = None
 
 
 # --- service templates ------------------------------------------------------------------------------------
@@ -49,7 +60,8 @@ class Generated(Spec):
 
 class EnvVar(Spec):
     name: EnvName
-    value: str | None = None  # literal; may reference {url}, {host}, {slug}, {secret:NAME}
+    # literal; may reference {url}, {host}, {slug}, {secret:NAME}
+    value: Annotated[str, Field(max_length=4096)] | None = None
     generate: Generated | None = None
     secret: bool = False  # shown in credentials
 
@@ -62,20 +74,20 @@ class EnvVar(Spec):
 
 class Volume(Spec):
     name: Code
-    mount_path: Annotated[str, Field(pattern=r"^/")]
-    size_gib: int = Field(default=1, ge=1, le=10_000)
+    mount_path: AbsolutePath
+    size_gib: SizeGib = 1
 
 
 class HttpProbe(Spec):
-    path: Annotated[str, Field(pattern=r"^/")]
+    path: AbsolutePath
     host_header: bool = False  # sites that redirect to their canonical URL need the Host header
 
 
 class Probe(Spec):
     http: HttpProbe | None = None
     tcp: bool = False
-    initial_delay_seconds: int = Field(default=5, ge=0)
-    period_seconds: int = Field(default=10, ge=1)
+    initial_delay_seconds: int = Field(default=5, ge=0, le=3600)
+    period_seconds: int = Field(default=10, ge=1, le=3600)
 
     @model_validator(mode="after")
     def one_kind(self) -> Probe:
@@ -85,10 +97,10 @@ class Probe(Spec):
 
 
 class Resources(Spec):
-    cpu_request_millicores: int = Field(ge=1)
-    cpu_limit_millicores: int = Field(ge=1)
-    memory_request_mib: int = Field(ge=1)
-    memory_limit_mib: int = Field(ge=1)
+    cpu_request_millicores: int = Field(ge=1, le=INT32_MAX)
+    cpu_limit_millicores: int = Field(ge=1, le=INT32_MAX)
+    memory_request_mib: int = Field(ge=1, le=INT32_MAX)
+    memory_limit_mib: int = Field(ge=1, le=INT32_MAX)
 
     @model_validator(mode="after")
     def requests_within_limits(self) -> Resources:
@@ -99,21 +111,24 @@ class Resources(Spec):
 
 class DatabaseSpec(Spec):
     engine: Literal["mysql", "mariadb", "postgres"]
-    image: str = Field(min_length=1)
+    image: ImageReference
     port: int = Field(ge=1, le=65535)
-    uid: int = Field(ge=1)
-    data_path: Annotated[str, Field(pattern=r"^/")]
-    size_gib: int = Field(default=5, ge=1)
-    env: list[EnvVar] = Field(default_factory=list)
+    uid: Uid
+    data_path: AbsolutePath
+    size_gib: SizeGib = 5
+    env: list[EnvVar] = Field(default_factory=list, max_length=100)
     resources: Resources
 
 
 class ProcessForm(Spec):
     """How the local runtime runs it: a command with {python}, {port}, {data_dir} placeholders."""
 
-    command: list[str] = Field(min_length=1)
-    health_path: Annotated[str, Field(pattern=r"^/")] = "/"
-    seed_files: dict[str, str] = Field(default_factory=dict)  # relative path → content ({name}, {url})
+    command: list[Annotated[str, Field(max_length=1000)]] = Field(min_length=1, max_length=100)
+    health_path: AbsolutePath = "/"
+    # relative path → content ({name}, {url})
+    seed_files: dict[Annotated[str, Field(max_length=255)], Annotated[str, Field(max_length=65_536)]] = Field(
+        default_factory=dict, max_length=50
+    )
 
     @model_validator(mode="after")
     def known_placeholders(self) -> ProcessForm:
@@ -126,17 +141,17 @@ class ProcessForm(Spec):
 
 class TemplateSpec(Spec):
     code: Code
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     kind: Literal["app", "session_pool", "seat"]
-    description: str = ""
-    image: str = Field(min_length=1)
+    description: Note = ""
+    image: ImageReference
     port: int = Field(ge=1, le=65535)
-    uid: int = Field(ge=1)  # Pod Security "restricted" needs a numeric non-root uid
-    env: list[EnvVar] = Field(default_factory=list)
-    volumes: list[Volume] = Field(default_factory=list)
+    uid: Uid
+    env: list[EnvVar] = Field(default_factory=list, max_length=100)
+    volumes: list[Volume] = Field(default_factory=list, max_length=20)
     readiness: Probe
     liveness: Probe
-    tiers: dict[Code, Resources] = Field(min_length=1)
+    tiers: dict[Code, Resources] = Field(min_length=1, max_length=20)
     default_tier: Code
     database: DatabaseSpec | None = None
     process: ProcessForm | None = None

@@ -8,7 +8,9 @@ from pydantic import Field
 
 from jushostit.kit.schemas import RequestModel, ResponseModel
 
-InstanceName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,39}$", description="DNS label: a-z, 0-9, -")]
+InstanceName = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9-]{0,39}$", max_length=40, description="DNS label: a-z, 0-9, -")
+]
 
 
 class InstanceCreate(RequestModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Strict, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, Strict, StringConstraints, field_validator
 
 T = TypeVar("T")
 
@@ -29,6 +29,23 @@ def _has_nul(value: Any) -> bool:
 DisplayName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
+
+# The longest address SMTP can deliver to (RFC 5321's 256-octet path less its angle brackets).
+EMAIL_MAX_LENGTH = 254
+EmailAddress = Annotated[EmailStr, Field(max_length=EMAIL_MAX_LENGTH)]
+
+# Free text a person writes (a note, a description).
+Note = Annotated[str, Field(max_length=1000)]
+
+# Every token we issue is a short prefix and 43 url-safe characters; anything much longer is not one of ours.
+OpaqueToken = Annotated[str, Field(min_length=1, max_length=128)]
+
+# Integers that reach an INTEGER column, or Kubernetes' int32 fields, must fit 32 bits.
+INT32_MAX = 2**31 - 1
+
+# An amount in minor units (BIGINT columns): 10^15 is far above any real price or budget, and sums of many
+# of them still fit BIGINT's 9.2 * 10^18.
+MinorUnits = Annotated[int, Field(ge=0, le=10**15)]
 
 
 class RequestModel(BaseModel):
