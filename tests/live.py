@@ -153,9 +153,46 @@ class Live:
 
     # --- acting -------------------------------------------------------------------------------------------
     async def work(self, **options: Any) -> None:
-        """A real procrastinate worker that processes what is queued (ours and any leftovers), then returns."""
-        await jobs.app.run_worker_async(wait=False, install_signal_handlers=False, queues=["reconcile", "email"],
-                                        **options)
+        """A real procrastinate worker that processes what is queued (ours and any leftovers), including the
+        reconciles queued for the next seconds (a follow-up of a starting instance, a pass waiting for the
+        account's lock), then returns."""
+        while True:
+            await jobs.app.run_worker_async(wait=False, install_signal_handlers=False,
+                                            queues=["reconcile", "email", "default"], **options)
+            soon = await self._next_soon()
+            if soon is None:
+                return
+            await eventually(lambda: self._due(soon), "the next queued reconcile to be due")
+
+    async def _next_soon(self) -> int | None:
+        async with self.container.database.engine.connect() as connection:
+            return await connection.scalar(text(
+                "SELECT id FROM procrastinate_jobs WHERE status = 'todo' AND scheduled_at > now()"
+                " AND scheduled_at <= now() + interval '10 seconds'"
+                " AND (queueing_lock LIKE 'reconcile-follow-up:%' OR queueing_lock LIKE 'reconcile-busy:%'"
+                "  OR queueing_lock LIKE 'reconcile-retry:%' OR task_name = 'instance.restart')"
+                " ORDER BY scheduled_at LIMIT 1"
+            ))
+
+    async def _due(self, job_id: int) -> bool:
+        async with self.container.database.engine.connect() as connection:
+            return bool(await connection.scalar(text(
+                "SELECT coalesce(scheduled_at <= now(), true) FROM procrastinate_jobs WHERE id = :id"
+            ), {"id": job_id}) is not False)
+
+    async def converge(self, account_id: str | uuid.UUID) -> Observed | None:
+        """Reconcile the account until no instance of it is still starting (as the follow-ups would)."""
+        last = await self.reconcile(account_id)
+
+        async def settled() -> bool:
+            nonlocal last
+            if last is not None and any(seen.status == "provisioning" for seen in last.instances.values()):
+                last = await self.reconcile(account_id)
+                return False
+            return True
+
+        await eventually(settled, f"the instances of {account_id} to settle")
+        return last
 
     @contextlib.asynccontextmanager
     async def worker_running(self) -> AsyncIterator[None]:

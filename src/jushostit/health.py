@@ -34,7 +34,13 @@ async def readyz(request: Request) -> JSONResponse:
 async def prometheus_metrics(request: Request) -> Response:
     async with request.app.state.database.reader() as session:
         counts = await jobs.counts_by_task_and_status(session)
+        ages = await jobs.oldest_ages(session)
+        stalled = await jobs.stalled_count(session)
     metrics.jobs_by_status.clear()
     for task, status, count in counts:
         metrics.jobs_by_status.labels(task=task, status=status).set(count)
+    metrics.jobs_oldest_age.clear()
+    for task, status, age in ages:
+        metrics.jobs_oldest_age.labels(task=task, status=status).set(age)
+    metrics.jobs_stalled.set(stalled)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -23,11 +23,13 @@ from jushostit.runtime.registry import local_driver
 
 log = structlog.get_logger(__name__)
 
-WORKER_QUEUES = None  # every queue
+# Emails have a worker of their own, so a sign-in link never waits behind reconciles (each with its own
+# concurrency); the other worker takes everything else.
+EMAIL_QUEUES = ["email"]
+MAIN_QUEUES = ["reconcile", "default"]
 SHUTDOWN_GRACE_SECONDS = 10
-# A job deferred while another job holding its `lock` runs (a fact arriving during the account's reconcile)
-# gets its NOTIFY while it cannot be fetched, and procrastinate does not fetch again when the running job
-# ends: it waits for the next poll. procrastinate's default (5 s) made that reconcile wait up to 5 s.
+# A job scheduled for a moment later (a reconcile waiting for the account's running pass) gets its NOTIFY when
+# deferred, not when due: it is fetched at the next poll. procrastinate's default (5 s) would delay it that long.
 FETCH_POLLING_SECONDS = 0.5
 
 
@@ -44,17 +46,47 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def run_worker(settings: Settings) -> None:
-    """The job worker as serve and `jushostit worker` run it (also used by the benchmark)."""
+    """The job workers as serve and `jushostit worker` run them (also used by the benchmark), with the
+    recovery of jobs left running by dead workers."""
     schedule_resync(settings.resync_interval_seconds)
+    tasks = [
+        asyncio.create_task(_worker(MAIN_QUEUES, settings.worker_concurrency, "main")),
+        asyncio.create_task(_worker(EMAIL_QUEUES, settings.email_worker_concurrency, "email")),
+        asyncio.create_task(_recover_stalled_jobs()),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # a worker that ended on its own is a crash: raise it
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _worker(queues: list[str], concurrency: int, name: str) -> None:
     await jobs.app.run_worker_async(
         install_signal_handlers=False,
-        concurrency=settings.worker_concurrency,
+        name=name,
+        concurrency=concurrency,
+        queues=queues,
         shutdown_graceful_timeout=SHUTDOWN_GRACE_SECONDS,
         fetch_job_polling_interval=FETCH_POLLING_SECONDS,
-        queues=WORKER_QUEUES,
+        update_heartbeat_interval=jobs.HEARTBEAT_SECONDS,
+        stalled_worker_timeout=jobs.STALLED_AFTER_SECONDS,
         # Finished jobs are deleted (failed ones stay, for admins): the table would grow without end.
         delete_jobs="successful",
     )
+
+
+async def _recover_stalled_jobs() -> None:
+    """At start and then periodically: jobs of workers that died (kill -9) go back to the queue."""
+    while True:
+        try:
+            await jobs.recover_stalled()
+        except Exception as error:  # noqa: BLE001 - the database may be away for a moment; try again
+            log.warning("jobs.recovery_failed", error=type(error).__name__)
+        await asyncio.sleep(jobs.RECOVERY_INTERVAL_SECONDS)
 
 
 async def _until_stopped(stop: asyncio.Event, *tasks: asyncio.Task[None]) -> None:

@@ -25,8 +25,9 @@ class SpawnThenHang(LocalDriver):
         super().__init__(root)
         self.ready = ready
 
-    async def _spawn(self, directory: Path, instance: DesiredInstance, port: int) -> asyncio.subprocess.Process:
-        child = await super()._spawn(directory, instance, port)
+    async def _spawn(self, directory: Path, instance: DesiredInstance, port: int,
+                     env: tuple[tuple[str, str], ...]) -> asyncio.subprocess.Process:
+        child = await super()._spawn(directory, instance, port, env)
         partial = self.ready.with_suffix(".partial")
         partial.write_text(str(child.pid))
         os.replace(partial, self.ready)  # the test sees the file only once it holds the pid

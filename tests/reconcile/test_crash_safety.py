@@ -27,7 +27,7 @@ def child_env(live: Live, database_url: str) -> dict[str, str]:
         JUSHOSTIT_JWT_SECRET=settings.jwt_secret.get_secret_value(),  # type: ignore[union-attr]
         JUSHOSTIT_PORT=str(settings.port),
         JUSHOSTIT_LOG_LEVEL="WARNING",
-        JUSHOSTIT_DB_POOL_SIZE="2",
+        JUSHOSTIT_DB_POOL_SIZE="3",
     )
     return env
 
@@ -67,6 +67,7 @@ async def test_killed_mid_apply_then_restarted_converges_without_duplicates(live
     # Restart: the next reconcile kills the stray and starts exactly one process.
     observed = await live.reconcile(owner.account_id)
     assert observed is not None and observed.writes == 2  # the stray killed, one process started (data kept)
+    await live.converge(owner.account_id)
     await eventually(lambda: _gone(stray), "the stray to be gone")
     running = processes_in(live.data_dir(instance))
     assert len(running) == 1 and running[0].pid != stray.pid

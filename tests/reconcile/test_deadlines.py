@@ -15,7 +15,7 @@ async def test_the_period_end_gets_an_exact_reconcile(live: Live) -> None:
     period_end = datetime.fromisoformat(checkout["subscription"]["current_period_end"])
     [(scheduled_at, queueing_lock)] = await live.scheduled_of(owner.account_id)
     assert scheduled_at == period_end
-    assert queueing_lock == f"reconcile-at:{owner.account_id}:{int(period_end.timestamp())}"
+    assert queueing_lock == f"reconcile-at:{int(period_end.timestamp())}:{owner.account_id}"
     # It does not hold the account's queueing lock: a fact change still queues a reconcile right away.
     await live.ordered(owner, "site")
     assert len(await live.jobs_of(owner.account_id, "todo")) == 1

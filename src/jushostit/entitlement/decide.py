@@ -118,6 +118,8 @@ class Entitlement:
     quotas: Quotas
     instances: dict[uuid.UUID, InstanceEntitlement] = field(default_factory=dict)
     holds: frozenset[str] = frozenset()  # suspension reasons in force (stored and derived)
+    # The account's status as the facts say it now (the stored status is only a cache of this).
+    account_status: str = "active"
 
     @property
     def can_order(self) -> bool:
@@ -190,7 +192,21 @@ def entitlement(
             per_instance[instance.id] = InstanceEntitlement(Level.deleted, ("deletion requested",))
         else:
             per_instance[instance.id] = InstanceEntitlement(level, tuple(reasons))
-    return Entitlement(level, tuple(reasons), access, banner, quotas, per_instance, frozenset(holds))
+    status = _account_status(account, frozenset(holds), any(s.entitles_at(now) for s in subscriptions))
+    return Entitlement(level, tuple(reasons), access, banner, quotas, per_instance, frozenset(holds), status)
+
+
+def _account_status(account: AccountFacts, holds: frozenset[str], entitled: bool) -> str:
+    """pending → active → past_due → suspended → active; cancelled and terminated are set by their own facts."""
+    if account.status in {"cancelled", "terminated"}:
+        return account.status
+    if holds:
+        return "suspended"
+    if account.past_due_since is not None:
+        return "past_due"
+    if account.status == "pending" and not entitled:
+        return "pending"
+    return "active"
 
 
 def next_change(

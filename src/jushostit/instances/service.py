@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import secrets
-import string
 import uuid
 from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
-from jushostit.catalog.spec import Generated, TemplateSpec
+from jushostit.catalog.spec import TemplateSpec
 from jushostit.config import Settings
 from jushostit.entitlement import Quotas
 from jushostit.instances.repository import InstanceRepository
@@ -26,17 +25,6 @@ from jushostit.reconcile.trigger import request_reconcile
 from jushostit.vault import service as vault
 
 RESTART_TASK = "instance.restart"
-ALPHABETS = {
-    "alnum": string.ascii_letters + string.digits,
-    "hex": "0123456789abcdef",
-    "urlsafe": string.ascii_letters + string.digits + "-_",
-    "printable": string.ascii_letters + string.digits + "!#%+,-./:;<=>?@[]^_{|}~",
-}
-
-
-def generate_value(spec: Generated) -> str:
-    alphabet = ALPHABETS[spec.alphabet]
-    return "".join(secrets.choice(alphabet) for _ in range(spec.length))
 
 
 def usage(instances: list[tuple[TemplateSpec, str]]) -> Quotas:
@@ -99,7 +87,7 @@ async def order(
     for var in template.env:
         if var.generate is not None:
             await vault.put(session, box, owner_type="instance", owner_id=instance.id, name=var.name,
-                            value=generate_value(var.generate))
+                            value=var.generate.new_value())
     await audit.record(session, action="instance.ordered", target_type="instance", target_id=instance.id,
                        account_id=account.id, after={"template": template.code, "name": data.name, "tier": tier})
     request_reconcile(account.id)

@@ -15,12 +15,19 @@ from jushostit.reconcile.tasks import defer_reconcile
 from jushostit.runtime.registry import driver_for
 
 
+RESTART_BUSY_RETRY_SECONDS = 1
+
+
 @app.task(name=RESTART_TASK, queue="reconcile", pass_context=False)
 async def restart(instance_id: str, account_id: str) -> None:
     c = container.current()
     async with c.database.autocommit.connect() as connection:
         locks = ReconcileLocks(connection)
-        await locks.wait_for(uuid.UUID(account_id))  # never in the middle of an apply of this account
+        if not await locks.try_lock(uuid.UUID(account_id)):  # never in the middle of an apply of this account
+            await app.configure_task(RESTART_TASK, schedule_in={"seconds": RESTART_BUSY_RETRY_SECONDS}).defer_async(
+                instance_id=instance_id, account_id=account_id
+            )
+            return
         try:
             await driver_for(c.settings).restart(uuid.UUID(instance_id))
         finally:

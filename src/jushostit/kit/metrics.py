@@ -1,4 +1,4 @@
-"""Prometheus metrics: HTTP requests by route template, and jobs by status."""
+"""Prometheus metrics: HTTP requests by route template, jobs by status and age, reconcile failures."""
 
 from __future__ import annotations
 
@@ -13,3 +13,20 @@ http_latency = Histogram(
     "jushostit_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=registry
 )
 jobs_by_status = Gauge("jushostit_jobs", "Background jobs by task and status", ["task", "status"], registry=registry)
+jobs_oldest_age = Gauge(
+    "jushostit_jobs_oldest_age_seconds",
+    "Age of the oldest job by task and status: since it was due (todo) or started (doing)",
+    ["task", "status"],
+    registry=registry,
+)
+jobs_stalled = Gauge(
+    "jushostit_jobs_stalled", "Running jobs whose worker stopped sending heartbeats (recovered automatically)",
+    registry=registry,
+)
+reconcile_failures = Counter(
+    "jushostit_reconcile_failures", "Account reconcile passes that failed (retried with backoff)", ["path"],
+    registry=registry,
+)
+reconcile_passes = Counter(
+    "jushostit_reconcile_passes", "Account reconcile passes by path", ["path"], registry=registry
+)

@@ -32,7 +32,8 @@ class Instance(Base):
     status_reason: Mapped[str | None] = mapped_column(String(500))
     last_error: Mapped[str | None] = mapped_column(String(2000))
     failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when the reconciler last changed it
+    first_ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delete_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from jushostit.models import Account, Instance, Plan, ServiceTemplate, StoredSecret, Subscription
-
 
 # Built once: the reconciler runs these for every account on every resync, and building a statement costs
 # more than running it.
@@ -24,8 +24,13 @@ _LIVE_INSTANCES = (
     .where(Instance.account_id.in_(bindparam("account_ids", expanding=True)), Instance.deleted_at.is_(None))
     .order_by(Instance.id)
 )
-# Advisory-lock namespace of account reconciles (the second key is the account id's hash).
+_SECRET_CIPHERTEXTS = select(StoredSecret.owner_id, StoredSecret.name, StoredSecret.ciphertext).where(
+    StoredSecret.owner_type == "instance", StoredSecret.owner_id.in_(bindparam("instance_ids", expanding=True))
+)
+# Advisory-lock namespaces: account reconciles (the second key is the account id's hash), and singletons such
+# as the resync (the second key is the name's hash).
 RECONCILE_LOCK_NAMESPACE = 0x4A48_5243  # "JHRC"
+SINGLETON_LOCK_NAMESPACE = 0x4A48_534E  # "JHSN"
 
 
 class ReconcileRepository:
@@ -65,16 +70,40 @@ class ReconcileRepository:
             return []
         return list((await self.session.scalars(select(ServiceTemplate).where(ServiceTemplate.code.in_(codes)))).all())
 
-    async def instance_secrets(self, instance_ids: Sequence[uuid.UUID]) -> list[StoredSecret]:
-        if not instance_ids:
-            return []
-        stmt = select(StoredSecret).where(StoredSecret.owner_type == "instance", StoredSecret.owner_id.in_(instance_ids))
-        return list((await self.session.scalars(stmt)).all())
+    async def secret_ciphertexts(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, bytes]]:
+        """Each instance's stored secrets, still encrypted (decrypted only when a runtime needs the values)."""
+        found: dict[uuid.UUID, dict[str, bytes]] = {}
+        if instance_ids:
+            for owner_id, name, ciphertext in await self.session.execute(
+                _SECRET_CIPHERTEXTS, {"instance_ids": list(instance_ids)}
+            ):
+                found.setdefault(owner_id, {})[name] = ciphertext
+        return found
+
+    async def lock_account(self, account_id: uuid.UUID) -> Account | None:
+        """The account row, locked: fact writers (which lock it too) wait, so the facts read next stay true
+        until this transaction commits."""
+        return await self.session.scalar(select(Account).where(Account.id == account_id).with_for_update())
 
     async def instances_for_update(self, ids: Sequence[uuid.UUID]) -> list[Instance]:
         if not ids:
             return []
         return list((await self.session.scalars(select(Instance).where(Instance.id.in_(ids)).with_for_update())).all())
+
+    async def record_account_error(self, account_id: uuid.UUID, message: str, now: datetime) -> None:
+        await self.session.execute(
+            update(Account).where(Account.id == account_id).values(
+                reconcile_error=message, reconcile_error_at=now, reconcile_failures=Account.reconcile_failures + 1
+            )
+        )
+
+    async def clear_account_error(self, account_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(Account).where(Account.id == account_id).values(reconcile_error=None, reconcile_failures=0)
+        )
+
+    async def cache_account_status(self, account_id: uuid.UUID, status: str) -> None:
+        await self.session.execute(update(Account).where(Account.id == account_id).values(status=status))
 
     async def account_ids(self, *, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
         stmt = select(Account.id).order_by(Account.id).limit(limit)
@@ -85,14 +114,27 @@ class ReconcileRepository:
 
 class ReconcileLocks:
     """Session-level advisory locks, one per account, held on a dedicated autocommit connection for a whole
-    pass (the apply included), so the job path and the resync path never reconcile one account at once."""
+    pass (the apply included), so the job path and the resync path never reconcile one account at once. They
+    are only ever tried, never waited for (a waiting job would hold a worker slot and a connection), and they
+    end with their connection, so a killed worker leaves none behind."""
 
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
 
-    async def wait_for(self, account_id: uuid.UUID) -> None:
-        await self.connection.execute(
-            text("SELECT pg_advisory_lock(:ns, hashtext(:id))"), {"ns": RECONCILE_LOCK_NAMESPACE, "id": str(account_id)}
+    async def try_lock(self, account_id: uuid.UUID) -> bool:
+        return bool(
+            await self.connection.scalar(
+                text("SELECT pg_try_advisory_lock(:ns, hashtext(:id))"),
+                {"ns": RECONCILE_LOCK_NAMESPACE, "id": str(account_id)},
+            )
+        )
+
+    async def try_singleton(self, name: str) -> bool:
+        """A process-wide lock by name (one resync at a time, whichever worker runs it)."""
+        return bool(
+            await self.connection.scalar(
+                text("SELECT pg_try_advisory_lock(:ns, hashtext(:name))"), {"ns": SINGLETON_LOCK_NAMESPACE, "name": name}
+            )
         )
 
     async def try_many(self, account_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:

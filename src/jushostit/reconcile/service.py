@@ -1,12 +1,22 @@
 """The reconciler: entitlement + instances → complete desired state → apply through the driver → observed
-state written back. Idempotent (a pass with nothing changed makes no driver writes) and level-triggered (it
-never needs the event that caused it). Never writes an effect before it happened (REFERENCE §1 F6, F8)."""
+state written back. Idempotent (a pass with nothing changed writes nothing, to the runtime or the database)
+and level-triggered (it never needs the event that caused it). Never writes an effect before it happened
+(REFERENCE §1 F6, F8).
+
+Rules (DESIGN §2):
+- Each account is applied from facts read under its own lock; a fact change that lands meanwhile queues one
+  more pass, which waits for this one (trigger.when_free).
+- Deleting data is irreversible, so it happens only after a fresh read, in the transaction that records it,
+  still says `deleted` (`_delete_if_still_deleted`).
+- Failures are per instance: one broken instance is `failed` with its reason and its siblings converge. A pass
+  that fails as a whole is logged, counted, recorded on the account for admins and retried with backoff.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 import structlog
 from pydantic import ValidationError
@@ -16,20 +26,32 @@ from jushostit.audit import service as audit
 from jushostit.billing.facts import entitlement_inputs
 from jushostit.catalog.spec import TemplateSpec
 from jushostit.config import Settings
-from jushostit.events.repository import EventRepository
 from jushostit.entitlement import Entitlement, InstanceFacts, Level
-from jushostit.kit import context
+from jushostit.events.repository import EventRepository
+from jushostit.kit import context, metrics
 from jushostit.kit.crypto import SecretBox
 from jushostit.kit.db import Database, utcnow
 from jushostit.models import Account, Instance, Plan, Subscription
 from jushostit.notifications.service import queue_email
-from jushostit.reconcile.desired import InstanceInput, build_desired
+from jushostit.reconcile.desired import InstanceInput, build_desired, missing_generated
 from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
-from jushostit.reconcile.trigger import at_deadline, follow_up
+from jushostit.reconcile.trigger import (
+    at_deadline,
+    follow_up,
+    request_reconcile,
+    retry_after_failure,
+    when_free,
+)
 from jushostit.runtime.protocol import Observed, ObservedInstance, RuntimeDriver
 from jushostit.runtime.registry import instance_address
+from jushostit.vault import service as vault
 
 log = structlog.get_logger(__name__)
+
+RETRY_BASE_SECONDS = 2
+RETRY_MAX_SECONDS = 300
+# What a customer reads when a pass failed; the error itself is for platform admins.
+SAFE_FAILURE_REASON = "the platform could not apply a change; it retries automatically"
 
 
 def account_entitlement(
@@ -50,31 +72,26 @@ class Snapshot:
     entitled: Entitlement
     inputs: list[InstanceInput]
     templates: dict[str, TemplateSpec]
-    secrets: dict[uuid.UUID, dict[str, str]] = field(default_factory=dict)
+    ciphertexts: dict[uuid.UUID, dict[str, bytes]] = field(default_factory=dict)
     next_change: datetime | None = None  # when time alone may change the entitlement
 
 
 async def snapshots(
-    session: AsyncSession, settings: Settings, box: SecretBox, account_ids: list[uuid.UUID], now: datetime
+    session: AsyncSession, settings: Settings, account_ids: list[uuid.UUID], now: datetime
 ) -> dict[uuid.UUID, Snapshot]:
-    """The facts of many accounts in a fixed number of queries (accounts that no longer exist are absent)."""
+    """The facts of many accounts in a fixed number of queries (accounts that no longer exist are absent).
+    Secrets stay encrypted: a pass decrypts only what it sends to the runtime."""
     repository = ReconcileRepository(session)
     accounts = await repository.accounts_with_subscriptions(account_ids)
     instances = await repository.live_instances(list(accounts))
-    # A template or secret that cannot be read fails only the instances that need it (recorded on them when
-    # the desired state cannot be built), never the whole batch.
+    # A template that cannot be read fails only the instances that use it (build_desired names the problem).
     templates = {}
     for template in await repository.templates({i.template_code for i in instances}):
         try:
             templates[template.code] = TemplateSpec.model_validate(template.spec)
         except ValidationError:
             log.error("reconcile.template_invalid", template=template.code)
-    secrets: dict[uuid.UUID, dict[str, str]] = {}
-    for secret in await repository.instance_secrets([i.id for i in instances]):
-        try:
-            secrets.setdefault(secret.owner_id, {})[secret.name] = box.decrypt(secret.ciphertext)
-        except ValueError:
-            log.error("reconcile.secret_unreadable", instance_id=str(secret.owner_id), name=secret.name)
+    ciphertexts = await repository.secret_ciphertexts([i.id for i in instances])
     result = {}
     for account_id, (account, subscriptions) in accounts.items():
         own = [i for i in instances if i.account_id == account_id]
@@ -87,152 +104,302 @@ async def snapshots(
         used = {i.template_code for i in own}
         result[account_id] = Snapshot(
             account, own, facts.decide(now, instance_facts), inputs,
-            {c: templates[c] for c in used if c in templates}, secrets,
+            {c: templates[c] for c in used if c in templates},
+            {i.id: ciphertexts.get(i.id, {}) for i in own},
             facts.next_change(now, instance_facts),
         )
     return result
 
 
+# --- the two paths ----------------------------------------------------------------------------------------
+
+
 async def reconcile_account(
     database: Database, settings: Settings, box: SecretBox, driver: RuntimeDriver, account_id: uuid.UUID
 ) -> Observed | None:
-    """One full pass for one account (the job path). Waits for the account's lock; raises when the driver
-    fails, after recording the error (the job retries with backoff)."""
+    """One full pass for one account (the job path). When another pass holds the account, this one is queued
+    again to run after it rather than waiting. Returns what was observed, or None when nothing was applied."""
     async with database.autocommit.connect() as lock_connection:
-        await ReconcileLocks(lock_connection).wait_for(account_id)
+        locks = ReconcileLocks(lock_connection)
+        if not await locks.try_lock(account_id):
+            await when_free(account_id)
+            return None
         try:
             async with database.reader() as session:
-                snap = (await snapshots(session, settings, box, [account_id], utcnow())).get(account_id)
+                snap = (await snapshots(session, settings, [account_id], utcnow())).get(account_id)
             if snap is None:
-                await driver.destroy(account_id)
+                await driver.destroy(account_id)  # the account is gone (read just now, under its lock)
                 return None
-            observed = await _converge(database, settings, driver, snap)
             if snap.next_change is not None:
-                await at_deadline(account_id, snap.next_change)  # an exact job; the resync is the safety net
-            return observed
+                await at_deadline(account_id, snap.next_change)  # scheduled whatever the apply does next
+            return await _pass(database, settings, box, driver, snap, path="job")
         finally:
-            await ReconcileLocks(lock_connection).release_all()
+            await locks.release(account_id)
 
 
 async def reconcile_batch(
-    database: Database, settings: Settings, box: SecretBox, driver: RuntimeDriver, account_ids: list[uuid.UUID]
+    database: Database,
+    settings: Settings,
+    box: SecretBox,
+    driver: RuntimeDriver,
+    account_ids: list[uuid.UUID],
+    *,
+    deadline_horizon: timedelta,
 ) -> tuple[int, int]:
-    """One pass over many accounts (the resync path), with their facts read in a few queries. An account
-    whose lock is held — a reconcile job is running for it — is skipped: that job converges it.
-    Returns (reconciled, driver writes). A failing account is recorded and does not stop the others."""
+    """One pass over many accounts (the resync path): their locks are tried, then their facts read, in a few
+    queries. An account whose lock is held is skipped (the pass holding it converges it). Deadlines within
+    `deadline_horizon` get their exact job; later ones are scheduled by a later resync. Returns (accounts
+    reconciled, driver writes). A failing account is recorded and does not stop the others."""
     reconciled = writes = 0
     async with database.autocommit.connect() as lock_connection:
         locks = ReconcileLocks(lock_connection)
         locked = await locks.try_many(account_ids)
         try:
+            now = utcnow()
             async with database.reader() as session:
-                found = await snapshots(session, settings, box, locked, utcnow())
+                found = await snapshots(session, settings, locked, now)
             for snap in found.values():
-                try:
-                    observed = await _converge(database, settings, driver, snap)
-                except Exception:  # noqa: BLE001 - recorded on the instances by _converge; the next pass retries
-                    continue
-                finally:
-                    await locks.release(snap.account.id)  # a fact change waiting on this account goes on now
-                reconciled += 1
-                writes += observed.writes
+                if snap.next_change is not None and snap.next_change <= now + deadline_horizon:
+                    await at_deadline(snap.account.id, snap.next_change)
+                observed = await _pass(database, settings, box, driver, snap, path="resync")
+                if observed is not None:
+                    reconciled += 1
+                    writes += observed.writes
         finally:
             await locks.release_all()
     return reconciled, writes
 
 
-async def _converge(database: Database, settings: Settings, driver: RuntimeDriver, snap: Snapshot) -> Observed:
+async def _pass(
+    database: Database, settings: Settings, box: SecretBox, driver: RuntimeDriver, snap: Snapshot, *, path: str
+) -> Observed | None:
+    metrics.reconcile_passes.labels(path).inc()
     try:
-        desired = build_desired(snap.account.id, snap.inputs, snap.entitled, snap.templates, snap.secrets)
-        observed = await driver.apply(desired)
-    except Exception as error:
+        observed = await converge(database, settings, box, driver, snap)
+    except Exception as error:  # noqa: BLE001 - logged, counted, recorded, retried: never hidden
+        await _account_failed(database, snap.account, error, path=path)
+        return None
+    transient = [seen.error for seen in observed.instances.values() if seen.error]
+    if transient:
+        await _account_failed(database, snap.account, InstancesFailed(transient), path=path)
+    elif snap.account.reconcile_error is not None:
         async with database.unit_of_work() as session:
-            await _record_failure(session, snap, error, utcnow())
-        raise
-    if snap.instances:  # nothing to write back for an account without instances
-        async with database.unit_of_work() as session:
-            await write_back(session, settings, snap, observed, utcnow())
-        if any(seen.status == "provisioning" for seen in observed.instances.values()):
-            await follow_up(snap.account.id)
-    errors = [seen.error for seen in observed.instances.values() if seen.error]
-    if errors:
-        raise InstancesFailed(errors)  # recorded above; raising makes the job retry with backoff
+            await ReconcileRepository(session).clear_account_error(snap.account.id)
     return observed
 
 
 class InstancesFailed(RuntimeError):
     """Some instances could not be applied (recorded on them); the others converged."""
 
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(f"{len(errors)} instance(s) failed: " + "; ".join(errors))
 
-async def _record_failure(session: AsyncSession, snap: Snapshot, error: Exception, now: datetime) -> None:
+
+async def _account_failed(database: Database, account: Account, error: Exception, *, path: str) -> None:
     message = f"{type(error).__name__}: {error}"[:2000]
-    for instance in await ReconcileRepository(session).instances_for_update([i.id for i in snap.instances]):
-        instance.last_error = message
-        instance.failures += 1
+    metrics.reconcile_failures.labels(path).inc()
+    failures = account.reconcile_failures + 1
+    delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS ** min(failures, 12))
+    log.error("reconcile.account_failed", account_id=str(account.id), path=path, error=message,
+              failures=failures, retry_in_seconds=delay)
+    try:
+        async with database.unit_of_work() as session:
+            await ReconcileRepository(session).record_account_error(account.id, message, utcnow())
+    except Exception as recording:  # noqa: BLE001 - the database itself may be what failed; the retry stands
+        log.error("reconcile.error_not_recorded", account_id=str(account.id), error=type(recording).__name__)
+    await retry_after_failure(account.id, delay)
+
+
+# --- one account --------------------------------------------------------------------------------------------
+
+
+async def converge(
+    database: Database, settings: Settings, box: SecretBox, driver: RuntimeDriver, snap: Snapshot
+) -> Observed:
+    snap = await _fill_generated(database, box, snap)
+    desired = build_desired(snap.account.id, snap.inputs, snap.entitled, snap.templates, snap.ciphertexts,
+                            box.decrypt)
+    observed = await driver.apply(desired.state)
+    deleted = set()
+    for instance_id in desired.to_delete:
+        if await _delete_if_still_deleted(database, settings, driver, snap, instance_id):
+            deleted.add(instance_id)
+            observed.writes += 1
+    await write_back(database, settings, snap, observed, deleted)
+    if any(seen.status == "provisioning" for seen in observed.instances.values()):
+        await follow_up(snap.account.id)
+    return observed
+
+
+async def _fill_generated(database: Database, box: SecretBox, snap: Snapshot) -> Snapshot:
+    """A template that gained a generated variable (an upgrade) gets a value for it in every existing
+    instance, generated once and stored like the ones made at order time."""
+    missing = {
+        instance.id: names
+        for instance in snap.inputs
+        if (template := snap.templates.get(instance.template_code)) is not None
+        and (names := missing_generated(template, set(snap.ciphertexts.get(instance.id, {}))))
+    }
+    if not missing:
+        return snap
+    ciphertexts = {k: dict(v) for k, v in snap.ciphertexts.items()}
+    by_id = {i.id: i for i in snap.inputs}
+    async with database.unit_of_work() as session:
+        for instance_id, names in missing.items():
+            template = snap.templates[by_id[instance_id].template_code]
+            for var in template.env:
+                if var.name in names and var.generate is not None:
+                    stored = await vault.put(session, box, owner_type="instance", owner_id=instance_id,
+                                             name=var.name, value=var.generate.new_value())
+                    ciphertexts.setdefault(instance_id, {})[var.name] = stored.ciphertext
+            await audit.record(session, action="instance.values_generated", target_type="instance",
+                               target_id=instance_id, account_id=snap.account.id, after={"names": names},
+                               actor=context.SYSTEM)
+    return replace(snap, ciphertexts=ciphertexts)
+
+
+async def _delete_if_still_deleted(
+    database: Database, settings: Settings, driver: RuntimeDriver, snap: Snapshot, instance_id: uuid.UUID
+) -> bool:
+    """Remove an instance's data only if the facts read now, in the transaction that records the deletion,
+    with the account row locked against fact writers, still say `deleted`."""
+    async with database.unit_of_work() as session:
+        repository = ReconcileRepository(session)
+        account = await repository.lock_account(snap.account.id)
+        instance = next(iter(await repository.instances_for_update([instance_id])), None)
+        if account is None or instance is None or instance.deleted_at is not None:
+            return False
+        now = utcnow()
+        entitled = account_entitlement(account, await repository.subscriptions([account.id]), [instance], now,
+                                       settings)
+        if entitled.instances[instance.id].level != Level.deleted:
+            log.info("reconcile.delete_withdrawn", account_id=str(account.id), instance_id=str(instance.id))
+            request_reconcile(account.id)  # the facts changed since this pass read them: look again
+            return False
+        await driver.remove_instance(account.id, instance.id)
+        before = instance.observed_status
+        instance.desired_level = Level.deleted.name
+        instance.observed_status = "deleted"
+        instance.status_reason = "; ".join(entitled.instances[instance.id].reasons)[:500] or None
+        instance.last_error = None
+        instance.deleted_at = now
         instance.last_reconciled_at = now
-    log.warning("reconcile.failed", account_id=str(snap.account.id), error=message)
+        url = next(i.url for i in snap.inputs if i.id == instance_id)
+        await _announce(session, settings, account, instance, url, before, "deleted", now)
+    return True
 
 
-def _observed_for(instance: Instance, level: Level, observed: Observed) -> ObservedInstance:
-    if level == Level.deleted:
-        return ObservedInstance("deleted", "deleted")
-    seen = observed.instances.get(instance.id, ObservedInstance("failed", "not reported by the runtime"))
+def _observed_for(level: Level, observed: Observed, instance_id: uuid.UUID) -> ObservedInstance:
+    """What the runtime reported, named for the customer: a stopped instance whose subscription ended is
+    `expired`. Never the intent: an instance the runtime did not report is `failed`."""
+    seen = observed.instances.get(instance_id, ObservedInstance("failed", "not reported by the runtime"))
     if seen.status == "stopped" and level == Level.expired:
         return ObservedInstance("expired", "subscription ended; data kept for the retention period")
-    if seen.status == "running" and level == Level.throttled:
-        return ObservedInstance("throttled", "monthly budget reached")
     return seen
 
 
-async def write_back(session: AsyncSession, settings: Settings, snap: Snapshot, observed: Observed,
-                     now: datetime) -> None:
-    repository = ReconcileRepository(session)
+@dataclass(frozen=True)
+class _Row:
+    """The reconciler's columns of an instance."""
+
+    desired_level: str
+    observed_status: str
+    status_reason: str | None
+    last_error: str | None
+    failures: int
+    expired_at: datetime | None
+
+
+def _next_row(instance: Instance, level: Level, seen: ObservedInstance, reasons: tuple[str, ...],
+              now: datetime) -> _Row:
+    reason = seen.reason or ("; ".join(reasons) or None)
+    if seen.error:
+        reason = reason or SAFE_FAILURE_REASON
+    expired_at = instance.expired_at
+    if level == Level.expired and expired_at is None:
+        expired_at = now
+    elif level > Level.expired:
+        expired_at = None
+    return _Row(level.name, seen.status, reason[:500] if reason else None, seen.error,
+                instance.failures + 1 if seen.error else 0, expired_at)
+
+
+def _row_of(instance: Instance) -> _Row:
+    return _Row(instance.desired_level, instance.observed_status, instance.status_reason, instance.last_error,
+                instance.failures, instance.expired_at)
+
+
+async def write_back(database: Database, settings: Settings, snap: Snapshot, observed: Observed,
+                     deleted: set[uuid.UUID]) -> None:
+    """Record what changed, and only that: a pass that changed nothing opens no transaction."""
+    now = utcnow()
+    changes = {}
+    for instance in snap.instances:
+        if instance.id in deleted:
+            continue
+        entitled = snap.entitled.instances[instance.id]
+        row = _next_row(instance, entitled.level, _observed_for(entitled.level, observed, instance.id),
+                        entitled.reasons, now)
+        if row != _row_of(instance):
+            changes[instance.id] = row
+    status = snap.entitled.account_status
+    if not changes and status == snap.account.status.value:
+        return
     by_id = {i.id: i for i in snap.inputs}
-    for instance in await repository.instances_for_update([i.id for i in snap.instances]):
-        level = snap.entitled.instances[instance.id].level
-        seen = _observed_for(instance, level, observed)
-        reason = seen.reason or ("; ".join(snap.entitled.instances[instance.id].reasons) or None)
-        before = instance.observed_status
-        instance.desired_level = level.name
-        instance.observed_status = seen.status
-        instance.status_reason = reason[:500] if reason else None
-        instance.last_reconciled_at = now
-        instance.last_error = seen.error
-        instance.failures = instance.failures + 1 if seen.error else 0
-        if level == Level.expired and instance.expired_at is None:
-            instance.expired_at = now
-        elif level > Level.expired:
-            instance.expired_at = None
-        if level == Level.deleted and instance.deleted_at is None:
-            instance.deleted_at = now
-        if before != seen.status:
-            await _announce(session, settings, snap, instance, by_id[instance.id].url, before, seen.status, now)
+    async with database.unit_of_work() as session:
+        repository = ReconcileRepository(session)
+        if status != snap.account.status.value:
+            await repository.cache_account_status(snap.account.id, status)
+            await audit.record(session, action="account.status_changed", target_type="account",
+                               target_id=snap.account.id, account_id=snap.account.id,
+                               before={"status": snap.account.status.value}, after={"status": status},
+                               actor=context.SYSTEM)
+        for instance in await repository.instances_for_update(list(changes)):
+            if instance.deleted_at is not None:
+                continue
+            row = changes[instance.id]
+            before = instance.observed_status
+            instance.desired_level = row.desired_level
+            instance.observed_status = row.observed_status
+            instance.status_reason = row.status_reason
+            instance.last_error = row.last_error
+            instance.failures = row.failures
+            instance.expired_at = row.expired_at
+            instance.last_reconciled_at = now
+            if before != row.observed_status:
+                await _announce(session, settings, snap.account, instance, by_id[instance.id].url, before,
+                                row.observed_status, now)
 
 
-def lifecycle_email(before: str, after: str) -> str | None:
-    """Which email a status change sends, if any."""
+def lifecycle_email(before: str, after: str, *, first_ready: bool) -> str | None:
+    """Which email a status change sends, if any ("ready" once; a process restarted after a crash is not news)."""
     if after == "running":
-        return "instance_restored" if before in {"stopped", "expired", "throttled"} else "instance_ready"
+        if before in {"stopped", "expired", "throttled"}:
+            return "instance_restored"
+        return "instance_ready" if first_ready else None
     return {"stopped": "instance_suspended", "expired": "instance_expired", "deleted": "instance_deleted"}.get(after)
 
 
-async def _announce(session: AsyncSession, settings: Settings, snap: Snapshot, instance: Instance, url: str,
+async def _announce(session: AsyncSession, settings: Settings, account: Account, instance: Instance, url: str,
                     before: str, after: str, now: datetime) -> None:
     await audit.record(
         session,
         action="instance.status_changed",
         target_type="instance",
         target_id=instance.id,
-        account_id=snap.account.id,
+        account_id=account.id,
         before={"status": before},
         after={"status": after, "reason": instance.status_reason},
         actor=context.SYSTEM,
     )
-    payload = {"type": "instance.status", "account_id": str(snap.account.id), "instance_id": str(instance.id),
+    first_ready = after in {"running", "throttled"} and instance.first_ready_at is None
+    if first_ready:
+        instance.first_ready_at = now
+    payload = {"type": "instance.status", "account_id": str(account.id), "instance_id": str(instance.id),
                "status": after, "reason": instance.status_reason, "at": now.isoformat()}
     await EventRepository(session).publish(payload)
-    template = lifecycle_email(before, after)
-    if template and snap.account.billing_email:
-        await queue_email(session, to=snap.account.billing_email, template=template,
+    template = lifecycle_email(before, after, first_ready=first_ready)
+    if template and account.billing_email:
+        await queue_email(session, to=account.billing_email, template=template,
                           values={"name": instance.name, "url": url, "reason": instance.status_reason or "",
                                   "retention_days": str(settings.expired_retention_days)})

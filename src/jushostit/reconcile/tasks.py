@@ -1,63 +1,73 @@
 """Reconcile jobs: one account (deferred after every fact change), and the periodic resync of every account
-that heals lost defers, crashes mid-apply and hand-made changes behind our back."""
+that heals lost defers, crashes mid-apply and hand-made changes behind our back.
+
+Neither carries a procrastinate `lock`: a killed worker's job would hold it until recovered. Advisory locks,
+tried on the job's own connection, end with the worker (see reconcile.trigger)."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
-import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 
 from jushostit.kit import container
 from jushostit.kit.jobs import app
 from jushostit.reconcile import service
-from jushostit.reconcile.repository import ReconcileRepository
-from jushostit.reconcile.trigger import RECONCILE_TASK, queueing_lock, running_lock
+from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
+from jushostit.reconcile.trigger import FACT_CHANGE_PRIORITY, RECONCILE_TASK, queueing_lock
 from jushostit.runtime.registry import driver_for
 
-RESYNC_BATCH = 500
+# Accounts per resync chunk: locked, read and applied together; each chunk costs a fixed few queries, and its
+# locks are held only while that chunk is applied.
+RESYNC_CHUNK = 100
+RESYNC_TASK = "account.resync"
 
 
-@app.task(
-    name=RECONCILE_TASK,
-    queue="reconcile",
-    retry=procrastinate.RetryStrategy(max_attempts=10, exponential_wait=2),
-    pass_context=False,
-)
+@app.task(name=RECONCILE_TASK, queue="reconcile", pass_context=False)
 async def reconcile(account_id: str) -> None:
+    """Retries are the reconciler's own (trigger.retry_after_failure), on a queueing lock of their own, so a
+    waiting retry never swallows a new fact change."""
     c = container.current()
     await service.reconcile_account(c.database, c.settings, c.secret_box, driver_for(c.settings), uuid.UUID(account_id))
 
 
 async def defer_reconcile(account_id: uuid.UUID) -> bool:
-    """Queue a reconcile now (outside any request); False when one is already queued."""
+    """Queue a reconcile now (outside any request); False when one is already queued (it will see the facts)."""
     try:
         await app.configure_task(
-            RECONCILE_TASK, queueing_lock=queueing_lock(account_id), lock=running_lock(account_id)
+            RECONCILE_TASK, queueing_lock=queueing_lock(account_id), priority=FACT_CHANGE_PRIORITY
         ).defer_async(account_id=str(account_id))
     except AlreadyEnqueued:
         return False
     return True
 
 
-async def resync_all() -> tuple[int, int]:
-    """Reconcile every account, a batch at a time, in this job (not one job per account: the queue's own cost
-    per job would dwarf a no-op pass). Returns (accounts reconciled, driver writes)."""
+async def resync_all() -> tuple[int, int] | None:
+    """Reconcile every account, a chunk at a time, in this job (not one job per account: the queue's own cost
+    per job would dwarf a no-op pass). Returns (accounts reconciled, driver writes), or None when another
+    resync is running."""
     c = container.current()
     driver = driver_for(c.settings)
-    reconciled = writes = 0
-    after = None
-    while True:
-        async with c.database.reader() as session:
-            ids = await ReconcileRepository(session).account_ids(after=after, limit=RESYNC_BATCH)
-        if not ids:
-            return reconciled, writes
-        done, written = await service.reconcile_batch(c.database, c.settings, c.secret_box, driver, ids)
-        reconciled, writes, after = reconciled + done, writes + written, ids[-1]
+    # Deadlines within two resync intervals get an exact job; the resyncs before them schedule the rest.
+    horizon = timedelta(seconds=2 * c.settings.resync_interval_seconds)
+    async with c.database.autocommit.connect() as singleton:
+        if not await ReconcileLocks(singleton).try_singleton(RESYNC_TASK):
+            return None
+        reconciled = writes = 0
+        after = None
+        while True:
+            async with c.database.reader() as session:
+                ids = await ReconcileRepository(session).account_ids(after=after, limit=RESYNC_CHUNK)
+            if not ids:
+                return reconciled, writes
+            done, written = await service.reconcile_batch(
+                c.database, c.settings, c.secret_box, driver, ids, deadline_horizon=horizon
+            )
+            reconciled, writes, after = reconciled + done, writes + written, ids[-1]
 
 
-@app.task(name="account.resync", queue="reconcile", queueing_lock="account.resync", lock="account.resync",
-          pass_context=False)
+@app.task(name=RESYNC_TASK, queue="reconcile", queueing_lock=RESYNC_TASK, pass_context=False)
 async def resync(timestamp: int | None = None) -> None:
     await resync_all()
 
@@ -70,4 +80,4 @@ def resync_cron(interval_seconds: int) -> str:
 
 
 def schedule_resync(interval_seconds: int) -> None:
-    app.periodic(cron=resync_cron(interval_seconds), periodic_id="account.resync")(resync)
+    app.periodic(cron=resync_cron(interval_seconds), periodic_id=RESYNC_TASK)(resync)

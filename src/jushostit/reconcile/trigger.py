@@ -1,7 +1,11 @@
-"""Every fact change asks for a reconcile of its account; the request is deferred after the commit.
+"""Every fact change asks for a reconcile of its account; the request is deferred after the commit. Lower
+packages (billing, instances, admin) call this module; it only enqueues and never imports the reconciler.
 
-One queued and one running per account (REFERENCE §5): a fact that arrives while a reconcile runs queues
-exactly one more, which sees the new fact. A lost request is healed by the periodic resync.
+Reconcile jobs carry no procrastinate `lock`: the account's advisory lock (reconcile.repository), taken with a
+try-lock on the job's own connection, keeps passes apart and dies with its connection, so no lock outlives a
+killed worker. Queueing locks keep at most one waiting job per purpose, each purpose its own, so a pending
+retry, a follow-up or a deadline never swallows a fact change (REFERENCE §5). A lost request is healed by the
+periodic resync.
 """
 
 from __future__ import annotations
@@ -12,57 +16,52 @@ from datetime import datetime
 from jushostit.kit import jobs
 
 RECONCILE_TASK = "account.reconcile"
-# A fact that just changed goes before the periodic resync's sweep of every account.
+# A fact that just changed goes before the periodic work.
 FACT_CHANGE_PRIORITY = 10
+# A reconcile that finds the account's lock taken (another pass is applying it) looks again this soon: the
+# fact that queued it is then seen by a pass that starts after the running one.
+BUSY_RETRY_SECONDS = 1
+FOLLOW_UP_SECONDS = 2
 
 
 def queueing_lock(account_id: uuid.UUID | str) -> str:
     return f"reconcile:{account_id}"
 
 
-def running_lock(account_id: uuid.UUID | str) -> str:
-    return f"account:{account_id}"
-
-
 def request_reconcile(account_id: uuid.UUID) -> None:
+    """A fact of the account changed (called inside the unit of work that records it)."""
     jobs.enqueue(
-        RECONCILE_TASK,
-        queueing_lock=queueing_lock(account_id),
-        lock=running_lock(account_id),
-        priority=FACT_CHANGE_PRIORITY,
+        RECONCILE_TASK, queueing_lock=queueing_lock(account_id), priority=FACT_CHANGE_PRIORITY,
         account_id=str(account_id),
     )
 
 
-FOLLOW_UP_SECONDS = 5
-# SCHEDULED_WITHOUT_LOCK: procrastinate holds back every later job with the same `lock` while an earlier one
-# waits in `todo`, even one scheduled for next month. Jobs scheduled for later therefore carry no procrastinate
-# lock; the reconcile itself takes the account's advisory lock (ReconcileLocks), which is what keeps passes apart.
+async def _later(account_id: uuid.UUID, purpose: str, *, seconds: int | None = None,
+                 at: datetime | None = None, priority: int = 0) -> None:
+    await jobs.defer(
+        jobs.PendingJob(
+            RECONCILE_TASK, {"account_id": str(account_id)}, f"{purpose}:{account_id}", None, priority,
+            schedule_in_seconds=seconds, schedule_at=at,
+        )
+    )
+
+
+async def when_free(account_id: uuid.UUID) -> None:
+    """The account's lock was taken: run again right after the pass holding it (never zero passes)."""
+    await _later(account_id, "reconcile-busy", seconds=BUSY_RETRY_SECONDS, priority=FACT_CHANGE_PRIORITY)
 
 
 async def at_deadline(account_id: uuid.UUID, when: datetime) -> None:
     """A reconcile exactly when time alone changes the account's entitlement (a period ends, a grace runs
-    out). Its own queueing lock per deadline, so it never blocks the immediate reconciles of fact changes."""
-    await jobs.defer(
-        jobs.PendingJob(
-            RECONCILE_TASK,
-            {"account_id": str(account_id)},
-            f"reconcile-at:{account_id}:{int(when.timestamp())}",
-            None,  # see SCHEDULED_WITHOUT_LOCK
-            schedule_at=when,
-        )
-    )
+    out); one queued job per deadline."""
+    await _later(account_id, f"reconcile-at:{int(when.timestamp())}", at=when)
 
 
 async def follow_up(account_id: uuid.UUID) -> None:
     """Look again soon (an instance is still starting), rather than waiting for the next resync."""
-    await jobs.defer(
-        jobs.PendingJob(
-            RECONCILE_TASK,
-            {"account_id": str(account_id)},
-            queueing_lock(account_id),
-            None,  # see SCHEDULED_WITHOUT_LOCK
-            FACT_CHANGE_PRIORITY,
-            schedule_in_seconds=FOLLOW_UP_SECONDS,
-        )
-    )
+    await _later(account_id, "reconcile-follow-up", seconds=FOLLOW_UP_SECONDS)
+
+
+async def retry_after_failure(account_id: uuid.UUID, seconds: int) -> None:
+    """A pass failed for a reason that may pass (the runtime or the database): try again after a backoff."""
+    await _later(account_id, "reconcile-retry", seconds=seconds)

@@ -10,22 +10,31 @@ from typing import Protocol
 from jushostit.catalog.spec import TemplateSpec
 
 
+class Env(Protocol):
+    """An instance's environment. Its generated values are decrypted only when a runtime asks for them (to
+    start a process), so a pass that changes nothing decrypts nothing."""
+
+    def values(self) -> tuple[tuple[str, str], ...]: ...
+
+
 @dataclass(frozen=True)
 class DesiredInstance:
     id: uuid.UUID
     slug: str
     name: str
     template_code: str
-    run: bool  # True: running (or throttled); False: stopped / expired (data kept)
+    run: bool  # True: running (or throttled); False: stopped / expired / about to be deleted (data kept)
     throttled: bool
-    env: tuple[tuple[str, str], ...]
+    env: Env
     url: str
-    template: TemplateSpec
+    template: TemplateSpec | None  # None: its template is missing or invalid (see `problem`)
+    problem: str | None = None  # why it cannot be started; it can still be stopped
 
 
 @dataclass(frozen=True)
 class AccountState:
-    """Everything we own for one account. Instances absent from it are removed with their data."""
+    """Everything we own for one account. Instances absent from it are stopped; their data is removed only by
+    `remove_instance`, which the reconciler calls after a fresh read of the facts still says `deleted`."""
 
     account_id: uuid.UUID
     instances: tuple[DesiredInstance, ...]
@@ -33,9 +42,9 @@ class AccountState:
 
 @dataclass(frozen=True)
 class ObservedInstance:
-    status: str  # running | stopped | failed | provisioning | absent
-    reason: str | None = None
-    error: str | None = None  # the runtime failed applying this instance (retried); not a settled state
+    status: str  # running | throttled | stopped | failed | provisioning
+    reason: str | None = None  # short and safe to show the customer
+    error: str | None = None  # the runtime failed applying it (transient: retried with backoff); for admins
 
 
 @dataclass
@@ -49,7 +58,13 @@ class RuntimeDriver(Protocol):
 
     async def observe(self, account_id: uuid.UUID) -> Observed: ...
 
-    async def destroy(self, account_id: uuid.UUID) -> None: ...
+    async def remove_instance(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> None:
+        """Delete the instance's workload and data (irreversible; idempotent)."""
+        ...
+
+    async def destroy(self, account_id: uuid.UUID) -> None:
+        """Delete everything of an account that no longer exists (irreversible; idempotent)."""
+        ...
 
     async def logs(self, instance_id: uuid.UUID, tail: int) -> list[str]: ...
 

@@ -1,4 +1,4 @@
-"""accounts remember their last reconcile error; the periodic sweeps use indexes
+"""accounts remember their last reconcile error; instances when they were first ready; the sweeps use indexes
 
 Revision ID: 0006
 Revises: 0005
@@ -21,6 +21,9 @@ def upgrade() -> None:
     op.add_column("accounts", sa.Column("reconcile_error", sa.String(2000), nullable=True))
     op.add_column("accounts", sa.Column("reconcile_error_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("accounts", sa.Column("reconcile_failures", sa.Integer(), nullable=False, server_default="0"))
+    # When an instance first answered its health check: "ready" is mailed once, not after every restart.
+    op.add_column("instances", sa.Column("first_ready_at", sa.DateTime(timezone=True), nullable=True))
+    op.execute("UPDATE instances SET first_ready_at = last_reconciled_at WHERE observed_status IN ('running', 'throttled')")
     # The expiry-notice sweep scans active subscriptions by period end; the retention purge expired instances;
     # the idempotency purge keys by age.
     op.create_index("ix_subscriptions_active_period_end", "subscriptions", ["current_period_end"],
@@ -34,6 +37,7 @@ def downgrade() -> None:
     op.drop_index("ix_idempotency_keys_created_at", table_name="idempotency_keys")
     op.drop_index("ix_instances_live_expired_at", table_name="instances")
     op.drop_index("ix_subscriptions_active_period_end", table_name="subscriptions")
+    op.drop_column("instances", "first_ready_at")
     op.drop_column("accounts", "reconcile_failures")
     op.drop_column("accounts", "reconcile_error_at")
     op.drop_column("accounts", "reconcile_error")

@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 
 NOT_RUNNABLE = "template not runnable on the local runtime"
 LOOPBACK = "127.0.0.1"
-HEALTH_TIMEOUT_SECONDS = 10.0
+HEALTH_TIMEOUT_SECONDS = 2.0
 STOP_TIMEOUT_SECONDS = 5.0
 THROTTLED_NICENESS = 15
 
@@ -61,6 +61,7 @@ class LocalDriver:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._children: dict[uuid.UUID, asyncio.subprocess.Process] = {}
+        self._managed: set[Path] = set()  # instance dirs whose process this driver started or adopted
 
     # --- layout -------------------------------------------------------------------------------------------
     def account_dir(self, account_id: uuid.UUID) -> Path:
@@ -100,13 +101,10 @@ class LocalDriver:
             observed.writes += writes
         account_dir = self.account_dir(desired.account_id)
         if account_dir.exists():
-            for directory in account_dir.iterdir():
-                if directory.is_dir() and uuid.UUID(directory.name) not in wanted:
+            for directory in account_dir.iterdir():  # not desired: stopped, data kept (see remove_instance)
+                if directory.is_dir() and uuid.UUID(directory.name) not in wanted and self._running(directory):
                     await self._stop(directory)
-                    await asyncio.to_thread(shutil.rmtree, directory)
                     observed.writes += 1
-            if not any(account_dir.iterdir()):
-                account_dir.rmdir()
         return observed
 
     async def observe(self, account_id: uuid.UUID) -> Observed:
@@ -115,12 +113,30 @@ class LocalDriver:
         if account_dir.exists():
             for directory in account_dir.iterdir():
                 record = self._read_run(directory)
-                status = "running" if record and record.alive() else "stopped"
-                observed.instances[uuid.UUID(directory.name)] = ObservedInstance(status)
+                if record is not None and record.alive():
+                    observed.instances[uuid.UUID(directory.name)] = ObservedInstance(
+                        "throttled" if record.throttled else "running"
+                    )
+                else:
+                    observed.instances[uuid.UUID(directory.name)] = ObservedInstance("stopped")
         return observed
 
+    async def remove_instance(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> None:
+        directory = self.instance_dir(account_id, instance_id)
+        if directory.exists():
+            await self._stop(directory)
+            await self._kill_strays(directory)
+            await asyncio.to_thread(shutil.rmtree, directory)
+        account_dir = self.account_dir(account_id)
+        if account_dir.exists() and not any(account_dir.iterdir()):
+            account_dir.rmdir()
+
     async def destroy(self, account_id: uuid.UUID) -> None:
-        await self.apply(AccountState(account_id, ()))
+        account_dir = self.account_dir(account_id)
+        if account_dir.exists():
+            for directory in list(account_dir.iterdir()):
+                if directory.is_dir():
+                    await self.remove_instance(account_id, uuid.UUID(directory.name))
 
     async def logs(self, instance_id: uuid.UUID, tail: int) -> list[str]:
         directory = self._find_instance_dir(instance_id)
@@ -136,39 +152,51 @@ class LocalDriver:
             await self._stop(directory)
 
     async def shutdown(self) -> None:
-        """Stop every instance this process started (on a clean exit of serve); data stays."""
-        for instance_id in list(self._children):
-            directory = self._find_instance_dir(instance_id)
-            if directory is not None:
-                await self._stop(directory)
+        """Stop every instance this process ran: those it started and those it adopted from a previous run
+        (a crash restart), so nothing of ours outlives serve. Data stays; the next start brings them back."""
+        for directory in list(self._managed):
+            await self._stop(directory)
 
     # --- one instance ---------------------------------------------------------------------------------------
+    def _running(self, directory: Path) -> bool:
+        record = self._read_run(directory)
+        return record is not None and record.alive()
+
     async def _apply_instance(self, account_id: uuid.UUID, instance: DesiredInstance) -> tuple[ObservedInstance, int]:
-        process = instance.template.process
-        if process is None:
-            return ObservedInstance("failed", NOT_RUNNABLE), 0
         directory = self.instance_dir(account_id, instance.id)
-        writes = self._ensure_data(directory, instance)
         record = self._read_run(directory)
         running = record is not None and record.alive()
-        if not instance.run:
+        if running:
+            self._managed.add(directory)  # adopted from a previous run, or ours: stopped when serve stops
+        if not instance.run:  # enforcement needs nothing but the directory: it works on a broken instance too
+            writes = 0
             if running:
                 await self._stop(directory)
                 writes += 1
-            writes += await self._kill_strays(directory)
-            return ObservedInstance("stopped"), writes
+            if directory.exists():
+                writes += await self._kill_strays(directory)
+            return ObservedInstance("stopped", instance.problem), writes
+        if instance.template is None or instance.template.process is None:
+            return ObservedInstance("failed", instance.problem or NOT_RUNNABLE), 0
+        process = instance.template.process
+        writes = self._ensure_data(directory, instance)
         if running and record is not None and record.throttled != instance.throttled:
             self._renice(record.pid, instance.throttled)
-            (directory / "run.json").write_text(json.dumps({**record.__dict__, "throttled": instance.throttled}))
+            record = RunRecord(record.pid, record.started, record.port, instance.throttled)
+            (directory / "run.json").write_text(json.dumps(record.__dict__))
             writes += 1
         if not running:
             writes += await self._kill_strays(directory)
-            record = await self._start(directory, instance)
+            try:
+                env = instance.env.values()
+            except ValueError as error:  # a generated value is missing or unreadable: not until facts change
+                return ObservedInstance("failed", "its configuration is incomplete", error=str(error)), writes
+            record = await self._start(directory, instance, env)
             writes += 1
         assert record is not None
-        healthy = await self._healthy(record.port, process.health_path, wait=not running)
-        if healthy:
-            return ObservedInstance("running", "throttled" if instance.throttled else None), writes
+        # One quick probe: a starting instance is looked at again by a follow-up reconcile, never awaited here.
+        if await self._healthy(record.port, process.health_path):
+            return ObservedInstance("throttled" if instance.throttled else "running"), writes
         if not record.alive():
             return ObservedInstance("failed", "process exited; see the instance logs"), writes
         return ObservedInstance("provisioning", "waiting for the health check"), writes
@@ -178,7 +206,7 @@ class LocalDriver:
         if data.exists():
             return 0
         data.mkdir(parents=True)
-        assert instance.template.process is not None
+        assert instance.template is not None and instance.template.process is not None
         for relative, content in instance.template.process.seed_files.items():
             target = (data / relative).resolve()
             if data.resolve() not in target.parents:
@@ -187,31 +215,35 @@ class LocalDriver:
             target.write_text(content.replace("{name}", instance.name).replace("{url}", instance.url))
         return 1
 
-    async def _start(self, directory: Path, instance: DesiredInstance) -> RunRecord:
+    async def _start(self, directory: Path, instance: DesiredInstance, env: tuple[tuple[str, str], ...]) -> RunRecord:
         port = free_port()
-        child = await self._spawn(directory, instance, port)
+        child = await self._spawn(directory, instance, port, env)
         if instance.throttled:
             self._renice(child.pid, True)
         record = RunRecord(child.pid, psutil.Process(child.pid).create_time(), port, instance.throttled)
         (directory / "run.json").write_text(json.dumps(record.__dict__))
         self._children[instance.id] = child
+        self._managed.add(directory)
         log.info("local.started", instance_id=str(instance.id), pid=child.pid, port=port)
         return record
 
-    async def _spawn(self, directory: Path, instance: DesiredInstance, port: int) -> asyncio.subprocess.Process:
+    async def _spawn(
+        self, directory: Path, instance: DesiredInstance, port: int, env: tuple[tuple[str, str], ...]
+    ) -> asyncio.subprocess.Process:
         """Start the process, not yet recorded in run.json (a crash right after leaves a stray: see _kill_strays)."""
-        assert instance.template.process is not None
+        assert instance.template is not None and instance.template.process is not None
         substitutions = {"python": sys.executable, "port": str(port), "data_dir": str(directory / "data"), "host": LOOPBACK}
         command = [part.format(**substitutions) for part in instance.template.process.command]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(directory / "data"), "PORT": str(port),
-               **dict(instance.env)}
+        environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(directory / "data"),
+                       "PORT": str(port), **dict(env)}
         with (directory / "log.txt").open("ab") as log_file:
             return await asyncio.create_subprocess_exec(
-                *command, cwd=directory / "data", env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
-                stderr=log_file, start_new_session=True,
+                *command, cwd=directory / "data", stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file, stderr=log_file, start_new_session=True, env=environment,
             )
 
     async def _stop(self, directory: Path) -> None:
+        self._managed.discard(directory)
         record = self._read_run(directory)
         (directory / "run.json").unlink(missing_ok=True)
         instance_id = uuid.UUID(directory.name)
@@ -270,16 +302,9 @@ class LocalDriver:
             pass
 
     @staticmethod
-    async def _healthy(port: int, path: str, *, wait: bool) -> bool:
-        deadline = time.monotonic() + (HEALTH_TIMEOUT_SECONDS if wait else 0)
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            while True:
-                try:
-                    response = await client.get(f"http://{LOOPBACK}:{port}{path}")
-                    if response.status_code < 500:
-                        return True
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() >= deadline:
-                    return False
-                await asyncio.sleep(0.1)
+    async def _healthy(port: int, path: str) -> bool:
+        async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_SECONDS) as client:
+            try:
+                return (await client.get(f"http://{LOOPBACK}:{port}{path}")).status_code < 500
+            except httpx.TransportError:
+                return False
