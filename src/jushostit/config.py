@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,11 +57,13 @@ class Settings(BaseSettings):
     auth_rate_limit: str = "30/minute"
 
     max_body_bytes: int = 1_048_576
-    db_pool_size: int = 5
-    worker_concurrency: int = 2
+    db_pool_size: int = Field(default=5, ge=1)
+    worker_concurrency: int = Field(default=2, ge=1)
+    email_worker_concurrency: int = Field(default=1, ge=1)
     run_worker_in_serve: bool = True
     resync_interval_seconds: int = Field(default=300, ge=5)
     expired_retention_days: int = Field(default=30, ge=1)
+    free_renewal_window_days: int = Field(default=3, ge=1)
 
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -80,6 +82,29 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @model_validator(mode="after")
+    def _pool_fits_workers(self) -> Settings:
+        # A reconcile job holds two connections (its account lock and its session); emails one; the API needs
+        # at least one. The pool may overflow by its own size.
+        needed = self.database_connections_needed
+        if self.run_worker_in_serve and 2 * self.db_pool_size < needed:
+            raise ValueError(
+                f"JUSHOSTIT_DB_POOL_SIZE={self.db_pool_size} is too small for the workers: they need {needed} "
+                f"connections (2 x JUSHOSTIT_WORKER_CONCURRENCY + JUSHOSTIT_EMAIL_WORKER_CONCURRENCY + 1) and "
+                f"the pool gives at most {2 * self.db_pool_size}; raise it to at least {(needed + 1) // 2}"
+            )
+        return self
+
+    @property
+    def database_connections_needed(self) -> int:
+        return 2 * self.worker_concurrency + self.email_worker_concurrency + 1
+
+    @property
+    def job_pool_size(self) -> int:
+        """The job connector's pool: a connection per running job, a LISTEN connection per worker (two), and
+        one for heartbeats, stalled-job recovery and defers."""
+        return self.worker_concurrency + self.email_worker_concurrency + 3
 
     @property
     def base_url(self) -> str:

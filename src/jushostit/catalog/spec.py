@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import re
+import secrets
+import string
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from jushostit.kit import money
 from jushostit.kit.schemas import INT32_MAX, MinorUnits, Note
 
 Code = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$", max_length=63)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", max_length=3)]
+# Documented as the currencies we know the exponent of; PlanCreate and PlanUpdate refuse the others.
+Currency = Annotated[
+    str, Field(pattern=r"^[A-Z]{3}$", max_length=3, json_schema_extra={"enum": sorted(money.EXPONENTS)})
+]
 StripePriceId = Annotated[str, Field(min_length=1, max_length=100)]
 BillingModes = Annotated[list[Literal["card", "invoice", "prepaid", "free"]], Field(min_length=1, max_length=4)]
 # Also the name of the stored secret a generated value is kept under (stored_secrets.name is 100 characters).
@@ -56,6 +62,18 @@ class Generated(Spec):
 
     length: int = Field(default=32, ge=8, le=256)
     alphabet: Literal["alnum", "hex", "urlsafe", "printable"] = "alnum"
+
+    def new_value(self) -> str:
+        alphabet = ALPHABETS[self.alphabet]
+        return "".join(secrets.choice(alphabet) for _ in range(self.length))
+
+
+ALPHABETS = {
+    "alnum": string.ascii_letters + string.digits,
+    "hex": "0123456789abcdef",
+    "urlsafe": string.ascii_letters + string.digits + "-_",
+    "printable": string.ascii_letters + string.digits + "!#%+,-./:;<=>?@[]^_{|}~",
+}
 
 
 class EnvVar(Spec):

@@ -77,7 +77,7 @@ async def open_container(settings: Settings, *, apply_migrations: bool = True) -
         try:
             async with database.unit_of_work() as session:  # shipped plans and templates (a broken one stops here)
                 await seed_catalog(session)
-            async with jobs.connected(libpq_url(url), max_size=max(2, settings.worker_concurrency + 1)):
+            async with jobs.connected(libpq_url(url), max_size=settings.job_pool_size):
                 yield container
         finally:
             _current = previous
