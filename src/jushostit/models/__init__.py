@@ -11,6 +11,7 @@ from jushostit.models.instance import Instance
 from jushostit.models.invite import Invite
 from jushostit.models.magic_link import MagicLink
 from jushostit.models.oidc_identity import OIDCIdentity
+from jushostit.models.payment import Payment
 from jushostit.models.plan import Plan
 from jushostit.models.service_template import ServiceTemplate
 from jushostit.models.stored_secret import StoredSecret
@@ -33,6 +34,7 @@ __all__ = [
     "MagicLink",
     "Membership",
     "OIDCIdentity",
+    "Payment",
     "Plan",
     "RefreshToken",
     "ServiceTemplate",
