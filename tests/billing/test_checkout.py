@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from jushostit.billing.periods import add_months
 from jushostit.models import Account, AccountStatus, AuditEntry, BillingMode, Membership, Role, Subscription
-from tests.billing.helpers import error_of, reconcile_jobs
+from tests.billing.helpers import error_of, payments_of, reconcile_jobs
 
 FREE_QUOTAS = {"cpu_millicores": 500, "memory_mib": 512, "storage_gib": 1, "max_instances": 1}
 NO_QUOTAS = {"cpu_millicores": 0, "memory_mib": 0, "storage_gib": 0, "max_instances": 0}
@@ -122,6 +122,11 @@ async def test_paid_checkout_is_pending_until_an_admin_marks_it_paid_lifting_onl
     assert shown["entitlement"]["quotas"]["max_instances"] == 3  # the quotas are granted; the hold stops them
     marked = await _audit(session, owner.account_id, "subscription.marked_paid")
     assert len(marked) == 1 and marked[0].actor_id == uuid.UUID(boss.user_id)
+    # The first paid period is the subscription's first payments row, keyed on the pending period's end.
+    [payment] = await payments_of(session, pending["id"])
+    assert (payment.period_start, payment.period_end) == (_at(pending["current_period_end"]), add_months(now, 1))
+    assert (payment.amount_minor, payment.currency, payment.source) == (900, "EUR", "admin")
+    assert payment.recorded_by == uuid.UUID(boss.user_id)
     change = await _audit(session, owner.account_id, "account.billing_status_changed")
     assert change[-1].before["suspension_reasons"] == ["billing", "admin"]
     assert change[-1].after["suspension_reasons"] == ["admin"]

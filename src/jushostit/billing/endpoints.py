@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Body, Depends, status
 from fastapi.responses import Response
 
-from jushostit.auth.dependencies import AccountAccess, require_account, require_admin
+from jushostit.auth.dependencies import AccountAccess, Principal, require_account, require_admin
 from jushostit.auth.scopes import Scope
 from jushostit.billing import service
 from jushostit.billing.provider import PaymentProvider, payment_provider
@@ -14,12 +15,15 @@ from jushostit.billing.repository import BillingRepository
 from jushostit.billing.schemas import (
     CheckoutCreate,
     CheckoutRead,
+    PaymentRecord,
     SubscriptionCancel,
     SubscriptionPage,
     SubscriptionRead,
+    SubscriptionRenew,
 )
+from jushostit.kit import container
 from jushostit.kit.db import SessionDep
-from jushostit.kit.errors import responses
+from jushostit.kit.errors import ErrorResponse, responses
 from jushostit.kit.idempotency import IdempotencyDep
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Plan, Role, Subscription
@@ -31,6 +35,28 @@ BillingReader = Annotated[AccountAccess, Depends(require_account(Scope.billing_r
 BillingWriter = Annotated[AccountAccess, Depends(require_account(Scope.billing_write, Role.admin))]
 Provider = Annotated[PaymentProvider, Depends(payment_provider)]
 Paging = Annotated[PageParams, Depends(page_params)]
+PlatformAdmin = Annotated[Principal, Depends(require_admin())]
+
+# The 409 codes of a renewal, for the OpenAPI.
+RENEWAL_CONFLICTS = {
+    "subscription_cancelled": "the subscription is cancelled: check out again",
+    "subscription_pending": "the subscription waits for its first payment (mark-paid)",
+    "renewal_period_mismatch": "`period_start` is neither the next period nor a paid one (see `details`)",
+    "subscription_changed": "the period changed while it was being renewed: reload and retry",
+    "idempotency_key_reused": "the `Idempotency-Key` was used for another request",
+    "idempotency_key_in_use": "a request with this `Idempotency-Key` is still running",
+}
+CUSTOMER_RENEWAL_CONFLICTS = {
+    **RENEWAL_CONFLICTS,
+    "payment_required": "a paid plan renews when its payment is recorded",
+    "renewal_not_open": "a free plan renews only in its last days; `details.opens_at` says when",
+}
+
+
+def conflicts(codes: dict[str, str]) -> dict[int | str, dict[str, Any]]:
+    """A 409 entry for `responses=` that lists the route's error codes."""
+    listed = "; ".join(f"`{code}`: {meaning}" for code, meaning in codes.items())
+    return {409: {"model": ErrorResponse, "description": f"Conflict. {listed}."}}
 
 
 def subscription_read(subscription: Subscription, plan: Plan) -> SubscriptionRead:
@@ -92,20 +118,32 @@ async def list_subscriptions(access: BillingReader, session: SessionDep, page: P
 @router.post(
     "/accounts/{account_id}/subscriptions/{subscription_id}/renew",
     response_model=SubscriptionRead,
-    responses=responses(401, 403, 404, 409, 422),
+    responses={**responses(401, 403, 404, 422), **conflicts(CUSTOMER_RENEWAL_CONFLICTS)},
 )
 async def renew_subscription(
-    subscription_id: uuid.UUID, access: BillingWriter, session: SessionDep, idempotency: IdempotencyDep
+    subscription_id: uuid.UUID,
+    access: BillingWriter,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    body: Annotated[SubscriptionRenew, Body(default_factory=SubscriptionRenew)],
 ) -> Response:
-    """Extends the period by one interval from max(period end, now) — exactly once per `Idempotency-Key`."""
+    """Pays for the next period of a free plan: it follows on from the period end (from now once lapsed).
+    Open in the last `JUSHOSTIT_FREE_RENEWAL_WINDOW_DAYS` days of the period, never more than one period
+    ahead. Each period is renewed once: naming a paid `period_start` again, or repeating an `Idempotency-Key`,
+    answers the subscription without extending it. Paid plans renew when their payment is recorded."""
+    window = timedelta(days=container.current().settings.free_renewal_window_days)
 
     async def run() -> SubscriptionRead:
         return subscription_read(
-            *await service.renew(session, account_id=access.account.id, subscription_id=subscription_id)
+            *await service.renew(
+                session, account_id=access.account.id, subscription_id=subscription_id,
+                period_start=body.period_start, renewed_by=access.principal.user.id,
+                free_renewal_window=window,
+            )
         )
 
     return await idempotency.run(
-        session, principal_id=access.principal.user.id, body=None, status_code=status.HTTP_200_OK, action=run
+        session, principal_id=access.principal.user.id, body=body, status_code=status.HTTP_200_OK, action=run
     )
 
 
@@ -130,20 +168,43 @@ async def cancel_subscription(
     tags=["admin"],
     responses=responses(401, 403, 404, 409),
 )
-async def mark_subscription_paid(subscription_id: uuid.UUID, session: SessionDep) -> SubscriptionRead:
+async def mark_subscription_paid(
+    subscription_id: uuid.UUID, admin: PlatformAdmin, session: SessionDep
+) -> SubscriptionRead:
     """Confirms the off-platform payment of a pending subscription: active for one interval from now; the
     account's `billing` hold (only that one) is lifted."""
-    return subscription_read(*await service.mark_paid(session, subscription_id=subscription_id))
+    return subscription_read(
+        *await service.mark_paid(session, subscription_id=subscription_id, recorded_by=admin.user.id)
+    )
 
 
 @router.post(
     "/admin/subscriptions/{subscription_id}/renew",
     response_model=SubscriptionRead,
-    dependencies=[Depends(require_admin())],
     tags=["admin"],
-    responses=responses(401, 403, 404, 409),
+    responses={**responses(401, 403, 404, 422), **conflicts(RENEWAL_CONFLICTS)},
 )
-async def renew_subscription_paid(subscription_id: uuid.UUID, session: SessionDep) -> SubscriptionRead:
-    """Records the off-platform payment of an active subscription's next period: the period is extended once
-    and the account's `billing` hold (only that one) is lifted."""
-    return subscription_read(*await service.renew_paid(session, subscription_id=subscription_id))
+async def renew_subscription_paid(
+    subscription_id: uuid.UUID,
+    body: PaymentRecord,
+    admin: PlatformAdmin,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+) -> Response:
+    """Records the off-platform payment of the period starting at `period_start` (the subscription's
+    `current_period_end`): the period is extended once and the account's `billing` hold (only that one) is
+    lifted. Recording a period that is paid already — a retried click, a second operator — answers the
+    subscription without extending it. Honours `Idempotency-Key`."""
+
+    async def run() -> SubscriptionRead:
+        return subscription_read(
+            *await service.record_payment(
+                session, subscription_id=subscription_id, period_start=body.period_start,
+                amount_minor=body.amount_minor, external_reference=body.external_reference,
+                recorded_by=admin.user.id,
+            )
+        )
+
+    return await idempotency.run(
+        session, principal_id=admin.user.id, body=body, status_code=status.HTTP_200_OK, action=run
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 FREE_PERIOD = timedelta(days=30)
@@ -24,3 +25,10 @@ def period_end(start: datetime, *, interval: str, free: bool, anchor_day: int | 
     if free:
         return start + FREE_PERIOD
     return add_months(start, MONTHS[interval], anchor_day=anchor_day)
+
+
+def anchor_day(boundaries: Iterable[datetime]) -> int:
+    """The day consecutive boundaries of monthly periods are anchored on. Each is clamped to the end of a
+    short month, but of two consecutive months one has 31 days, so the largest day among them is the anchor.
+    (Yearly periods all fall in one month: an anchor past Feb 28 reads as the 28th.)"""
+    return max(moment.day for moment in boundaries)

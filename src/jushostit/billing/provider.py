@@ -20,6 +20,9 @@ class CheckoutResult:
 
 class PaymentProvider(Protocol):
     name: str
+    # Whether a customer may extend a paid plan's period with no payment recorded for it (a provider that
+    # bills the period itself afterwards would). None does today: a paid period is renewed by its payment.
+    customer_can_renew_without_payment: bool
 
     async def start_checkout(self, account: Account, plan: Plan) -> CheckoutResult:
         """Begin paying for `plan`; the subscription stays pending until the payment is confirmed."""
@@ -30,6 +33,7 @@ class ManualProvider:
     """Paid off-platform (bank transfer, invoice, a deal): a platform admin marks the subscription paid."""
 
     name = "manual"
+    customer_can_renew_without_payment = False
 
     async def start_checkout(self, account: Account, plan: Plan) -> CheckoutResult:
         return CheckoutResult()
@@ -41,3 +45,11 @@ _MANUAL = ManualProvider()
 def payment_provider() -> PaymentProvider:
     """The provider checkouts use (a FastAPI dependency, so the choice lives in one place)."""
     return _MANUAL
+
+
+_BY_NAME: dict[str, PaymentProvider] = {_MANUAL.name: _MANUAL}
+
+
+def provider_named(name: str) -> PaymentProvider | None:
+    """The provider a subscription was taken out with; None for one this installation does not run."""
+    return _BY_NAME.get(name)

@@ -1,5 +1,5 @@
-"""Every query of subscriptions. Tenant scoping for subscriptions lives here: customer routes name a
-subscription only together with its account."""
+"""Every query of subscriptions and their payments. Tenant scoping for subscriptions lives here: customer
+routes name a subscription only together with its account."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import Account, Plan, Subscription
+from jushostit.models import Account, Payment, Plan, Subscription
 
 
 class BillingRepository:
@@ -99,6 +100,53 @@ class BillingRepository:
             .execution_options(populate_existing=True)
         )
         return await self.session.scalar(stmt)
+
+    async def claim_period(
+        self,
+        subscription: Subscription,
+        *,
+        period_start: datetime,
+        period_end: datetime,
+        amount_minor: int,
+        currency: str,
+        source: str,
+        external_reference: str | None,
+        recorded_by: uuid.UUID | None,
+    ) -> bool:
+        """Record the payment of the period starting at `period_start`: INSERT … ON CONFLICT DO NOTHING on
+        (subscription, period_start). False when that period is paid already — a concurrent report of it is
+        waited for, and counts once it commits (REFERENCE §1 F1)."""
+        stmt = (
+            insert(Payment)
+            .values(
+                subscription_id=subscription.id, account_id=subscription.account_id,
+                provider=subscription.provider, period_start=period_start, period_end=period_end,
+                amount_minor=amount_minor, currency=currency, source=source,
+                external_reference=external_reference, recorded_by=recorded_by,
+            )
+            .on_conflict_do_nothing(index_elements=[Payment.subscription_id, Payment.period_start])
+            .returning(Payment.id)
+        )
+        return await self.session.scalar(stmt) is not None
+
+    async def is_paid(self, subscription_id: uuid.UUID, period_start: datetime) -> bool:
+        paid = exists().where(Payment.subscription_id == subscription_id, Payment.period_start == period_start)
+        return bool(await self.session.scalar(select(paid)))
+
+    async def paid_period_starts(
+        self, subscription_id: uuid.UUID, *, after: datetime, before: datetime
+    ) -> list[datetime]:
+        """The starts of the paid periods strictly between `after` and `before`, in order."""
+        stmt = (
+            select(Payment.period_start)
+            .where(
+                Payment.subscription_id == subscription_id,
+                Payment.period_start > after,
+                Payment.period_start < before,
+            )
+            .order_by(Payment.period_start)
+        )
+        return list((await self.session.scalars(stmt)).all())
 
     async def activate_pending(
         self, subscription_id: uuid.UUID, *, start: datetime, end: datetime

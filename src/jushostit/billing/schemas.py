@@ -3,9 +3,12 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field
 
 from jushostit.catalog.spec import Code
-from jushostit.kit.schemas import RequestModel, ResponseModel, from_json_string
+from jushostit.kit.schemas import DisplayName, MinorUnits, RequestModel, ResponseModel, from_json_string
 
 
 class CheckoutCreate(RequestModel):
@@ -42,3 +45,23 @@ class CancelAt(enum.StrEnum):
 
 class SubscriptionCancel(RequestModel):
     at: from_json_string(CancelAt) = CancelAt.period_end
+
+
+# The period a renewal pays for, named by its start: the `current_period_end` the client saw. Naming it makes
+# a retry harmless: a period that is paid already is not paid again.
+PeriodStart = Annotated[
+    from_json_string(AwareDatetime),
+    Field(description="Start of the period paid for: the subscription's `current_period_end` as last read."),
+]
+
+
+class SubscriptionRenew(RequestModel):
+    period_start: PeriodStart | None = None  # default: the period after the current one
+
+
+class PaymentRecord(RequestModel):
+    """An off-platform payment of a subscription's next period, as an operator records it."""
+
+    period_start: PeriodStart
+    amount_minor: MinorUnits | None = Field(default=None, description="What was paid; default: the plan's price")
+    external_reference: DisplayName | None = Field(default=None, description="The invoice or transfer number")

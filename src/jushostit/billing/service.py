@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
 from jushostit.billing import periods
-from jushostit.billing.provider import PaymentProvider
+from jushostit.billing.provider import PaymentProvider, provider_named
 from jushostit.billing.repository import BillingRepository
 from jushostit.billing.schemas import CancelAt
 from jushostit.catalog.repository import CatalogRepository
 from jushostit.kit.db import utcnow
 from jushostit.kit.errors import Conflict, NotFound
-from jushostit.models import Account, AccountStatus, Plan, Subscription, SuspensionReason
-from jushostit.reconcile.trigger import request_reconcile
+from jushostit.models import Account, AccountStatus, Payment, Plan, Subscription, SuspensionReason
+from jushostit.triggers import request_reconcile
 
 
 @dataclass(frozen=True)
@@ -140,20 +141,34 @@ async def checkout(
     return CheckoutOutcome(subscription, plan, checkout_url)
 
 
-async def mark_paid(session: AsyncSession, *, subscription_id: uuid.UUID) -> tuple[Subscription, Plan]:
-    """A platform admin confirms the payment of a pending (manual) subscription: it becomes active for one
-    interval from now, and the payment lifts the account's `billing` hold — only that one."""
-    repository = BillingRepository(session)
+async def _subscription_by_id(
+    repository: BillingRepository, subscription_id: uuid.UUID
+) -> tuple[Subscription, Plan]:
     found = await repository.subscription_by_id(subscription_id)
     if found is None:
         raise NotFound("Subscription not found", code="subscription_not_found")
-    _, plan = found
-    account = await _locked_account(repository, found[0].account_id)
-    now = utcnow()
+    return found
+
+
+async def mark_paid(
+    session: AsyncSession, *, subscription_id: uuid.UUID, recorded_by: uuid.UUID
+) -> tuple[Subscription, Plan]:
+    """A platform admin confirms the payment of a pending (manual) subscription: it becomes active for one
+    interval from now, and the payment lifts the account's `billing` hold — only that one. The payment is
+    the subscription's first payments row (the pending → active compare-and-set makes it the only one)."""
+    repository = BillingRepository(session)
+    pending, plan = await _subscription_by_id(repository, subscription_id)
+    account = await _locked_account(repository, pending.account_id)
+    pending_end, now = pending.current_period_end, utcnow()
     end = periods.period_end(now, interval=plan.interval, free=is_free(plan))
     subscription = await repository.activate_pending(subscription_id, start=now, end=end)
     if subscription is None:
         raise Conflict("Only a pending subscription can be marked paid", code="subscription_not_pending")
+    await repository.add(Payment(
+        subscription_id=subscription.id, account_id=account.id, provider=subscription.provider,
+        period_start=pending_end, period_end=end, amount_minor=plan.price_minor, currency=plan.currency,
+        source="admin", recorded_by=recorded_by,
+    ))
     await audit.record(
         session, action="subscription.marked_paid", target_type="subscription", target_id=subscription.id,
         account_id=account.id, before={"status": "pending"},
@@ -172,54 +187,172 @@ async def _subscription_of(repository: BillingRepository, account_id: uuid.UUID,
     return found
 
 
-async def renew(
-    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, paid: bool = False
-) -> tuple[Subscription, Plan]:
-    """Extend the period by one interval from max(period end, now). The extension is a compare-and-set on the
-    period end the renewal saw, so two renewals of one period never both apply; a scheduled cancellation is
-    withdrawn (renewing says the customer stays). A paid plan on the manual provider renews only when an
-    operator records the payment (`paid=True`), which also lifts the `billing` hold."""
-    repository = BillingRepository(session)
-    subscription, plan = await _subscription_of(repository, account_id, subscription_id)
+@dataclass(frozen=True)
+class PaymentReport:
+    """Who reports the next period as paid, and what was paid (minor units of the plan's currency)."""
+
+    source: str  # admin | customer
+    amount_minor: int
+    external_reference: str | None
+    recorded_by: uuid.UUID | None
+
+
+async def _already_paid(
+    repository: BillingRepository, subscription: Subscription, period_start: datetime | None
+) -> bool:
+    """A renewal pays for the period starting at the current period end, unless it names another. A named
+    period that is paid already makes it a repeat: nothing to do. Any other period is a stale view."""
+    if period_start is None or period_start == subscription.current_period_end:
+        return False
+    if await repository.is_paid(subscription.id, period_start):
+        return True
+    raise Conflict(
+        "That is not the subscription's next period; reload the subscription and renew the period it names",
+        code="renewal_period_mismatch",
+        details={
+            "period_start": period_start.isoformat(),
+            "next_period_start": subscription.current_period_end.isoformat(),
+        },
+    )
+
+
+def _refuse_unless_renewable(subscription: Subscription) -> None:
     if subscription.status == "cancelled":
         raise Conflict("A cancelled subscription cannot be renewed; check out again", code="subscription_cancelled")
     if subscription.status == "pending":
         raise Conflict("The subscription is waiting for its payment", code="subscription_pending")
-    if not is_free(plan) and subscription.provider == "manual" and not paid:
-        raise Conflict(
-            "A paid plan renews when its payment is recorded by an operator", code="payment_required",
-            details={"plan": plan.code},
-        )
-    now = utcnow()
-    before = _period_fields(subscription)
+
+
+async def _period_starts(repository: BillingRepository, subscription: Subscription) -> list[datetime]:
+    """The starts of the periods the current one is made of: its own start, then each paid period's."""
+    paid = await repository.paid_period_starts(
+        subscription.id, after=subscription.current_period_start, before=subscription.current_period_end
+    )
+    return [subscription.current_period_start, *paid]
+
+
+async def _renew_once(
+    session: AsyncSession,
+    repository: BillingRepository,
+    subscription: Subscription,
+    plan: Plan,
+    report: PaymentReport,
+    *,
+    starts: list[datetime],
+    now: datetime,
+    lifts_billing_hold: bool,
+) -> tuple[Subscription, Plan]:
+    """Pay the period that follows the current period end, once: the payments row claims (subscription,
+    period) and the extension is a compare-and-set on the period end, in one transaction. A concurrent
+    renewal of the same period waits for this one and then answers with its result."""
     seen_end = subscription.current_period_end
-    if seen_end >= now:  # still running: the new period follows on, anchored on the original start day
-        start, base, anchor = subscription.current_period_start, seen_end, subscription.current_period_start.day
+    free = is_free(plan)
+    if seen_end >= now:
+        # Still running: the period follows on, anchored on the day the periods began. The subscription then
+        # starts at the period running now (never at a future one: that would entitle nothing until then).
+        start = max(moment for moment in starts if moment <= now)
+        anchor = periods.anchor_day([*starts, seen_end])
+        end = periods.period_end(seen_end, interval=plan.interval, free=free, anchor_day=anchor)
     else:  # lapsed: a fresh period from now
-        start, base, anchor = now, now, now.day
-    end = periods.period_end(base, interval=plan.interval, free=is_free(plan), anchor_day=anchor)
+        start, end = now, periods.period_end(now, interval=plan.interval, free=free)
+    claimed = await repository.claim_period(
+        subscription, period_start=seen_end, period_end=end, amount_minor=report.amount_minor,
+        currency=plan.currency, source=report.source, external_reference=report.external_reference,
+        recorded_by=report.recorded_by,
+    )
+    if not claimed:
+        return await _subscription_by_id(repository, subscription.id)
+    before = _period_fields(subscription)
     renewed = await repository.extend_period(subscription.id, seen_end=seen_end, start=start, end=end)
     if renewed is None:
         raise Conflict(
             "The subscription changed while it was being renewed; reload it and try again",
             code="subscription_changed",
         )
+    payment = {
+        "period_start": seen_end.isoformat(), "amount_minor": report.amount_minor, "currency": plan.currency,
+        "source": report.source, "external_reference": report.external_reference,
+    }
     await audit.record(
         session, action="subscription.renewed", target_type="subscription", target_id=renewed.id,
-        account_id=account_id, before=before, after={**_period_fields(renewed), "paid": paid},
+        account_id=renewed.account_id, before=before, after={**_period_fields(renewed), "payment": payment},
     )
-    if paid:
-        await _account_entitled_by(session, await _locked_account(repository, account_id), plan, payment=True)
-    request_reconcile(account_id)
+    if lifts_billing_hold:
+        account = await _locked_account(repository, renewed.account_id)
+        await _account_entitled_by(session, account, plan, payment=True)
+    request_reconcile(renewed.account_id)
     return renewed, plan
 
 
-async def renew_paid(session: AsyncSession, *, subscription_id: uuid.UUID) -> tuple[Subscription, Plan]:
-    """A platform admin records the payment of the next period of an active (manual) subscription."""
-    found = await BillingRepository(session).subscription_by_id(subscription_id)
-    if found is None:
-        raise NotFound("Subscription not found", code="subscription_not_found")
-    return await renew(session, account_id=found[0].account_id, subscription_id=subscription_id, paid=True)
+async def renew(
+    session: AsyncSession,
+    *,
+    account_id: uuid.UUID,
+    subscription_id: uuid.UUID,
+    period_start: datetime | None,
+    renewed_by: uuid.UUID,
+    free_renewal_window: timedelta,
+) -> tuple[Subscription, Plan]:
+    """A customer renews for the period after the current one (or the one `period_start` names; naming a
+    period that is paid already answers the subscription as it is). A free plan renews only in the last
+    `free_renewal_window` of its period, or once it has lapsed, so never more than one period ahead. A paid
+    plan renews with its payment (`record_payment`) unless its provider says otherwise. Renewing withdraws a
+    scheduled cancellation (it says the customer stays)."""
+    repository = BillingRepository(session)
+    subscription, plan = await _subscription_of(repository, account_id, subscription_id)
+    if await _already_paid(repository, subscription, period_start):
+        return subscription, plan
+    _refuse_unless_renewable(subscription)
+    provider = provider_named(subscription.provider)
+    if not is_free(plan) and not (provider and provider.customer_can_renew_without_payment):
+        raise Conflict(
+            "A paid plan renews when its payment is recorded", code="payment_required",
+            details={"plan": plan.code},
+        )
+    starts = await _period_starts(repository, subscription)
+    now = utcnow()
+    if is_free(plan):
+        # Never before the last paid period has begun: at most the running period and the next are paid.
+        opens_at = max(subscription.current_period_end - free_renewal_window, starts[-1])
+        if now < opens_at:
+            raise Conflict(
+                f"A free plan renews in the last {free_renewal_window.days} days of its period",
+                code="renewal_not_open",
+                details={"opens_at": opens_at.isoformat(),
+                         "current_period_end": subscription.current_period_end.isoformat()},
+            )
+    report = PaymentReport(source="customer", amount_minor=0, external_reference=None, recorded_by=renewed_by)
+    return await _renew_once(
+        session, repository, subscription, plan, report, starts=starts, now=now, lifts_billing_hold=False
+    )
+
+
+async def record_payment(
+    session: AsyncSession,
+    *,
+    subscription_id: uuid.UUID,
+    period_start: datetime,
+    amount_minor: int | None,
+    external_reference: str | None,
+    recorded_by: uuid.UUID,
+) -> tuple[Subscription, Plan]:
+    """A platform admin records the payment of an active subscription's period starting at `period_start` (its
+    current period end): the period is extended once and the account's `billing` hold (only that one) is
+    lifted. The amount defaults to the plan's price. Recording a period that is paid already changes
+    nothing."""
+    repository = BillingRepository(session)
+    subscription, plan = await _subscription_by_id(repository, subscription_id)
+    if await _already_paid(repository, subscription, period_start):
+        return subscription, plan
+    _refuse_unless_renewable(subscription)
+    report = PaymentReport(
+        source="admin", amount_minor=plan.price_minor if amount_minor is None else amount_minor,
+        external_reference=external_reference, recorded_by=recorded_by,
+    )
+    starts = await _period_starts(repository, subscription)
+    return await _renew_once(
+        session, repository, subscription, plan, report, starts=starts, now=utcnow(), lifts_billing_hold=True
+    )
 
 
 async def cancel(
