@@ -15,7 +15,7 @@ import pytest
 from jushostit.kit import jobs
 from jushostit.reconcile import tasks
 from jushostit.reconcile.tasks import defer_reconcile, resync_all
-from jushostit.reconcile.trigger import RECONCILE_TASK
+from jushostit.triggers import RECONCILE_TASK
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed
 from tests.live import Live, processes_in

@@ -8,7 +8,7 @@ from jushostit.audit import service as audit
 from jushostit.events.repository import EventRepository
 from jushostit.kit.errors import Conflict
 from jushostit.models import Account, AccountStatus, BillingMode, SuspensionReason
-from jushostit.reconcile.trigger import request_reconcile
+from jushostit.triggers import request_reconcile
 
 
 async def suspend(session: AsyncSession, *, account: Account, reason: SuspensionReason, note: str | None) -> Account:

@@ -21,7 +21,7 @@ from jushostit.models import Account, Instance
 from jushostit.notifications.service import queue_email
 from jushostit.reconcile.repository import ReconcileRepository
 from jushostit.reconcile.service import account_entitlement
-from jushostit.reconcile.trigger import request_reconcile
+from jushostit.triggers import request_reconcile
 from jushostit.vault import service as vault
 
 RESTART_TASK = "instance.restart"

@@ -35,7 +35,7 @@ from jushostit.models import Account, Instance, Plan, Subscription
 from jushostit.notifications.service import queue_email
 from jushostit.reconcile.desired import InstanceInput, build_desired, missing_generated
 from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
-from jushostit.reconcile.trigger import (
+from jushostit.triggers import (
     at_deadline,
     follow_up,
     request_reconcile,

@@ -15,7 +15,7 @@ from jushostit.kit import container
 from jushostit.kit.jobs import app
 from jushostit.reconcile import service
 from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
-from jushostit.reconcile.trigger import FACT_CHANGE_PRIORITY, RECONCILE_TASK, queueing_lock
+from jushostit.triggers import FACT_CHANGE_PRIORITY, RECONCILE_TASK, queueing_lock
 from jushostit.runtime.registry import driver_for
 
 # Accounts per resync chunk: locked, read and applied together; each chunk costs a fixed few queries, and its

@@ -1,5 +1,7 @@
 """Every fact change asks for a reconcile of its account; the request is deferred after the commit. Lower
-packages (billing, instances, admin) call this module; it only enqueues and never imports the reconciler.
+packages (billing, instances, admin) call this module; it only enqueues and never imports the reconciler. It
+sits outside `reconcile`, next to `kit`, so the packages the reconciler reads (billing.facts) publish "account
+changed" without an import cycle (docs/architecture.md, Package boundaries).
 
 Reconcile jobs carry no procrastinate `lock`: the account's advisory lock (reconcile.repository), taken with a
 try-lock on the job's own connection, keeps passes apart and dies with its connection, so no lock outlives a
