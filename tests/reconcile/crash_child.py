@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from jushostit.config import Settings
-from jushostit.kit.container import open_container
+from jushostit.bootstrap import open_container
 from jushostit.reconcile.service import reconcile_account
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import DesiredInstance

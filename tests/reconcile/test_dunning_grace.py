@@ -31,7 +31,7 @@ async def test_reconciler_applies_the_grace_of_the_billing_mode(live: Live) -> N
                               .values(past_due_since=ten_days_ago, status=AccountStatus.past_due))
     expected = {BillingMode.card: "stopped", BillingMode.invoice: "running"}  # grace 7 days vs 14 days
     for mode, (owner, instance) in accounts.items():
-        await live.reconcile(owner.account_id)
+        await live.converge(owner.account_id)
         shown = (await live.client.get(f"/v1/accounts/{owner.account_id}", headers=owner.headers)).json()
         assert shown["entitlement"]["level"] == expected[mode], (mode, shown["entitlement"])
         body = await live.instance(owner, instance["id"])

@@ -25,7 +25,7 @@ from jushostit.accounts.schemas import (
 from jushostit.auth.dependencies import AccountAccess, Principal, require_account, require_user
 from jushostit.auth.scopes import Scope
 from jushostit.billing.facts import load_entitlement_inputs
-from jushostit.kit import container
+from jushostit import container
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
@@ -51,7 +51,7 @@ async def account_read(access: AccountAccess, session: AsyncSession) -> AccountR
     return AccountRead(
         id=account.id,
         name=account.name,
-        status=account.status,
+        status=entitled.account_status,  # from the facts now, never a stale stored value
         suspension_reasons=account.suspension_reasons,
         role=access.role,
         created_at=account.created_at,
@@ -61,6 +61,7 @@ async def account_read(access: AccountAccess, session: AsyncSession) -> AccountR
             reasons=list(entitled.reasons),
             warning_banner=entitled.warning_banner,
             access=entitled.access.value,
+            holds=sorted(entitled.holds),
             quotas=EntitlementQuotas.model_validate(entitled.quotas),
         ),
     )

@@ -3,6 +3,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from pydantic import Field
+
 from jushostit.kit.schemas import (
     DisplayName,
     EmailAddress,
@@ -35,6 +37,8 @@ class AccountEntitlement(ResponseModel):
     reasons: list[str]
     warning_banner: str | None
     access: str  # full | read_only | none
+    holds: list[str] = Field(description="Suspension holds in force: the stored ones and those the facts imply "
+                                         "(billing: past due beyond the grace; budget: spend over the limit)")
     quotas: EntitlementQuotas
 
 

@@ -16,7 +16,7 @@ from jushostit.admin.schemas import (
     UnsuspendRequest,
 )
 from jushostit.auth.dependencies import require_admin
-from jushostit.kit import container
+from jushostit import container
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import NotFound, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
@@ -53,11 +53,13 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
         count, failing, error, reconciled = health.get(account.id, (0, 0, None, None))
         items.append(
             AdminAccountRead(
-                id=account.id, name=account.name, status=account.status, suspension_reasons=account.suspension_reasons,
+                id=account.id, name=account.name, status=entitled.account_status,
+                suspension_reasons=account.suspension_reasons, holds=sorted(entitled.holds),
                 billing_mode=account.billing_mode,
                 level=entitled.level.name, reasons=list(entitled.reasons), access=entitled.access.value,
                 instances=count, failing_instances=failing, last_error=error, last_reconciled_at=reconciled,
-                created_at=account.created_at,
+                reconcile_error=account.reconcile_error, reconcile_error_at=account.reconcile_error_at,
+                reconcile_failures=account.reconcile_failures, created_at=account.created_at,
             )
         )
     return items

@@ -22,7 +22,10 @@ class AdminRepository:
             stmt = stmt.where(Account.id > after)
         if failing_only:
             stmt = stmt.where(
-                Account.id.in_(select(Instance.account_id).where(Instance.last_error.is_not(None), Instance.deleted_at.is_(None)))
+                Account.reconcile_error.is_not(None)
+                | Account.id.in_(
+                    select(Instance.account_id).where(Instance.last_error.is_not(None), Instance.deleted_at.is_(None))
+                )
             )
         return list((await self.session.scalars(stmt)).all())
 

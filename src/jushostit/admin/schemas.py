@@ -3,6 +3,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from pydantic import Field
+
 from jushostit.kit.schemas import Note, RequestModel, ResponseModel, from_json_string
 from jushostit.models import AccountStatus, BillingMode, SuspensionReason
 
@@ -23,16 +25,22 @@ class BillingModeUpdate(RequestModel):
 class AdminAccountRead(ResponseModel):
     id: uuid.UUID
     name: str
-    status: AccountStatus
-    suspension_reasons: list[str]
+    status: AccountStatus = Field(description="Derived from the billing facts at read time")
+    suspension_reasons: list[str] = Field(description="Holds set by people (admins, the contract); lift them one by one")
+    holds: list[str] = Field(description="Every hold in force: the stored ones and those the facts imply "
+                                         "(billing: past due beyond the grace; budget: spend over the limit)")
     billing_mode: BillingMode
     level: str
     reasons: list[str]
     access: str
     instances: int
     failing_instances: int
-    last_error: str | None
+    last_error: str | None = Field(description="The latest error of one of its instances (full text, admins only)")
     last_reconciled_at: datetime | None
+    reconcile_error: str | None = Field(description="Why the account's last reconcile pass failed (full text); "
+                                        "cleared by the next pass that succeeds")
+    reconcile_error_at: datetime | None
+    reconcile_failures: int = Field(description="Passes failed in a row (each retried with backoff)")
     created_at: datetime
 
 

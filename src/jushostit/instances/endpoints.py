@@ -27,10 +27,10 @@ from jushostit.instances.schemas import (
     InstanceRead,
     LogLines,
 )
-from jushostit.kit import container
-from jushostit.kit.db import SessionDep
+from jushostit import container
+from jushostit.kit.db import SessionDep, read_only
 from jushostit.kit.errors import NotFound, responses
-from jushostit.kit.idempotency import IdempotencyDep
+from jushostit.idempotency import IdempotencyDep
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Account, Instance, Role
 from jushostit.runtime.registry import driver_for, instance_address
@@ -68,6 +68,10 @@ AccountInstancesReader = Annotated[AccountAccess, Depends(require_account(Scope.
 AccountInstancesWriter = Annotated[AccountAccess, Depends(require_account(Scope.instances_write))]
 
 
+# Runtime errors can name hosts, paths and cluster objects: customers get this note, admins the error.
+CUSTOMER_ERROR_NOTE = "The platform could not apply the last change to this service; it retries automatically."
+
+
 def instance_read(instance: Instance) -> InstanceRead:
     url, _ = instance_address(container.current().settings, instance.slug)
     return InstanceRead(
@@ -81,7 +85,7 @@ def instance_read(instance: Instance) -> InstanceRead:
         status=instance.observed_status,
         status_reason=instance.status_reason,
         desired_level=instance.desired_level,
-        last_error=instance.last_error,
+        last_error=CUSTOMER_ERROR_NOTE if instance.last_error else None,
         last_reconciled_at=instance.last_reconciled_at,
         delete_requested_at=instance.delete_requested_at,
         expired_at=instance.expired_at,
@@ -110,6 +114,7 @@ async def order_instance(
 
 
 @router.get("/accounts/{account_id}/instances", response_model=InstancePage, responses=responses(400, 401, 403, 404))
+@read_only
 async def list_instances(
     access: AccountInstancesReader, session: SessionDep, page: Annotated[PageParams, Depends(page_params)]
 ) -> InstancePage:
@@ -119,6 +124,7 @@ async def list_instances(
 
 
 @router.get("/instances/{instance_id}", response_model=InstanceRead, responses=responses(401, 403, 404))
+@read_only
 async def get_instance(access: InstanceReader) -> InstanceRead:
     return instance_read(access.instance)
 
@@ -149,6 +155,7 @@ async def restart_instance(access: InstanceWriter, session: SessionDep) -> Insta
 
 
 @router.get("/instances/{instance_id}/logs", response_model=LogLines, responses=responses(401, 403, 404, 422))
+@read_only
 async def instance_logs(access: InstanceReader, tail: Annotated[int, Query(ge=1, le=5000)] = 200) -> LogLines:
     lines = await driver_for(container.current().settings).logs(access.instance.id, tail)
     return LogLines(lines=lines)

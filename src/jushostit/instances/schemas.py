@@ -30,8 +30,11 @@ class InstanceRead(ResponseModel):
     status: str = Field(description="Observed status: what the runtime reported, not the intent")
     status_reason: str | None
     desired_level: str
-    last_error: str | None
-    last_reconciled_at: datetime | None
+    last_error: str | None = Field(
+        description="A short, safe note when the platform could not apply the last change (it retries on its "
+                    "own); the full error is shown to platform admins only"
+    )
+    last_reconciled_at: datetime | None = Field(description="When the reconciler last changed this instance")
     delete_requested_at: datetime | None
     expired_at: datetime | None
     created_at: datetime

@@ -34,6 +34,7 @@ class Instance(Base):
     failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when the reconciler last changed it
     first_ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    settled_status: Mapped[str | None] = mapped_column(String(16))  # the last status that was not `provisioning`
     delete_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -371,12 +371,13 @@ async def write_back(database: Database, settings: Settings, snap: Snapshot, obs
                                 row.observed_status, now)
 
 
-def lifecycle_email(before: str, after: str, *, first_ready: bool) -> str | None:
-    """Which email a status change sends, if any ("ready" once; a process restarted after a crash is not news)."""
+def lifecycle_email(settled_before: str | None, after: str, *, first_ready: bool) -> str | None:
+    """Which email a status change sends, if any: "ready" once, "restored" after a stop, an expiry or a
+    throttle; a process started again after a crash is not news (its last settled status was running)."""
     if after == "running":
-        if before in {"stopped", "expired", "throttled"}:
-            return "instance_restored"
-        return "instance_ready" if first_ready else None
+        if first_ready:
+            return "instance_ready"
+        return "instance_restored" if settled_before in {"stopped", "expired", "throttled"} else None
     return {"stopped": "instance_suspended", "expired": "instance_expired", "deleted": "instance_deleted"}.get(after)
 
 
@@ -395,10 +396,13 @@ async def _announce(session: AsyncSession, settings: Settings, account: Account,
     first_ready = after in {"running", "throttled"} and instance.first_ready_at is None
     if first_ready:
         instance.first_ready_at = now
+    settled_before = instance.settled_status
+    if after != "provisioning":
+        instance.settled_status = after
     payload = {"type": "instance.status", "account_id": str(account.id), "instance_id": str(instance.id),
                "status": after, "reason": instance.status_reason, "at": now.isoformat()}
     await EventRepository(session).publish(payload)
-    template = lifecycle_email(before, after, first_ready=first_ready)
+    template = lifecycle_email(settled_before, after, first_ready=first_ready)
     if template and account.billing_email:
         await queue_email(session, to=account.billing_email, template=template,
                           values={"name": instance.name, "url": url, "reason": instance.status_reason or "",

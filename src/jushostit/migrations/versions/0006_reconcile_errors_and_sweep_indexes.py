@@ -23,7 +23,11 @@ def upgrade() -> None:
     op.add_column("accounts", sa.Column("reconcile_failures", sa.Integer(), nullable=False, server_default="0"))
     # When an instance first answered its health check: "ready" is mailed once, not after every restart.
     op.add_column("instances", sa.Column("first_ready_at", sa.DateTime(timezone=True), nullable=True))
+    # The last status that was not a transition (provisioning): a process started again after a crash is
+    # not "restored", one started after a suspension is.
+    op.add_column("instances", sa.Column("settled_status", sa.String(16), nullable=True))
     op.execute("UPDATE instances SET first_ready_at = last_reconciled_at WHERE observed_status IN ('running', 'throttled')")
+    op.execute("UPDATE instances SET settled_status = observed_status WHERE observed_status <> 'provisioning'")
     # The expiry-notice sweep scans active subscriptions by period end; the retention purge expired instances;
     # the idempotency purge keys by age.
     op.create_index("ix_subscriptions_active_period_end", "subscriptions", ["current_period_end"],
@@ -37,6 +41,7 @@ def downgrade() -> None:
     op.drop_index("ix_idempotency_keys_created_at", table_name="idempotency_keys")
     op.drop_index("ix_instances_live_expired_at", table_name="instances")
     op.drop_index("ix_subscriptions_active_period_end", table_name="subscriptions")
+    op.drop_column("instances", "settled_status")
     op.drop_column("instances", "first_ready_at")
     op.drop_column("accounts", "reconcile_failures")
     op.drop_column("accounts", "reconcile_error_at")
