@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
@@ -27,11 +28,15 @@ from jushostit.vault import service as vault
 RESTART_TASK = "instance.restart"
 
 
-def usage(instances: list[tuple[TemplateSpec, str]]) -> Quotas:
-    """What a set of (template, tier) instances takes from the plan's quotas (limits, volumes, count)."""
+def usage(instances: list[tuple[TemplateSpec | None, str]]) -> Quotas:
+    """What a set of (template, tier) instances takes from the plan's quotas (limits, volumes, count). An
+    instance whose template (or tier) can no longer be read counts as an instance with no resources: it is
+    `failed` and must not turn every later order into an error."""
     total = Quotas(max_instances=len(instances))
     for template, tier in instances:
-        resources = template.tiers[tier]
+        resources = template.tiers.get(tier) if template is not None else None
+        if template is None or resources is None:
+            continue
         storage = sum(v.size_gib for v in template.volumes) + (template.database.size_gib if template.database else 0)
         total = total + Quotas(resources.cpu_limit_millicores, resources.memory_limit_mib, storage, 0)
     return total
@@ -45,6 +50,13 @@ def quota_problem(used: Quotas, quotas: Quotas) -> str | None:
     return None
 
 
+def readable_template(spec: object) -> TemplateSpec | None:
+    try:
+        return TemplateSpec.model_validate(spec)
+    except ValidationError:
+        return None
+
+
 async def order(
     session: AsyncSession, settings: Settings, box: SecretBox, *, account: Account, data: InstanceCreate
 ) -> Instance:
@@ -52,7 +64,9 @@ async def order(
     template_row = await repository.template(data.template)
     if template_row is None:
         raise NotFound(f"Unknown template {data.template!r}", code="unknown_template")
-    template = TemplateSpec.model_validate(template_row.spec)
+    template = readable_template(template_row.spec)
+    if template is None:
+        raise Conflict(f"The template {data.template!r} is unavailable", code="template_unavailable")
     tier = data.tier or template.default_tier
     if tier not in template.tiers:
         raise BadRequest(f"Unknown tier {tier!r}; choose one of {sorted(template.tiers)}", code="unknown_tier")
@@ -68,8 +82,8 @@ async def order(
                        code="not_entitled", details={"level": entitled.level.name, "reasons": list(entitled.reasons)})
     if await repository.name_taken(account.id, data.name):
         raise Conflict(f"An instance named {data.name!r} already exists in this account", code="duplicate_name")
-    specs = {t.code: TemplateSpec.model_validate(t.spec) for t in await repository.templates({i.template_code for i in existing})}
-    used = usage([(specs[i.template_code], i.tier) for i in existing] + [(template, tier)])
+    specs = {t.code: readable_template(t.spec) for t in await repository.templates({i.template_code for i in existing})}
+    used = usage([(specs.get(i.template_code), i.tier) for i in existing] + [(template, tier)])
     problem = quota_problem(used, entitled.quotas)
     if problem:
         raise Conflict(problem, code="quota_exceeded", details={"quotas": entitled.quotas.__dict__, "after_order": used.__dict__})
@@ -125,7 +139,8 @@ async def request_restart(session: AsyncSession, *, instance: Instance) -> None:
 
 async def credentials(session: AsyncSession, box: SecretBox, *, instance: Instance) -> list[tuple[str, str]]:
     template = await InstanceRepository(session).template(instance.template_code)
-    shown = {v.name for v in TemplateSpec.model_validate(template.spec).env if v.secret} if template else set()
+    spec = readable_template(template.spec) if template else None
+    shown = {v.name for v in spec.env if v.secret} if spec else set()
     values = await vault.read(session, box, owner_type="instance", owner_id=instance.id)
     return sorted((name, value) for name, value in values.items() if name in shown)
 
