@@ -42,7 +42,7 @@ from sqlalchemy import event, select, text
 
 from jushostit.app import create_app
 from jushostit.config import Settings
-from jushostit.kit.container import open_container
+from jushostit.bootstrap import open_container
 from jushostit.kit.db import utcnow
 from jushostit.kit.logging import configure_logging
 from jushostit.models import Account, AccountStatus, Plan, Subscription, User

@@ -31,7 +31,7 @@ from sqlalchemy import delete, select, text, update
 from jushostit.app import create_app
 from jushostit.config import Settings
 from jushostit.kit import jobs
-from jushostit.kit.container import Container
+from jushostit.container import Container
 from jushostit.models import (
     Account,
     AuditEntry,

@@ -33,7 +33,7 @@ from jushostit.events.broker import Broker
 from jushostit.events.endpoints import router as events_router
 from jushostit.instances.endpoints import router as instances_router
 from jushostit.kit import context, metrics
-from jushostit.kit.container import Container
+from jushostit.container import Container
 from jushostit.kit.db import libpq_url
 from jushostit.kit.errors import AppError, ErrorResponse, error_payload
 from jushostit.runtime.local.router import LocalRouter

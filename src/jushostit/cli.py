@@ -54,7 +54,8 @@ def worker() -> None:
 @cli.command()
 def migrate() -> None:
     """Apply pending database migrations (serve and worker also do this on start)."""
-    from jushostit.kit import container, migrate as migrations
+    from jushostit import container
+    from jushostit.kit import migrate as migrations
 
     settings = _settings()
     typer.echo("Applying migrations…")
@@ -94,7 +95,7 @@ def admin_create(
 ) -> None:
     """Create a platform admin, or make an existing user one."""
     from jushostit.auth import service
-    from jushostit.kit.container import open_container
+    from jushostit.bootstrap import open_container
     from jushostit.kit.errors import AppError
 
     settings = _settings()
@@ -124,7 +125,7 @@ def audit_verify() -> None:
     """Check the audit hash chain; exits 1 and names the first entry that does not match."""
     from jushostit.audit import service
     from jushostit.audit.repository import AuditRepository
-    from jushostit.kit.container import open_container
+    from jushostit.bootstrap import open_container
 
     settings = _settings()
 
@@ -145,7 +146,7 @@ def audit_verify() -> None:
 @keys_cli.command("rotate")
 def keys_rotate() -> None:
     """Re-encrypt every stored secret with the first key of JUSHOSTIT_SECRET_KEYS."""
-    from jushostit.kit.container import open_container
+    from jushostit.bootstrap import open_container
     from jushostit.vault import service
 
     settings = _settings()

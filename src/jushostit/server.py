@@ -17,7 +17,7 @@ import uvicorn
 from jushostit.app import create_app
 from jushostit.config import Settings
 from jushostit.kit import jobs
-from jushostit.kit.container import open_container
+from jushostit.bootstrap import open_container
 from jushostit.reconcile.tasks import schedule_resync
 from jushostit.runtime.registry import local_driver
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from jushostit.billing.tasks import KEEP_IDEMPOTENCY_KEYS_FOR
 from jushostit.kit.db import utcnow
-from jushostit.kit.idempotency import IdempotencyRepository
+from jushostit.idempotency import IdempotencyRepository
 from jushostit.models import IdempotencyKey
 
 

@@ -22,7 +22,8 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from jushostit.auth.repository import AuthRepository
 from jushostit.auth.scopes import API_KEY_PREFIX, Scope
 from jushostit.auth.tokens import read_access_token
-from jushostit.kit import container, context
+from jushostit import container
+from jushostit.kit import context
 from jushostit.kit.crypto import token_hash
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import Forbidden, NotFound, TooManyRequests, Unauthorized

@@ -24,7 +24,7 @@ from jushostit.auth.schemas import (
     TokenPair,
     UserRead,
 )
-from jushostit.kit import container
+from jushostit import container
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import responses
 from jushostit.kit.pagination import PageParams, page_params, split_page

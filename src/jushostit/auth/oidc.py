@@ -21,7 +21,7 @@ from jushostit.auth import service
 from jushostit.auth.schemas import TokenPair
 from jushostit.auth.dependencies import public
 from jushostit.config import Settings, resolve_secrets
-from jushostit.kit import container
+from jushostit import container
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import AppError, NotFound, Unauthorized, responses
 

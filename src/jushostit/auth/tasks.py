@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from jushostit.auth.repository import AuthRepository
-from jushostit.kit import container
+from jushostit import container
 from jushostit.kit.db import utcnow
 from jushostit.kit.jobs import app
 

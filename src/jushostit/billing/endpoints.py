@@ -21,10 +21,10 @@ from jushostit.billing.schemas import (
     SubscriptionRead,
     SubscriptionRenew,
 )
-from jushostit.kit import container
+from jushostit import container
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import ErrorResponse, responses
-from jushostit.kit.idempotency import IdempotencyDep
+from jushostit.idempotency import IdempotencyDep
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Plan, Role, Subscription
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from jushostit.kit import container
+from jushostit import container
 from jushostit.kit.db import utcnow
-from jushostit.kit.idempotency import IdempotencyRepository
+from jushostit.idempotency import IdempotencyRepository
 from jushostit.kit.jobs import app
 
 KEEP_IDEMPOTENCY_KEYS_FOR = timedelta(days=7)

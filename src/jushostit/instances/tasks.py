@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from jushostit.instances.repository import InstanceRepository
 from jushostit.instances.service import RESTART_TASK, send_expiry_notices
-from jushostit.kit import container
+from jushostit import container
 from jushostit.kit.db import utcnow
 from jushostit.kit.jobs import app
 from jushostit.reconcile.repository import ReconcileLocks

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator
+import importlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,15 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 log = structlog.get_logger(__name__)
 
-TASK_MODULES = [
-    "jushostit.notifications.tasks",
-    "jushostit.auth.tasks",
-    "jushostit.billing.tasks",
-    "jushostit.reconcile.tasks",
-    "jushostit.instances.tasks",
-]
-
-app = procrastinate.App(connector=procrastinate.PsycopgConnector(), import_paths=TASK_MODULES)
+# The modules that register tasks on `app` are named by the caller (jushostit.bootstrap): kit knows no domain.
+app = procrastinate.App(connector=procrastinate.PsycopgConnector())
 
 # Workers heartbeat every HEARTBEAT_SECONDS; one silent for STALLED_AFTER_SECONDS is dead (a kill -9, a lost
 # machine) and its running jobs are handed back to the queue (DESIGN §8).
@@ -40,10 +34,13 @@ RECOVERY_INTERVAL_SECONDS = 5.0
 
 
 @contextlib.asynccontextmanager
-async def connected(conninfo: str, *, max_size: int = 4) -> AsyncIterator[procrastinate.App]:
-    """The job app, connected to `conninfo` for the duration of the block."""
+async def connected(
+    conninfo: str, *, max_size: int = 4, task_modules: Sequence[str] = ()
+) -> AsyncIterator[procrastinate.App]:
+    """The job app, connected to `conninfo` for the duration of the block, with `task_modules` imported."""
     # A task module that fails to import would make every defer of its tasks fail: fail at start-up instead.
-    app.perform_import_paths()
+    for module in task_modules:
+        importlib.import_module(module)
     connector = procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=max_size)
     with app.replace_connector(connector):
         async with app.open_async():

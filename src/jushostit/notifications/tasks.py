@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from jushostit.kit import container
+from jushostit import container
 from jushostit.kit.db import utcnow
 from jushostit.kit.jobs import app
 from jushostit.notifications import service

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from procrastinate.exceptions import AlreadyEnqueued
 
-from jushostit.kit import container
+from jushostit import container
 from jushostit.kit.jobs import app
 from jushostit.reconcile import service
 from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository

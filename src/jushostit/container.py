@@ -1,20 +1,22 @@
 """Process-wide wiring: settings, the database (embedded or DATABASE_URL), the secret box, the job app.
 
 `serve`, `worker`, the CLI commands and the tests all open the same container, so every entry point runs on
-the same code path.
+the same code path. It knows no domain: what the application adds at start-up (the shipped catalog, its task
+modules) comes from the caller, `jushostit.bootstrap`. Entry points (endpoints, tasks) read it through
+`current()`; services never do, they take what they need as arguments.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.catalog.service import seed as seed_catalog
 from jushostit.config import Settings, generated_secrets_path, resolve_secrets
 from jushostit.kit import embedded_pg, jobs, migrate
 from jushostit.kit.crypto import SecretBox
@@ -59,7 +61,15 @@ def database_url(settings: Settings) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def open_container(settings: Settings, *, apply_migrations: bool = True) -> AsyncIterator[Container]:
+async def open_container(
+    settings: Settings,
+    *,
+    apply_migrations: bool = True,
+    on_open: Callable[[AsyncSession], Awaitable[object]] | None = None,
+    task_modules: Sequence[str] = (),
+) -> AsyncIterator[Container]:
+    """`on_open` runs in one unit of work before the job app connects (a failure stops the start-up);
+    `task_modules` are imported when it does."""
     global _current
     with database_url(settings) as url:
         if apply_migrations:
@@ -75,9 +85,10 @@ async def open_container(settings: Settings, *, apply_migrations: bool = True) -
         container = Container(settings, database, url, SecretBox(keys), jwt_secret)
         previous, _current = _current, container
         try:
-            async with database.unit_of_work() as session:  # shipped plans and templates (a broken one stops here)
-                await seed_catalog(session)
-            async with jobs.connected(libpq_url(url), max_size=settings.job_pool_size):
+            if on_open is not None:
+                async with database.unit_of_work() as session:
+                    await on_open(session)
+            async with jobs.connected(libpq_url(url), max_size=settings.job_pool_size, task_modules=task_modules):
                 yield container
         finally:
             _current = previous
