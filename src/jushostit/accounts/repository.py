@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import Account, Invite, Membership, Role, User
+from jushostit.models import Invite, Membership, Role, User
 
 
 class AccountRepository:
@@ -41,10 +41,6 @@ class AccountRepository:
             )
         ).first()
         return (row[0], row[1]) if row else None
-
-    async def lock_account(self, account_id: uuid.UUID) -> Account | None:
-        """Serialises membership changes of one account (the last-owner rule is checked under this lock)."""
-        return await self.session.scalar(select(Account).where(Account.id == account_id).with_for_update())
 
     async def owner_count(self, account_id: uuid.UUID) -> int:
         return int(

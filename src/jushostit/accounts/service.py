@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jushostit.accounts.repository import AccountRepository
 from jushostit.accounts.schemas import AccountUpdate, InviteCreate
 from jushostit.audit import service as audit
+from jushostit.billing.repository import BillingRepository
 from jushostit.config import Settings
 from jushostit.kit.crypto import new_token, token_hash
 from jushostit.kit.db import utcnow
@@ -51,7 +52,7 @@ async def change_role(
     session: AsyncSession, *, account_id: uuid.UUID, acting_role: Role, user_id: uuid.UUID, role: Role
 ) -> tuple[User, Membership]:
     repository = AccountRepository(session)
-    await repository.lock_account(account_id)
+    await BillingRepository(session).lock_account(account_id)
     found = await repository.member_for_update(account_id, user_id)
     if found is None:
         raise NotFound("Member not found")
@@ -71,7 +72,7 @@ async def change_role(
 async def remove_member(session: AsyncSession, *, account_id: uuid.UUID, acting: User, acting_role: Role,
                         user_id: uuid.UUID) -> None:
     repository = AccountRepository(session)
-    await repository.lock_account(account_id)
+    await BillingRepository(session).lock_account(account_id)
     found = await repository.member_for_update(account_id, user_id)
     if found is None:
         raise NotFound("Member not found")
@@ -146,7 +147,7 @@ async def accept_invite(session: AsyncSession, *, user: User, token: str) -> Inv
         raise NotFound("This invite is invalid, expired, revoked or already used", code="invite_invalid")
     if invite.email != user.email:
         raise Forbidden("This invite was sent to another email address", code="invite_email_mismatch")
-    await repository.lock_account(invite.account_id)
+    await BillingRepository(session).lock_account(invite.account_id)
     if await repository.member_for_update(invite.account_id, user.id) is not None:
         raise Conflict("You are already a member of this account", code="already_member")
     membership = Membership(account_id=invite.account_id, user_id=user.id, role=invite.role)

@@ -16,19 +16,20 @@ from jushostit.admin.schemas import (
     UnsuspendRequest,
 )
 from jushostit.auth.dependencies import require_admin
+from jushostit.billing.facts import entitlement_inputs, instance_facts
+from jushostit.billing.repository import BillingRepository
 from jushostit import container
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import NotFound, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Account
 from jushostit.reconcile.repository import ReconcileRepository
-from jushostit.reconcile.service import account_entitlement
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin())])
 
 
 async def _account(session: SessionDep, account_id: uuid.UUID) -> Account:
-    account = await AdminRepository(session).account_for_update(account_id)
+    account = await BillingRepository(session).lock_account(account_id)
     if account is None:
         raise NotFound("Account not found")
     return account
@@ -43,13 +44,11 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
     now, settings = utcnow(), container.current().settings
     items = []
     for account in accounts:
-        entitled = account_entitlement(
+        entitled = entitlement_inputs(
             account,
             [(s, p) for s, p in subscriptions if s.account_id == account.id],
-            [i for i in instances if i.account_id == account.id],
-            now,
-            settings,
-        )
+            expired_retention_days=settings.expired_retention_days,
+        ).decide(now, instance_facts(i for i in instances if i.account_id == account.id))
         count, failing, error, reconciled = health.get(account.id, (0, 0, None, None))
         items.append(
             AdminAccountRead(

@@ -13,9 +13,6 @@ class AdminRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def account_for_update(self, account_id: uuid.UUID) -> Account | None:
-        return await self.session.scalar(select(Account).where(Account.id == account_id).with_for_update())
-
     async def accounts(self, *, after: uuid.UUID | None, limit: int, failing_only: bool) -> list[Account]:
         stmt = select(Account).order_by(Account.id).limit(limit)
         if after is not None:

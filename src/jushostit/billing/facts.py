@@ -1,7 +1,8 @@
 """The inputs of the pure `entitlement(...)` decision, loaded for one account.
 
-The conversions (`subscription_facts`, `account_facts`, ...) are pure, so the reconciler can build the same
-facts from rows it loaded itself; `load_entitlement_inputs` is the one loader for a single account.
+The conversions (`subscription_facts`, `account_facts`, `instance_facts`, ...) are pure, so the reconciler can
+build the same facts from rows it loaded itself; `load_entitlement_inputs` is the one loader for a single
+account (instances and accounts use it; nobody else builds entitlement inputs).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from jushostit.entitlement import (
     entitlement,
     next_change,
 )
-from jushostit.models import Account, BillingMode, Plan, Subscription
+from jushostit.models import Account, BillingMode, Instance, Plan, Subscription
 
 DEFAULT_EXPIRED_RETENTION_DAYS = 30
 
@@ -79,6 +80,10 @@ def account_facts(account: Account) -> AccountFacts:
 
 def budget_facts(account: Account) -> BudgetFacts:
     return BudgetFacts(limit_minor=account.budget_minor, spent_minor=account.month_spend_minor)
+
+
+def instance_facts(instances: Iterable[Instance]) -> list[InstanceFacts]:
+    return [InstanceFacts(i.id, i.delete_requested_at) for i in instances]
 
 
 @dataclass(frozen=True)

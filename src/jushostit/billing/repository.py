@@ -23,7 +23,9 @@ class BillingRepository:
         await self.session.flush()
 
     async def lock_account(self, account_id: uuid.UUID) -> Account | None:
-        """Serialises the billing changes of one account, with its row freshly read."""
+        """The account row, locked and freshly read: the one lock of an account's facts. Billing changes,
+        orders (quota and name checks), membership changes and admin holds take it, so a pass reading the
+        facts under it sees them all or none of them."""
         return await self.session.scalar(
             select(Account)
             .where(Account.id == account_id)
@@ -160,6 +162,24 @@ class BillingRepository:
             .execution_options(populate_existing=True)
         )
         return await self.session.scalar(stmt)
+
+    async def claim_expiry_notices(self, now: datetime, horizon: datetime) -> list[tuple[uuid.UUID, datetime]]:
+        """Active subscriptions that end within the horizon and will not renew by themselves (manual provider
+        or cancelling at period end), whose notice for this period is not sent yet. Claimed by compare-and-set,
+        so two sweeps never send it twice. Returns (account, period end)."""
+        rows = await self.session.execute(
+            update(Subscription)
+            .where(
+                Subscription.status == "active",
+                Subscription.current_period_end > now,
+                Subscription.current_period_end <= horizon,
+                (Subscription.provider == "manual") | Subscription.cancel_at_period_end,
+                Subscription.expiry_notice_for.is_distinct_from(Subscription.current_period_end),
+            )
+            .values(expiry_notice_for=Subscription.current_period_end)
+            .returning(Subscription.account_id, Subscription.current_period_end)
+        )
+        return [(account_id, ends) for account_id, ends in rows.all()]
 
     async def cancel(self, subscription_id: uuid.UUID, *, now: datetime | None) -> Subscription | None:
         """Cancel at `now`, or at period end when `now` is None; None when it was already cancelled."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import Account, Instance, Membership, Role, ServiceTemplate, Subscription
+from jushostit.models import Account, Instance, Membership, Role, ServiceTemplate
 
 
 class InstanceRepository:
@@ -67,11 +67,6 @@ class InstanceRepository:
         self.session.add(instance)
         await self.session.flush()
 
-    async def lock_account(self, account_id: uuid.UUID) -> Account | None:
-        """Serialises the orders of one account (quota and name checks), with its row freshly read."""
-        stmt = select(Account).where(Account.id == account_id).with_for_update()
-        return await self.session.scalar(stmt.execution_options(populate_existing=True))
-
     async def lock(self, instance_id: uuid.UUID) -> Instance | None:
         return await self.session.scalar(select(Instance).where(Instance.id == instance_id).with_for_update())
 
@@ -80,24 +75,6 @@ class InstanceRepository:
 
     async def account(self, account_id: uuid.UUID) -> Account | None:
         return await self.session.get(Account, account_id)
-
-    async def claim_expiry_notices(self, now: datetime, horizon: datetime) -> list[tuple[uuid.UUID, datetime]]:
-        """Active subscriptions that end within the horizon and will not renew by themselves (manual provider
-        or cancelling at period end), whose notice for this period is not sent yet. Claimed by compare-and-set,
-        so two sweeps never send it twice. Returns (account, period end)."""
-        rows = await self.session.execute(
-            update(Subscription)
-            .where(
-                Subscription.status == "active",
-                Subscription.current_period_end > now,
-                Subscription.current_period_end <= horizon,
-                (Subscription.provider == "manual") | Subscription.cancel_at_period_end,
-                Subscription.expiry_notice_for.is_distinct_from(Subscription.current_period_end),
-            )
-            .values(expiry_notice_for=Subscription.current_period_end)
-            .returning(Subscription.account_id, Subscription.current_period_end)
-        )
-        return [(account_id, ends) for account_id, ends in rows.all()]
 
     async def accounts_with_expired_before(self, cutoff: datetime) -> list[uuid.UUID]:
         stmt = (

@@ -9,6 +9,8 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
+from jushostit.billing.facts import instance_facts, load_entitlement_inputs
+from jushostit.billing.repository import BillingRepository
 from jushostit.catalog.spec import TemplateSpec
 from jushostit.config import Settings
 from jushostit.entitlement import Quotas
@@ -20,8 +22,6 @@ from jushostit.kit.db import utcnow
 from jushostit.kit.errors import BadRequest, Conflict, NotFound
 from jushostit.models import Account, Instance
 from jushostit.notifications.service import queue_email
-from jushostit.reconcile.repository import ReconcileRepository
-from jushostit.reconcile.service import account_entitlement
 from jushostit.triggers import request_reconcile
 from jushostit.vault import service as vault
 
@@ -73,10 +73,10 @@ async def order(
 
     # One order of an account at a time, on its freshly read row: concurrent orders would otherwise all pass
     # the quota and name checks below before any of them is committed.
-    account = await repository.lock_account(account.id) or account
+    account = await BillingRepository(session).lock_account(account.id) or account
     existing = await repository.counting_toward_quota(account.id, utcnow())
-    subscriptions = await ReconcileRepository(session).subscriptions([account.id])
-    entitled = account_entitlement(account, subscriptions, existing, utcnow(), settings)
+    facts = await load_entitlement_inputs(session, account, expired_retention_days=settings.expired_retention_days)
+    entitled = facts.decide(utcnow(), instance_facts(existing))
     if not entitled.can_order:
         raise Conflict("Ordering is not allowed: " + ("; ".join(entitled.reasons) or entitled.access),
                        code="not_entitled", details={"level": entitled.level.name, "reasons": list(entitled.reasons)})
@@ -116,7 +116,7 @@ async def request_delete(session: AsyncSession, *, instance_id: uuid.UUID, when:
     now = utcnow()
     at = now
     if when == "period_end":
-        subscriptions = await ReconcileRepository(session).subscriptions([instance.account_id])
+        subscriptions = await BillingRepository(session).all_of(instance.account_id)
         ends = [s.current_period_end for s, _ in subscriptions if s.status == "active" and s.current_period_end > now]
         at = max(ends) if ends else now
     if instance.delete_requested_at is None or at < instance.delete_requested_at:
@@ -154,11 +154,11 @@ async def send_expiry_notices(session: AsyncSession, settings: Settings, *, now:
     repository = InstanceRepository(session)
     sent = 0
     horizon = now + EXPIRY_NOTICE_HORIZON
-    for account_id, ends in await repository.claim_expiry_notices(now, horizon):
+    for account_id, ends in await BillingRepository(session).claim_expiry_notices(now, horizon):
         account = await repository.account(account_id)
         if account is None or not account.billing_email:
             continue
-        subscriptions = await ReconcileRepository(session).subscriptions([account_id])
+        subscriptions = await BillingRepository(session).all_of(account_id)
         if any(s.status == "active" and s.current_period_end > horizon and not s.cancel_at_period_end
                for s, _ in subscriptions):
             continue  # another subscription keeps the services running: nothing is expiring
