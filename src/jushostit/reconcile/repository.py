@@ -138,7 +138,7 @@ class ReconcileLocks:
         )
 
     async def try_many(self, account_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
-        """Lock what is free now; returns the accounts locked."""
+        """Lock what is free now; returns the accounts locked, in the order given."""
         if not account_ids:
             return []
         rows = await self.connection.execute(
@@ -148,7 +148,8 @@ class ReconcileLocks:
             ),
             {"ns": RECONCILE_LOCK_NAMESPACE, "ids": [str(a) for a in account_ids]},
         )
-        return [uuid.UUID(str(row[0])) for row in rows]
+        locked = {uuid.UUID(str(row[0])) for row in rows}
+        return [account_id for account_id in account_ids if account_id in locked]
 
     async def release(self, account_id: uuid.UUID) -> None:
         await self.connection.execute(

@@ -158,7 +158,7 @@ async def reconcile_batch(
             now = utcnow()
             async with database.reader() as session:
                 found = await snapshots(session, settings, locked, now)
-            for snap in found.values():
+            for snap in (found[account_id] for account_id in locked if account_id in found):
                 if snap.next_change is not None and snap.next_change <= now + deadline_horizon:
                     await at_deadline(snap.account.id, snap.next_change)
                 observed = await _pass(database, settings, box, driver, snap, path="resync")
