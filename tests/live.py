@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import os
 import time
@@ -30,8 +31,8 @@ from sqlalchemy import delete, select, text, update
 
 from jushostit.app import create_app
 from jushostit.config import Settings
-from jushostit.kit import jobs
 from jushostit.container import Container
+from jushostit.kit import jobs
 from jushostit.models import (
     Account,
     AuditEntry,
@@ -130,6 +131,15 @@ class Live:
         async with self.container.database.unit_of_work() as session:
             await session.execute(update(Account).where(Account.id == uuid.UUID(who.account_id)).values(billing_mode=mode))
 
+    async def paid_starter(self, admin: Signup, account_name: str, mode: BillingMode = BillingMode.invoice) -> Signup:
+        """An account on the starter plan (three instances), billed by `mode` and marked paid by an operator."""
+        owner = await self.signup(account_name)
+        await self.set_billing_mode(owner, mode)
+        pending = (await self.checkout(owner, "starter"))["subscription"]
+        paid = await self.client.post(f"/v1/admin/subscriptions/{pending['id']}/mark-paid", headers=admin.headers)
+        assert paid.status_code == 200, paid.text
+        return owner
+
     async def login(self, who: Signup) -> dict[str, str]:
         """Fresh tokens (inside a travelled clock the signup's token has expired)."""
         response = await self.client.post("/v1/auth/login", json={"email": who.email, "password": TEST_PASSWORD})
@@ -155,14 +165,14 @@ class Live:
     async def work(self, **options: Any) -> None:
         """A real procrastinate worker that processes what is queued (ours and any leftovers), including the
         reconciles queued for the next seconds (a follow-up of a starting instance, a pass waiting for the
-        account's lock), then returns."""
+        account's lock; not a retry's backoff), then returns."""
         while True:
             await jobs.app.run_worker_async(wait=False, install_signal_handlers=False,
                                             queues=["reconcile", "email", "default"], **options)
             soon = await self._next_soon()
             if soon is None:
                 return
-            await eventually(lambda: self._due(soon), "the next queued reconcile to be due")
+            await eventually(functools.partial(self._due, soon), "the next queued reconcile to be due")
 
     async def _next_soon(self) -> int | None:
         async with self.container.database.engine.connect() as connection:
@@ -170,7 +180,7 @@ class Live:
                 "SELECT id FROM procrastinate_jobs WHERE status = 'todo' AND scheduled_at > now()"
                 " AND scheduled_at <= now() + interval '10 seconds'"
                 " AND (queueing_lock LIKE 'reconcile-follow-up:%' OR queueing_lock LIKE 'reconcile-busy:%'"
-                "  OR queueing_lock LIKE 'reconcile-retry:%' OR task_name = 'instance.restart')"
+                "  OR task_name = 'instance.restart')"
                 " ORDER BY scheduled_at LIMIT 1"
             ))
 

@@ -13,8 +13,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from jushostit.config import Settings
 from jushostit.bootstrap import open_container
+from jushostit.config import Settings
 from jushostit.reconcile.service import reconcile_account
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import DesiredInstance

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from jushostit.catalog.loader import load_templates
-from jushostit.models import BillingMode, ServiceTemplate, StoredSecret
+from jushostit.models import ServiceTemplate, StoredSecret
 from jushostit.reconcile.desired import TEMPLATE_UNAVAILABLE
-from tests.live import Live, Signup, processes_in
+from tests.live import Live, processes_in
 
 
 def static_site_spec(code: str, **changes: Any) -> dict[str, Any]:
@@ -35,16 +35,6 @@ async def custom_template(live: Live) -> AsyncIterator[str]:
         await session.execute(delete(ServiceTemplate).where(ServiceTemplate.code == code))
 
 
-async def paid_starter(live: Live, admin: Signup, name: str) -> Signup:
-    """An account on the starter plan (three instances), paid by invoice and marked paid by an operator."""
-    owner = await live.signup(name)
-    await live.set_billing_mode(owner, BillingMode.invoice)
-    pending = (await live.checkout(owner, "starter"))["subscription"]
-    paid = await live.client.post(f"/v1/admin/subscriptions/{pending['id']}/mark-paid", headers=admin.headers)
-    assert paid.status_code == 200, paid.text
-    return owner
-
-
 async def set_spec(live: Live, code: str, spec: dict[str, Any]) -> None:
     async with live.container.database.unit_of_work() as session:
         await session.execute(update(ServiceTemplate).where(ServiceTemplate.code == code).values(spec=spec))
@@ -54,7 +44,7 @@ async def test_an_unreadable_template_fails_its_instance_alone_and_enforcement_s
     live: Live, custom_template: str
 ) -> None:
     admin = await live.admin()
-    owner = await paid_starter(live, admin, "Broken Co")
+    owner = await live.paid_starter(admin, "Broken Co")
     broken = await live.ordered(owner, "fragile", template=custom_template)
     await live.work()
     await live.until_status(owner, broken["id"], "running")
@@ -83,7 +73,7 @@ async def test_an_unreadable_template_fails_its_instance_alone_and_enforcement_s
 
 
 async def test_a_missing_generated_value_fails_that_instance_only(live: Live, custom_template: str) -> None:
-    owner = await paid_starter(live, await live.admin(), "Secretless Co")
+    owner = await live.paid_starter(await live.admin(), "Secretless Co")
     spec = static_site_spec(custom_template, env=[{"name": "SITE_TOKEN", "generate": {"length": 16}}])
     await set_spec(live, custom_template, spec)
     lost = await live.ordered(owner, "lost", template=custom_template)

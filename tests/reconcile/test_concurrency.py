@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import time
 import uuid
 from collections import defaultdict
@@ -15,9 +16,9 @@ import pytest
 from jushostit.kit import jobs
 from jushostit.reconcile import tasks
 from jushostit.reconcile.tasks import defer_reconcile, resync_all
-from jushostit.triggers import RECONCILE_TASK
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed
+from jushostit.triggers import RECONCILE_TASK
 from tests.live import Live, processes_in
 
 APPLY_SECONDS = 0.3  # the fault hook: a slow apply widens the window a race would need
@@ -47,7 +48,7 @@ class SlowRecordingDriver:
 
 def assert_never_overlapping(spans: list[tuple[str, float, float]]) -> None:
     ordered = sorted(spans, key=lambda s: s[1])
-    for (_, _, end), (_, next_start, _) in zip(ordered, ordered[1:], strict=False):
+    for (_, _, end), (_, next_start, _) in itertools.pairwise(ordered):
         assert end <= next_start, f"two passes over one account overlapped: {ordered}"
 
 

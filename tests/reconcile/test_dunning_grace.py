@@ -14,11 +14,7 @@ from tests.live import Live, Signup
 
 
 async def _paid_starter(live: Live, admin: Signup, mode: BillingMode) -> tuple[Signup, dict]:
-    owner = await live.signup(f"{mode} Co")
-    await live.set_billing_mode(owner, mode)
-    pending = (await live.checkout(owner, "starter"))["subscription"]
-    paid = await live.client.post(f"/v1/admin/subscriptions/{pending['id']}/mark-paid", headers=admin.headers)
-    assert paid.status_code == 200, paid.text
+    owner = await live.paid_starter(admin, f"{mode} Co", mode)
     return owner, await live.ordered(owner, "billed")
 
 

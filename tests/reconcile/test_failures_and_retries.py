@@ -1,0 +1,151 @@
+"""Failures are visible and never delay a fact change (issue 7 §3, §4): a pass that fails is logged, counted in
+/metrics, recorded for admins (customers get a safe note) and retried with a backoff on a queueing lock of its
+own, so a payment or an unsuspend that arrives meanwhile is applied at once; deadlines are scheduled whether
+the pass succeeded or not; permanent problems are not retried."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from jushostit.reconcile import service, tasks
+from jushostit.runtime.local.driver import LocalDriver
+from jushostit.runtime.protocol import AccountState, Observed
+from tests.live import Live
+
+CLUSTER_ERROR = "cluster unreachable: https://10.0.0.5:6443"
+
+
+class FailingFor:
+    """The real local driver, except that applying the accounts in `failing` raises, as an unreachable runtime."""
+
+    def __init__(self, inner: LocalDriver, *failing: uuid.UUID) -> None:
+        self.inner = inner
+        self.failing = set(failing)
+
+    async def apply(self, desired: AccountState) -> Observed:
+        if desired.account_id in self.failing:
+            raise ConnectionError(CLUSTER_ERROR)
+        return await self.inner.apply(desired)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def failures_counted(live: Live, path: str) -> float:
+    text = (await live.client.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "jushostit_reconcile_failures_total" and sample.labels.get("path") == path:
+                return sample.value
+    return 0.0
+
+
+async def test_a_fact_change_is_applied_while_a_failed_pass_waits_for_its_retry(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await live.admin()
+    owner = await live.signup("Flaky Runtime")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "flaky")
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+    account_id = uuid.UUID(owner.account_id)
+    driver = FailingFor(live.driver, account_id)
+    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+
+    suspend = await live.client.post(f"/v1/admin/accounts/{owner.account_id}/suspend", json={"reason": "abuse"},
+                                     headers=admin.headers)
+    assert suspend.status_code == 200
+    await live.work()  # the pass fails: recorded, retried later
+    [(retry_at, retry_lock)] = [s for s in await live.scheduled_of(owner.account_id)
+                                if s[1].startswith("reconcile-retry:")]
+    assert retry_lock == f"reconcile-retry:{account_id}"
+
+    driver.failing.clear()  # the runtime is back; the retry still waits for its backoff
+    lifted = await live.client.post(f"/v1/admin/accounts/{owner.account_id}/unsuspend", json={"reason": "abuse"},
+                                    headers=admin.headers)
+    assert lifted.status_code == 200
+    assert len(await live.jobs_of(owner.account_id, "todo")) == 1  # queued now, not folded into the retry
+    await live.work()
+    body = await live.until_status(owner, site["id"], "running", timeout=10)
+    assert body["last_error"] is None
+    assert retry_at in [s[0] for s in await live.scheduled_of(owner.account_id)]  # its backoff had not run out
+
+
+async def test_a_failing_account_is_logged_counted_and_shown_to_admins_only(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = await live.admin()
+    failing, healthy = await live.signup("Failing Co"), await live.signup("Healthy Co")
+    sites = {}
+    for owner in (failing, healthy):
+        await live.checkout(owner, "free")
+        sites[owner.account_id] = await live.ordered(owner, "site")
+    driver = FailingFor(live.driver, uuid.UUID(failing.account_id))
+    before = await failures_counted(live, "resync")
+    c = live.container
+
+    with caplog.at_level(logging.ERROR):
+        await service.reconcile_batch(c.database, c.settings, c.secret_box, driver,
+                                      [uuid.UUID(failing.account_id), uuid.UUID(healthy.account_id)],
+                                      deadline_horizon=timedelta(0))
+
+    assert any("reconcile.account_failed" in r.getMessage() and failing.account_id in r.getMessage()
+               and CLUSTER_ERROR in r.getMessage() for r in caplog.records)
+    assert await failures_counted(live, "resync") == before + 1
+    listed = await live.client.get("/v1/admin/accounts", params={"failing": "true", "limit": 100},
+                                   headers=admin.headers)
+    [shown] = [a for a in listed.json()["items"] if a["id"] == failing.account_id]
+    assert CLUSTER_ERROR in shown["reconcile_error"] and shown["reconcile_failures"] == 1
+    assert healthy.account_id not in [a["id"] for a in listed.json()["items"]]
+    assert f"reconcile-retry:{failing.account_id}" in [s[1] for s in await live.scheduled_of(failing.account_id)]
+
+    # The sibling account in the same chunk converged; the customer of the failing one sees no internals.
+    await live.converge(healthy.account_id)
+    assert (await live.instance(healthy, sites[healthy.account_id]["id"]))["status"] == "running"
+    customer_view = (await live.client.get(f"/v1/accounts/{failing.account_id}", headers=failing.headers)).text
+    customer_view += (await live.client.get(f"/v1/instances/{sites[failing.account_id]['id']}",
+                                            headers=failing.headers)).text
+    assert "10.0.0.5" not in customer_view and "ConnectionError" not in customer_view
+
+    # The next pass that succeeds clears the admin's view.
+    await live.converge(failing.account_id)
+    listed = await live.client.get("/v1/admin/accounts", params={"failing": "true", "limit": 100},
+                                   headers=admin.headers)
+    assert failing.account_id not in [a["id"] for a in listed.json()["items"]]
+
+
+async def test_deadlines_are_scheduled_even_when_the_pass_fails(live: Live) -> None:
+    owner = await live.signup("Deadline Despite Failure")
+    checkout = await live.checkout(owner, "free")
+    await live.ordered(owner, "site")
+    driver = FailingFor(live.driver, uuid.UUID(owner.account_id))
+    c = live.container
+
+    await service.reconcile_account(c.database, c.settings, c.secret_box, driver, uuid.UUID(owner.account_id))
+    period_end = checkout["subscription"]["current_period_end"]
+    deadlines = [s for s in await live.scheduled_of(owner.account_id) if s[1].startswith("reconcile-at:")]
+    assert [s[0].isoformat() for s in deadlines] == [period_end.replace("Z", "+00:00")]
+
+    async with c.database.autocommit.connect() as connection:  # the resync path schedules them too
+        await connection.exec_driver_sql(
+            "DELETE FROM procrastinate_jobs WHERE queueing_lock LIKE 'reconcile-at:%%' AND args->>'account_id' = %s",
+            (owner.account_id,),
+        )
+    await service.reconcile_batch(c.database, c.settings, c.secret_box, driver, [uuid.UUID(owner.account_id)],
+                                  deadline_horizon=timedelta(days=60))
+    assert [s[1] for s in await live.scheduled_of(owner.account_id) if s[1].startswith("reconcile-at:")]
+
+
+async def test_a_permanent_problem_is_recorded_and_not_retried(live: Live) -> None:
+    owner = await live.paid_starter(await live.admin(), "Not Runnable Here")
+    blog = await live.ordered(owner, "blog", template="wordpress")  # no local process form
+    await live.work()
+    body = await live.until_status(owner, blog["id"], "failed")
+    assert body["status_reason"] == "template not runnable on the local runtime" and body["last_error"] is None
+    assert not [s for s in await live.scheduled_of(owner.account_id) if s[1].startswith("reconcile-retry:")]
