@@ -41,8 +41,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import event, select, text
 
 from jushostit.app import create_app
-from jushostit.config import Settings
 from jushostit.bootstrap import open_container
+from jushostit.config import Settings
 from jushostit.kit.db import utcnow
 from jushostit.kit.logging import configure_logging
 from jushostit.models import Account, AccountStatus, Plan, Subscription, User

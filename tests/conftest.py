@@ -25,10 +25,10 @@ from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from jushostit.app import create_app
-from jushostit.config import Settings
-from jushostit.kit import embedded_pg, migrate
 from jushostit.bootstrap import open_container
+from jushostit.config import Settings
 from jushostit.container import Container
+from jushostit.kit import embedded_pg, migrate
 from jushostit.kit.db import get_session, libpq_url, unit_of_work
 from jushostit.kit.logging import configure_logging
 from jushostit.models import User

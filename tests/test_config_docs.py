@@ -102,7 +102,7 @@ def test_database_url_also_reads_the_prefixed_alias(monkeypatch) -> None:
 def test_the_documented_oidc_example_is_a_valid_configuration(monkeypatch) -> None:
     text = DOC.read_text()
     section = text[text.index("## Sign-in with OpenID Connect") :]
-    block = re.search(r"```json\n(.*?)\n```", section, re.S)
+    block = re.search(r"```json\n(.*?)\n```", section, re.DOTALL)
     assert block, "the OIDC section shows a JSON example"
     monkeypatch.setenv("JUSHOSTIT_OIDC_PROVIDERS", block.group(1))
     providers = Settings().oidc_providers

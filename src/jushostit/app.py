@@ -29,11 +29,11 @@ from jushostit.auth.endpoints import router as auth_router
 from jushostit.billing.endpoints import router as billing_router
 from jushostit.catalog.endpoints import router as catalog_router
 from jushostit.config import Settings
+from jushostit.container import Container
 from jushostit.events.broker import Broker
 from jushostit.events.endpoints import router as events_router
 from jushostit.instances.endpoints import router as instances_router
 from jushostit.kit import context, metrics
-from jushostit.container import Container
 from jushostit.kit.db import libpq_url
 from jushostit.kit.errors import AppError, ErrorResponse, error_payload
 from jushostit.runtime.local.router import LocalRouter

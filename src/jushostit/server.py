@@ -15,9 +15,9 @@ import structlog
 import uvicorn
 
 from jushostit.app import create_app
+from jushostit.bootstrap import open_container
 from jushostit.config import Settings
 from jushostit.kit import jobs
-from jushostit.bootstrap import open_container
 from jushostit.reconcile.tasks import schedule_resync
 from jushostit.runtime.registry import local_driver
 
@@ -110,13 +110,14 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
         )
         server_task = asyncio.create_task(server.serve())
         worker_task = asyncio.create_task(run_worker(settings)) if settings.run_worker_in_serve else None
-        if announce:
-            asyncio.create_task(_announce(server, settings))
+        announcing = asyncio.create_task(_announce(server, settings)) if announce else None
         await _until_stopped(stop, *[t for t in (server_task, worker_task) if t])
         crashed = not stop.is_set()
         server.should_exit = True
         if worker_task:
             worker_task.cancel()
+        if announcing:
+            announcing.cancel()  # still waiting when the server never started
         results = await asyncio.gather(server_task, *([worker_task] if worker_task else []), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):

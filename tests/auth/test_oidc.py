@@ -22,7 +22,8 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from jushostit.config import OIDCProvider
-from jushostit.models import Account, AuditEntry, AuthSession, Membership, OIDCIdentity, User as DbUser
+from jushostit.models import Account, AuditEntry, AuthSession, Membership, OIDCIdentity
+from jushostit.models import User as DbUser
 from tests.conftest import TEST_PASSWORD, asgi_client
 
 CLIENT_ID = "jushostit-test-client"

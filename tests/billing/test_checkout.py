@@ -18,7 +18,7 @@ NO_QUOTAS = {"cpu_millicores": 0, "memory_mib": 0, "storage_gib": 0, "max_instan
 
 
 def _at(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.fromisoformat(value)
 
 
 async def _audit(session, account_id: str, action: str) -> list[AuditEntry]:

@@ -7,8 +7,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from jushostit.billing.tasks import KEEP_IDEMPOTENCY_KEYS_FOR
-from jushostit.kit.db import utcnow
 from jushostit.idempotency import IdempotencyRepository
+from jushostit.kit.db import utcnow
 from jushostit.models import IdempotencyKey
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import re
+import shutil
 import signal
 import socket
 import subprocess

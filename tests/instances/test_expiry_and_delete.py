@@ -13,7 +13,7 @@ from tests.live import Live, processes_in
 
 
 def _at(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.fromisoformat(value)
 
 
 async def test_free_period_end_expires_then_retention_deletes(live: Live) -> None:

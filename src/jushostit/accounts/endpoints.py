@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from jushostit import container
 from jushostit.accounts import service
 from jushostit.accounts.repository import AccountRepository
 from jushostit.accounts.schemas import (
@@ -25,7 +26,6 @@ from jushostit.accounts.schemas import (
 from jushostit.auth.dependencies import AccountAccess, Principal, require_account, require_user
 from jushostit.auth.scopes import Scope
 from jushostit.billing.facts import load_entitlement_inputs
-from jushostit import container
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import responses
 from jushostit.kit.pagination import PageParams, page_params, split_page

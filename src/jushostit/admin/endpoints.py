@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from jushostit import container
 from jushostit.admin import service
 from jushostit.admin.repository import AdminRepository
 from jushostit.admin.schemas import (
@@ -18,7 +19,6 @@ from jushostit.admin.schemas import (
 from jushostit.auth.dependencies import require_admin
 from jushostit.billing.facts import entitlement_inputs, instance_facts
 from jushostit.billing.repository import BillingRepository
-from jushostit import container
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import NotFound, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page

@@ -19,10 +19,10 @@ from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from jushostit import container
 from jushostit.auth.repository import AuthRepository
 from jushostit.auth.scopes import API_KEY_PREFIX, Scope
 from jushostit.auth.tokens import read_access_token
-from jushostit import container
 from jushostit.kit import context
 from jushostit.kit.crypto import token_hash
 from jushostit.kit.db import SessionDep, utcnow

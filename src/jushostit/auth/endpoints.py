@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
+from jushostit import container
 from jushostit.accounts.schemas import AccountRead
 from jushostit.auth import service
 from jushostit.auth.dependencies import Principal, public, require_user
@@ -17,14 +18,13 @@ from jushostit.auth.schemas import (
     LoginRequest,
     MagicLinkConsume,
     MagicLinkRequest,
-    MeRead,
     MembershipRead,
+    MeRead,
     RefreshRequest,
     SignupRequest,
     TokenPair,
     UserRead,
 )
-from jushostit import container
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import responses
 from jushostit.kit.pagination import PageParams, page_params, split_page

@@ -17,11 +17,11 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import RedirectResponse
 from joserfc.errors import JoseError
 
-from jushostit.auth import service
-from jushostit.auth.schemas import TokenPair
-from jushostit.auth.dependencies import public
-from jushostit.config import Settings, resolve_secrets
 from jushostit import container
+from jushostit.auth import service
+from jushostit.auth.dependencies import public
+from jushostit.auth.schemas import TokenPair
+from jushostit.config import Settings, resolve_secrets
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import AppError, NotFound, Unauthorized, responses
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from jushostit.auth.repository import AuthRepository
 from jushostit import container
+from jushostit.auth.repository import AuthRepository
 from jushostit.kit.db import utcnow
 from jushostit.kit.jobs import app
 

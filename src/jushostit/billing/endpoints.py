@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, status
 from fastapi.responses import Response
 
+from jushostit import container
 from jushostit.auth.dependencies import AccountAccess, Principal, require_account, require_admin
 from jushostit.auth.scopes import Scope
 from jushostit.billing import service
@@ -21,10 +22,9 @@ from jushostit.billing.schemas import (
     SubscriptionRead,
     SubscriptionRenew,
 )
-from jushostit import container
+from jushostit.idempotency import IdempotencyDep
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import ErrorResponse, responses
-from jushostit.idempotency import IdempotencyDep
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Plan, Role, Subscription
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from jushostit import container
-from jushostit.kit.db import utcnow
 from jushostit.idempotency import IdempotencyRepository
+from jushostit.kit.db import utcnow
 from jushostit.kit.jobs import app
 
 KEEP_IDEMPOTENCY_KEYS_FOR = timedelta(days=7)

@@ -164,7 +164,6 @@ class TemplateCreate(TemplateSpec):
     def no_process(cls, value: object) -> None:
         if value is not None:
             raise ValueError("only templates shipped with JusHostIt may have a process form (local runtime)")
-        return None
 
 
 TemplateCreateBody = strict_body(TemplateCreate)

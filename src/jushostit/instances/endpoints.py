@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from jushostit import container
 from jushostit.auth.dependencies import (
     AccountAccess,
     AuthRule,
@@ -16,6 +17,7 @@ from jushostit.auth.dependencies import (
     require_account,
 )
 from jushostit.auth.scopes import Scope
+from jushostit.idempotency import IdempotencyDep
 from jushostit.instances import service
 from jushostit.instances.repository import InstanceRepository
 from jushostit.instances.schemas import (
@@ -27,10 +29,8 @@ from jushostit.instances.schemas import (
     InstanceRead,
     LogLines,
 )
-from jushostit import container
 from jushostit.kit.db import SessionDep, read_only
 from jushostit.kit.errors import NotFound, responses
-from jushostit.idempotency import IdempotencyDep
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Account, Instance, Role
 from jushostit.runtime.registry import driver_for, instance_address

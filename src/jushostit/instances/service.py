@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime, timedelta
+
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+from jushostit import container
 from jushostit.instances.repository import InstanceRepository
 from jushostit.instances.service import RESTART_TASK, send_expiry_notices
-from jushostit import container
 from jushostit.kit.db import utcnow
 from jushostit.kit.jobs import app
 from jushostit.reconcile.repository import ReconcileLocks
 from jushostit.reconcile.tasks import defer_reconcile
 from jushostit.runtime.registry import driver_for
-
 
 RESTART_BUSY_RETRY_SECONDS = 1
 

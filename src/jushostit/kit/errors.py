@@ -30,7 +30,7 @@ class BadRequest(AppError):
 class Unauthorized(AppError):
     status_code = 401
     code = "unauthorized"
-    headers = {"WWW-Authenticate": "Bearer"}
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012 - never mutated (TooManyRequests sets its own)
 
 
 class Forbidden(AppError):

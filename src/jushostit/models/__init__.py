@@ -37,10 +37,10 @@ __all__ = [
     "Payment",
     "Plan",
     "RefreshToken",
+    "Role",
     "ServiceTemplate",
     "StoredSecret",
     "Subscription",
-    "Role",
     "SuspensionReason",
     "User",
 ]

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jushostit.config import Settings
 from jushostit.kit import jobs
 from jushostit.kit.logging import MAILBOX_EVENT
+from jushostit.models import EmailOutbox, EmailStatus
 from jushostit.notifications.repository import OutboxRepository
 from jushostit.notifications.templates import render
-from jushostit.models import EmailOutbox, EmailStatus
 
 log = structlog.get_logger(__name__)
 

@@ -35,6 +35,8 @@ from jushostit.models import Account, Instance, Plan, Subscription
 from jushostit.notifications.service import queue_email
 from jushostit.reconcile.desired import InstanceInput, build_desired, missing_generated
 from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
+from jushostit.runtime.protocol import Observed, ObservedInstance, RuntimeDriver
+from jushostit.runtime.registry import instance_address
 from jushostit.triggers import (
     at_deadline,
     follow_up,
@@ -42,8 +44,6 @@ from jushostit.triggers import (
     retry_after_failure,
     when_free,
 )
-from jushostit.runtime.protocol import Observed, ObservedInstance, RuntimeDriver
-from jushostit.runtime.registry import instance_address
 from jushostit.vault import service as vault
 
 log = structlog.get_logger(__name__)

@@ -15,8 +15,8 @@ from jushostit import container
 from jushostit.kit.jobs import app
 from jushostit.reconcile import service
 from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
-from jushostit.triggers import FACT_CHANGE_PRIORITY, RECONCILE_TASK, queueing_lock
 from jushostit.runtime.registry import driver_for
+from jushostit.triggers import FACT_CHANGE_PRIORITY, RECONCILE_TASK, queueing_lock
 
 # Accounts per resync chunk: locked, read and applied together; each chunk costs a fixed few queries, and its
 # locks are held only while that chunk is applied.
