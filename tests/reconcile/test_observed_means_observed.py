@@ -1,0 +1,81 @@
+"""Observed means observed (issue 7 §7): `deleted` is recorded only once the runtime removed the instance, and
+the account status shown is derived from the facts at read time (the stored one is a cache the reconciler
+rewrites), so a past-due account beyond its grace shows `suspended` with the `billing` hold at once."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from jushostit.kit.db import utcnow
+from jushostit.models import Account, AccountStatus, BillingMode
+from jushostit.runtime.local.driver import LocalDriver
+from tests.live import Live
+
+
+class RemovalFails:
+    """The real local driver, except that removing an instance fails (a runtime that is away)."""
+
+    def __init__(self, inner: LocalDriver) -> None:
+        self.inner = inner
+
+    async def remove_instance(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> None:
+        raise ConnectionError("the runtime did not answer")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_deleted_is_recorded_only_after_the_runtime_removed_the_instance(live: Live) -> None:
+    owner = await live.signup("Delete Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "doomed")
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+    response = await live.client.request("DELETE", f"/v1/instances/{site['id']}", headers=owner.headers)
+    assert response.status_code in {200, 202}, response.text
+    c = live.container
+
+    from jushostit.reconcile import service  # the pass itself, with a runtime that cannot remove
+
+    await service.reconcile_account(c.database, c.settings, c.secret_box, RemovalFails(live.driver),
+                                    uuid.UUID(owner.account_id))
+    row = await live.row(site["id"])
+    assert row.deleted_at is None and row.observed_status != "deleted"
+    assert live.data_dir(site).exists()
+    assert await live.emails_of(owner, "instance_deleted") == []
+
+    await live.reconcile(owner.account_id)  # the runtime answers again
+    row = await live.row(site["id"])
+    assert row.deleted_at is not None and row.observed_status == "deleted"
+    assert not live.instance_dir(site).exists()
+    assert len(await live.emails_of(owner, "instance_deleted")) == 1
+
+
+async def test_the_account_status_shown_is_derived_from_the_facts_at_read_time(live: Live) -> None:
+    admin = await live.admin()
+    owner = await live.paid_starter(admin, "Late Payer", BillingMode.card)
+    site = await live.ordered(owner, "shop")
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+    async with live.container.database.unit_of_work() as session:  # unpaid for 10 days; card grace is 7
+        await session.execute(update(Account).where(Account.id == uuid.UUID(owner.account_id)).values(
+            past_due_since=utcnow() - timedelta(days=10), status=AccountStatus.past_due))
+
+    shown = (await live.client.get(f"/v1/accounts/{owner.account_id}", headers=owner.headers)).json()
+    assert shown["status"] == "suspended"  # no reconcile ran: derived from the facts, not the stored value
+    assert shown["entitlement"]["holds"] == ["billing"] and shown["entitlement"]["level"] == "stopped"
+    [listed] = [a for a in (await live.client.get("/v1/admin/accounts", params={"limit": 100},
+                                                  headers=admin.headers)).json()["items"]
+                if a["id"] == owner.account_id]
+    assert listed["status"] == "suspended" and listed["holds"] == ["billing"] and listed["suspension_reasons"] == []
+
+    await live.converge(owner.account_id)  # the reconciler rewrites the stored cache, audited
+    async with live.container.database.sessionmaker() as session:
+        stored = await session.get(Account, uuid.UUID(owner.account_id))
+        assert stored is not None and stored.status == AccountStatus.suspended
+    changes = await live.audit("account.status_changed", owner.account_id)
+    assert [(c.before, c.after) for c in changes] == [({"status": "past_due"}, {"status": "suspended"})]
+    assert (await live.instance(owner, site["id"]))["status"] == "stopped"
