@@ -32,7 +32,7 @@ def upgrade() -> None:
     # the idempotency purge keys by age.
     op.create_index("ix_subscriptions_active_period_end", "subscriptions", ["current_period_end"],
                     postgresql_where=sa.text("status = 'active'"))
-    op.create_index("ix_instances_live_expired_at", "instances", ["expired_at"],
+    op.create_index("ix_instances_live_expired_at", "instances", ["expired_at", "account_id"],
                     postgresql_where=sa.text("deleted_at IS NULL AND expired_at IS NOT NULL"))
     op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
 

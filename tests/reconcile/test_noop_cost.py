@@ -1,0 +1,75 @@
+"""A cheap resync (issue 7 §9): a pass that changes nothing writes nothing and decrypts nothing it does not
+send to the runtime, and the periodic sweeps read through indexes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import event, text
+
+from jushostit.kit.db import utcnow
+from jushostit.reconcile import service
+from tests.live import Live
+
+
+class CountingBox:
+    """The real secret box, counting decryptions."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.decrypted = 0
+
+    def decrypt(self, token: bytes) -> str:
+        self.decrypted += 1
+        return self.inner.decrypt(token)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_pass_with_nothing_to_do_writes_nothing_and_decrypts_nothing(live: Live) -> None:
+    owner = await live.signup("Quiet Co")
+    await live.checkout(owner, "free")
+    await live.ordered(owner, "quiet", template="static-site")
+    await live.converge(owner.account_id)
+    c = live.container
+    box = CountingBox(c.secret_box)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        statements.append(statement.split()[0].upper())
+
+    event.listen(c.database.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        done = await service.reconcile_batch(c.database, c.settings, box, live.driver, [uuid.UUID(owner.account_id)],
+                                             deadline_horizon=timedelta(0))
+    finally:
+        event.remove(c.database.engine.sync_engine, "before_cursor_execute", record)
+
+    assert done == (1, 0)
+    assert box.decrypted == 0
+    assert not {"INSERT", "UPDATE", "DELETE"} & set(statements), statements
+    assert statements.count("SELECT") <= 6, statements  # locks, facts, instances, templates, secrets, unlock
+
+
+async def test_the_sweeps_read_through_indexes(live: Live) -> None:
+    """The sweeps' predicates, with the planner told to avoid sequential scans: if no index serves a predicate,
+    it still scans and the test fails."""
+    cutoff = utcnow() - timedelta(days=30)
+    sweeps = {
+        "ix_subscriptions_active_period_end": (
+            "SELECT account_id FROM subscriptions WHERE status = 'active' AND current_period_end > :now"
+            " AND current_period_end <= :horizon", {"now": utcnow(), "horizon": utcnow() + timedelta(days=3)}),
+        "ix_instances_live_expired_at": (
+            "SELECT account_id FROM instances WHERE deleted_at IS NULL AND expired_at IS NOT NULL"
+            " AND expired_at <= :cutoff", {"cutoff": cutoff}),
+        "ix_idempotency_keys_created_at": (
+            "DELETE FROM idempotency_keys WHERE created_at < :cutoff", {"cutoff": cutoff}),
+    }
+    async with live.container.database.engine.connect() as connection:
+        await connection.execute(text("SET LOCAL enable_seqscan = off"))
+        for index, (query, parameters) in sweeps.items():
+            plan = "\n".join(row[0] for row in await connection.execute(text("EXPLAIN " + query), parameters))
+            assert index in plan, plan
+        await connection.rollback()
