@@ -80,4 +80,6 @@ def resync_cron(interval_seconds: int) -> str:
 
 
 def schedule_resync(interval_seconds: int) -> None:
-    app.periodic(cron=resync_cron(interval_seconds), periodic_id=RESYNC_TASK)(resync)
+    """Register the periodic resync (once per process: its interval is fixed at start)."""
+    if (RESYNC_TASK, RESYNC_TASK) not in app.periodic_registry.periodic_tasks:
+        app.periodic(cron=resync_cron(interval_seconds), periodic_id=RESYNC_TASK)(resync)
