@@ -90,7 +90,7 @@ async def authenticate(request: Request, session: SessionDep) -> Principal | Non
             return None
         key, user = found
         if key.last_used_at is None or now - key.last_used_at > API_KEY_TOUCH_INTERVAL:
-            key.last_used_at = now
+            await repository.touch_api_key(key, now)
         principal = Principal(user, api_key_id=key.id, scopes=frozenset(key.scopes))
         context.actor.set(context.Actor("api_key", user.id))
     else:

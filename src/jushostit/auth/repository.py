@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import bindparam, case, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from jushostit.models import (
     Account,
@@ -20,6 +23,22 @@ from jushostit.models import (
     RefreshToken,
     Role,
     User,
+)
+
+# The statements of the authenticated hot path, built once (building one costs more than running it).
+_USER_WITH_LIVE_SESSION = (
+    select(User)
+    .join(AuthSession, AuthSession.user_id == User.id)
+    .where(User.id == bindparam("user_id"), AuthSession.id == bindparam("session_id"), AuthSession.revoked_at.is_(None))
+)
+_ACTIVE_API_KEY = (
+    select(ApiKey, User)
+    .join(User, User.id == ApiKey.user_id)
+    .where(
+        ApiKey.token_hash == bindparam("token_hash"),
+        ApiKey.revoked_at.is_(None),
+        (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > bindparam("now")),
+    )
 )
 
 
@@ -39,12 +58,7 @@ class AuthRepository:
         return await self.session.get(User, user_id)
 
     async def user_with_live_session(self, user_id: uuid.UUID, session_id: uuid.UUID) -> User | None:
-        stmt = (
-            select(User)
-            .join(AuthSession, AuthSession.user_id == User.id)
-            .where(User.id == user_id, AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
-        )
-        return await self.session.scalar(stmt)
+        return await self.session.scalar(_USER_WITH_LIVE_SESSION, {"user_id": user_id, "session_id": session_id})
 
     async def principal_is_live(
         self, user_id: uuid.UUID, session_id: uuid.UUID | None, api_key_id: uuid.UUID | None, now: datetime
@@ -98,7 +112,7 @@ class AuthRepository:
             .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
             .values(revoked_at=now, revoked_reason=reason)
         )
-        return bool(result.rowcount)
+        return bool(cast(CursorResult, result).rowcount)
 
     async def revoke_all_sessions(self, user_id: uuid.UUID, now: datetime, reason: str) -> int:
         result = await self.session.execute(
@@ -106,13 +120,13 @@ class AuthRepository:
             .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
             .values(revoked_at=now, revoked_reason=reason)
         )
-        return int(result.rowcount or 0)
+        return int(cast(CursorResult, result).rowcount or 0)
 
     async def revoke_all_api_keys(self, user_id: uuid.UUID, now: datetime) -> int:
         result = await self.session.execute(
             update(ApiKey).where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None)).values(revoked_at=now)
         )
-        return int(result.rowcount or 0)
+        return int(cast(CursorResult, result).rowcount or 0)
 
     # magic links ---------------------------------------------------------------------------------------------
     async def consume_magic_link(self, hashed: str, now: datetime) -> uuid.UUID | None:
@@ -126,18 +140,13 @@ class AuthRepository:
 
     # API keys ------------------------------------------------------------------------------------------------
     async def active_api_key(self, hashed: str, now: datetime) -> tuple[ApiKey, User] | None:
-        row = (
-            await self.session.execute(
-                select(ApiKey, User)
-                .join(User, User.id == ApiKey.user_id)
-                .where(
-                    ApiKey.token_hash == hashed,
-                    ApiKey.revoked_at.is_(None),
-                    (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
-                )
-            )
-        ).first()
+        row = (await self.session.execute(_ACTIVE_API_KEY, {"token_hash": hashed, "now": now})).first()
         return (row[0], row[1]) if row else None
+
+    async def touch_api_key(self, key: ApiKey, now: datetime) -> None:
+        """Record the key's last use: one UPDATE (committed on its own by a read-only request's session)."""
+        await self.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+        set_committed_value(key, "last_used_at", now)
 
     async def api_keys_of(self, user_id: uuid.UUID, *, after: uuid.UUID | None, limit: int) -> list[ApiKey]:
         stmt = select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id).limit(limit)
@@ -194,5 +203,5 @@ class AuthRepository:
                 (AuthThrottle.locked_until.is_(None)) | (AuthThrottle.locked_until < now),
             ),
         ):
-            removed += (await self.session.execute(stmt)).rowcount or 0
+            removed += cast(CursorResult, await self.session.execute(stmt)).rowcount or 0
         return removed

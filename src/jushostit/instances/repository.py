@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.models import Account, Instance, Membership, Role, ServiceTemplate
@@ -26,7 +26,7 @@ class InstanceRepository:
         )
 
     async def readable_by(self, user_id: uuid.UUID, instance_id: uuid.UUID) -> tuple[Instance, Account, Role] | None:
-        row = (await self.session.execute(self.readable(user_id).where(Instance.id == instance_id))).first()
+        row = (await self.session.execute(_READABLE_BY_ID, {"user_id": user_id, "instance_id": instance_id})).first()
         return (row[0], row[1], row[2]) if row else None
 
     async def of_account(self, account_id: uuid.UUID, *, after: uuid.UUID | None, limit: int) -> list[Instance]:
@@ -73,6 +73,11 @@ class InstanceRepository:
     async def by_slug(self, slug: str) -> Instance | None:
         return await self.session.scalar(select(Instance).where(Instance.slug == slug, Instance.deleted_at.is_(None)))
 
+    async def route_by_slug(self, slug: str) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+        """(account, instance, observed status) of the live instance with this slug: what the router needs."""
+        row = (await self.session.execute(_ROUTE_BY_SLUG, {"slug": slug})).first()
+        return (row[0], row[1], row[2]) if row else None
+
     async def account(self, account_id: uuid.UUID) -> Account | None:
         return await self.session.get(Account, account_id)
 
@@ -83,3 +88,12 @@ class InstanceRepository:
             .distinct()
         )
         return list((await self.session.scalars(stmt)).all())
+
+
+# One instance as `readable()` scopes it, the statement of every instance request, built once.
+_READABLE_BY_ID = InstanceRepository.readable(bindparam("user_id")).where(  # type: ignore[arg-type]
+    Instance.id == bindparam("instance_id")
+)
+_ROUTE_BY_SLUG = select(Instance.account_id, Instance.id, Instance.observed_status).where(
+    Instance.slug == bindparam("slug"), Instance.deleted_at.is_(None)
+)

@@ -7,13 +7,14 @@ deferred only after the commit and dropped on rollback (REFERENCE §5, §10).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy import DateTime, MetaData, TypeDecorator, event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -66,10 +67,39 @@ def libpq_url(url: str) -> str:
     return "postgresql://" + sqlalchemy_url(url)[len("postgresql+psycopg://") :]
 
 
+# A pooled connection used less than this long ago is not pinged before its next use (see ping_when_idle).
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
 def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(
-        sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-    )
+    engine = create_async_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size)
+    ping_when_idle(engine, PING_AFTER_IDLE_SECONDS)
+    return engine
+
+
+def ping_when_idle(engine: AsyncEngine, after_seconds: float) -> None:
+    """SQLAlchemy's pool_pre_ping, but only for a connection idle for `after_seconds` or longer: the ping is a
+    round trip before every request's first statement, and a connection used a moment ago is alive. One lost
+    in between (the server restarted) fails its statement, which replaces every connection older than that."""
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    def on_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < after_seconds:
+            return  # new, or used a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise exc.InvalidatePoolError() from error  # the pool reconnects and retries the checkout
+            raise
+
+    event.listen(pool, "checkin", on_checkin)
+    event.listen(pool, "checkout", on_checkout)
 
 
 @dataclass
@@ -97,9 +127,8 @@ class Database:
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
         """A session whose work is committed at the end (jobs deferred after), rolled back on error."""
-        async with self.sessionmaker() as session:
-            async with unit_of_work(session) as s:
-                yield s
+        async with self.sessionmaker() as session, unit_of_work(session) as s:
+            yield s
 
 
 @contextlib.asynccontextmanager
@@ -125,8 +154,29 @@ async def unit_of_work(session: AsyncSession) -> AsyncIterator[AsyncSession]:
         jobs.close_buffer(buffer)
 
 
+READ_ONLY_ATTR = "__read_only_request__"
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def read_only(endpoint: Endpoint) -> Endpoint:
+    """Mark an endpoint whose whole request (its dependencies too) only reads: its SessionDep is then the
+    autocommit `reader()` session, with no BEGIN/COMMIT round trips (each query sees its own snapshot). A write
+    made through it commits at once, on its own, so only a lone, self-contained write belongs there (an API
+    key's last use); and no job may be deferred."""
+    setattr(endpoint, READ_ONLY_ATTR, True)
+    return endpoint
+
+
+def is_read_only(request: Request) -> bool:
+    return getattr(getattr(request.scope.get("route"), "endpoint", None), READ_ONLY_ATTR, False)
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     database: Database = request.app.state.database
+    if is_read_only(request):
+        async with database.reader() as session:
+            yield session
+        return
     async with database.unit_of_work() as session:
         yield session
 
