@@ -270,7 +270,7 @@ def document_errors_in_contract_shape(app: FastAPI) -> None:
 def check_route_rules(routes: Iterable[APIRoute] | None = None) -> None:
     """Deny by default: a route that declares no auth rule is a startup error. `routes` defaults to api_routes()."""
     checked = api_routes() if routes is None else routes
-    missing = [f"{sorted(route.methods)} {route.path}" for route in checked if route_rule(route.dependant) is None]
+    missing = [f"{sorted(route.methods or ())} {route.path}" for route in checked if route_rule(route.dependant) is None]
     if missing:
         raise RuntimeError(f"routes without an auth rule: {', '.join(missing)}")
 

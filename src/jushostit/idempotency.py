@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.kit.errors import Conflict
@@ -62,7 +63,9 @@ class IdempotencyRepository:
 
     async def purge(self, before: datetime) -> int:
         """Forget keys older than `before`: a retry that late is a new request."""
-        result = await self.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < before))
+        result = cast(
+            CursorResult, await self.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < before))
+        )
         return int(result.rowcount or 0)
 
     async def complete(self, claim_id: uuid.UUID, status_code: int, response: str) -> None:

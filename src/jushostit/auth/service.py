@@ -7,8 +7,10 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from pwdlib import PasswordHash
+from sqlalchemy import String
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -173,7 +175,7 @@ def _throttle_key(kind: str, value: str) -> str:
     """`kind:value`, readable; a value too long for the key column (an address can be 254 characters) is
     keyed by its SHA-256 instead, under its own prefix so it never collides with a readable key."""
     key = f"{kind}:{value}"
-    if len(key) <= AuthThrottle.__table__.c.key.type.length:
+    if len(key) <= (cast(String, AuthThrottle.__table__.c.key.type).length or 0):
         return key
     return f"{kind}-sha256:{hashlib.sha256(value.encode()).hexdigest()}"
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import literal_column, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Executable
 
 from jushostit.kit.ids import new_id
 from jushostit.models import Plan, ServiceTemplate
@@ -49,14 +50,14 @@ class CatalogRepository:
     # templates ---------------------------------------------------------------------------------------------
     async def upsert_builtin_template(self, code: str, kind: str, spec: dict[str, Any]) -> bool | None:
         """Insert or update a shipped template. True: inserted; False: updated; None: already identical."""
-        stmt = insert(ServiceTemplate).values(id=new_id(), code=code, kind=kind, spec=spec, source="builtin")
-        stmt = stmt.on_conflict_do_update(
+        new = insert(ServiceTemplate).values(id=new_id(), code=code, kind=kind, spec=spec, source="builtin")
+        stmt: Executable = new.on_conflict_do_update(
             index_elements=[ServiceTemplate.code],
-            set_={"kind": stmt.excluded.kind, "spec": stmt.excluded.spec, "source": stmt.excluded.source},
+            set_={"kind": new.excluded.kind, "spec": new.excluded.spec, "source": new.excluded.source},
             where=or_(
-                ServiceTemplate.spec.is_distinct_from(stmt.excluded.spec),
-                ServiceTemplate.kind.is_distinct_from(stmt.excluded.kind),
-                ServiceTemplate.source.is_distinct_from(stmt.excluded.source),
+                ServiceTemplate.spec.is_distinct_from(new.excluded.spec),
+                ServiceTemplate.kind.is_distinct_from(new.excluded.kind),
+                ServiceTemplate.source.is_distinct_from(new.excluded.source),
             ),
         ).returning(literal_column("xmax = 0").label("inserted"))
         row = (await self.session.execute(stmt)).first()

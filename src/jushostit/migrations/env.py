@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 
 from jushostit import models  # noqa: F401 - registers every table
@@ -13,7 +15,7 @@ from jushostit.kit.db import Base, UTCDateTime, create_engine
 config = context.config
 
 
-def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+def render_item(type_: str, obj: object, autogen_context: AutogenContext) -> str | Literal[False]:
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     return False
@@ -41,7 +43,10 @@ def run_with(connection: Connection) -> None:
 
 
 async def run_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), pool_size=1)
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic was started without a database URL (use `jushostit migrate`)")
+    engine = create_engine(url, pool_size=1)
     async with engine.connect() as connection:
         await connection.run_sync(run_with)
         await connection.commit()
