@@ -84,6 +84,7 @@ async def authenticate(request: Request, session: SessionDep) -> Principal | Non
         return None
     repository = AuthRepository(session)
     now = utcnow()
+    user: User | None
     if token.startswith(API_KEY_PREFIX):
         found = await repository.active_api_key(token_hash(token), now)
         if found is None:

@@ -16,7 +16,7 @@ class InstanceRepository:
         self.session = session
 
     @staticmethod
-    def readable(user_id: uuid.UUID) -> Select[tuple[Instance, Account, Role]]:
+    def readable(user_id: uuid.UUID) -> Select[Instance, Account, Role]:
         """Instances of accounts the user is a member of, with the account and the user's role there."""
         return (
             select(Instance, Account, Membership.role)
