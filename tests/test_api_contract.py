@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from jushostit.auth.dependencies import public
 from jushostit.kit.schemas import RequestModel
-from jushostit.models import Account, Membership, User
+from jushostit.models import Account, ApiKey, Membership, User
 from tests.conftest import TEST_PASSWORD, build_app
 
 CANARY_PASSWORD = "canary-pw-3f9c2a7e-do-not-echo"
@@ -76,6 +76,12 @@ async def test_wrong_method_is_405_in_the_error_shape(client, method, path, allo
     assert allowed in response.headers["allow"]
 
 
+async def test_405_allows_every_method_of_the_path_not_only_the_first_route_found(client) -> None:
+    response = await client.request("OPTIONS", f"/v1/accounts/{uuid.uuid4()}")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, PATCH"
+
+
 # --- 422: strict types, malformed JSON -------------------------------------------------------------------------
 
 
@@ -108,6 +114,24 @@ async def test_wrong_types_elsewhere_are_422(client, signup) -> None:
     # Query parameters are checked too: `false` is not a page size.
     page = await client.get(f"/v1/accounts/{me.account_id}/members", params={"limit": "false"}, headers=me.headers)
     assert_error(page, 422, "validation_error")
+
+
+@pytest.mark.parametrize("value", [1700000000, 0.5, "0.5", "1700000000", "2030-01-31T12:00:00", "2030-01-31"])
+async def test_a_date_time_is_rfc_3339_text_with_an_offset_never_a_timestamp(client, session, admin, value) -> None:
+    """Lax parsing would read a number, even "0.5", as a Unix timestamp; `format: date-time` says otherwise."""
+    boss = await admin()
+    keys = await count(session, ApiKey)
+    body = {"name": "k", "scopes": ["account:read"], "expires_at": value}
+    error = assert_error(await client.post("/v1/me/api-keys", json=body, headers=boss.headers), 422, "validation_error")
+    assert [d["loc"] for d in error["details"]] == [["body", "expires_at"]]
+    assert await count(session, ApiKey) == keys
+    audit = await client.get("/v1/admin/audit", params={"until": str(value)}, headers=boss.headers)
+    assert [d["loc"] for d in assert_error(audit, 422, "validation_error")["details"]] == [["query", "until"]]
+
+    body["expires_at"] = "2030-01-31T12:00:00Z"
+    assert (await client.post("/v1/me/api-keys", json=body, headers=boss.headers)).status_code == 201
+    audit = await client.get("/v1/admin/audit", params={"until": "2030-01-31T12:00:00+02:00"}, headers=boss.headers)
+    assert audit.status_code == 200, audit.text
 
 
 strict_router = APIRouter(prefix="/v1/contract-probe", dependencies=[Depends(public())])

@@ -163,6 +163,12 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
+def _allowed_methods(path: str) -> str:
+    """Every method the path answers (RFC 9110 §15.5.6), not only those of the first route that matched it."""
+    methods = {method for route in api_routes() if route.path_regex.match(path) for method in route.methods}
+    return ", ".join(sorted(methods))
+
+
 def _validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # Never echo the rejected input back: it may be a password.
     return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
@@ -209,9 +215,10 @@ def install_error_handlers(app: FastAPI) -> None:
             # FastAPI answers 400 for a body it cannot even decode (not UTF-8): that is malformed JSON too.
             return JSONResponse(error_payload("invalid_json", "Request body is not valid JSON"), status_code=422)
         code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
-        return JSONResponse(
-            error_payload(code, str(error.detail)), status_code=error.status_code, headers=error.headers
-        )
+        headers = error.headers
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request.url.path)}
+        return JSONResponse(error_payload(code, str(error.detail)), status_code=error.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, error: Exception) -> JSONResponse:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from jushostit.kit.schemas import (
     DisplayName,
@@ -12,6 +12,7 @@ from jushostit.kit.schemas import (
     RequestModel,
     ResponseModel,
     from_json_string,
+    not_nullable,
 )
 from jushostit.models import AccountStatus, BillingMode, Role
 
@@ -54,6 +55,8 @@ class AccountRead(ResponseModel):
 
 
 class AccountUpdate(RequestModel):
+    model_config = ConfigDict(json_schema_extra=not_nullable("name"))  # may be left out, not cleared
+
     name: DisplayName | None = None
     billing_email: EmailAddress | None = None
 

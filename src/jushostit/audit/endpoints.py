@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -12,6 +11,7 @@ from jushostit.auth.dependencies import require_admin
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.schemas import DateTime
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin())])
 
@@ -24,8 +24,8 @@ async def list_audit_entries(
     actor_id: uuid.UUID | None = None,
     account_id: uuid.UUID | None = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: DateTime | None = None,
+    until: DateTime | None = None,
 ) -> AuditPage:
     """Newest first; filter by action, actor, account, target and time."""
     rows = await AuditRepository(session).list(

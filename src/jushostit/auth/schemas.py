@@ -4,11 +4,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from jushostit.auth.scopes import Scope
 from jushostit.kit.schemas import (
     EMAIL_MAX_LENGTH,
+    DateTime,
     DisplayName,
     EmailAddress,
     OpaqueToken,
@@ -75,7 +76,7 @@ class ApiKeyCreate(RequestModel):
     name: Annotated[Name, StringConstraints(max_length=100)]  # the api_keys.name column
     scopes: Annotated[list[from_json_string(Scope)], Field(min_length=1, max_length=len(Scope))]
     # Aware only: a naive time has no meaning to compare with now (and would fail as a 500).
-    expires_at: from_json_string(AwareDatetime) | None = None
+    expires_at: DateTime | None = None
 
 
 class ApiKeyRead(ResponseModel):

@@ -5,10 +5,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from jushostit.catalog.spec import Code
-from jushostit.kit.schemas import DisplayName, MinorUnits, RequestModel, ResponseModel, from_json_string
+from jushostit.kit.schemas import (
+    DateTime,
+    DisplayName,
+    MinorUnits,
+    RequestModel,
+    ResponseModel,
+    from_json_string,
+)
 
 
 class CheckoutCreate(RequestModel):
@@ -50,7 +57,7 @@ class SubscriptionCancel(RequestModel):
 # The period a renewal pays for, named by its start: the `current_period_end` the client saw. Naming it makes
 # a retry harmless: a period that is paid already is not paid again.
 PeriodStart = Annotated[
-    from_json_string(AwareDatetime),
+    DateTime,
     Field(description="Start of the period paid for: the subscription's `current_period_end` as last read."),
 ]
 

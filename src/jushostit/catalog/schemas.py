@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
@@ -23,7 +24,7 @@ from jushostit.catalog.spec import (
     TemplateSpec,
 )
 from jushostit.kit import money
-from jushostit.kit.schemas import MinorUnits, RequestModel, ResponseModel
+from jushostit.kit.schemas import MinorUnits, RequestModel, ResponseModel, not_nullable
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -82,6 +83,7 @@ class PlanUpdate(RequestModel):
     """Only the fields given change. The code never changes; `default_budget_minor` and `stripe_price_id` may be
     set to null, the other fields may not."""
 
+    model_config = ConfigDict(json_schema_extra=not_nullable(*_NOT_NULL))
     name: Name | None = None
     price_minor: MinorUnits | None = None
     currency: Currency | None = None

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, Strict, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+)
 
 T = TypeVar("T")
 
@@ -13,6 +26,20 @@ T = TypeVar("T")
 # str / int / bool stay strict.
 def from_json_string(tp: type[T]) -> Any:
     return Annotated[tp, Strict(False)]
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE)
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.match(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2030-01-31T12:00:00Z")
+
+
+# A date-time as JSON bodies and query strings carry it: RFC 3339 text with an offset. Lax parsing alone would
+# also read a number, or "0.5", as a Unix timestamp, which the OpenAPI's `format: date-time` does not allow.
+DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), Strict(False)]
 
 
 def _has_nul(value: Any) -> bool:
@@ -46,6 +73,19 @@ INT32_MAX = 2**31 - 1
 # An amount in minor units (BIGINT columns): 10^15 is far above any real price or budget, and sums of many
 # of them still fit BIGINT's 9.2 * 10^18.
 MinorUnits = Annotated[int, Field(ge=0, le=10**15)]
+
+
+def not_nullable(*fields: str) -> Callable[[dict[str, Any]], None]:
+    """`json_schema_extra` of a PATCH model whose `fields` may be left out (unchanged) but are refused as null:
+    the OpenAPI must not offer null for them."""
+
+    def document(schema: dict[str, Any]) -> None:
+        for name in fields:
+            prop = schema["properties"][name]
+            options = [option for option in prop.pop("anyOf") if option.get("type") != "null"]
+            prop.update(options[0] if len(options) == 1 else {"anyOf": options})
+
+    return document
 
 
 class RequestModel(BaseModel):
