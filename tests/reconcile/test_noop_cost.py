@@ -59,11 +59,11 @@ async def test_the_sweeps_read_through_indexes(live: Live) -> None:
     cutoff = utcnow() - timedelta(days=30)
     sweeps = {
         "ix_subscriptions_active_period_end": (
-            "SELECT account_id FROM subscriptions WHERE status = 'active' AND current_period_end > :now"
-            " AND current_period_end <= :horizon", {"now": utcnow(), "horizon": utcnow() + timedelta(days=3)}),
+            ("SELECT account_id FROM subscriptions WHERE status = 'active' AND current_period_end > :now"
+             " AND current_period_end <= :horizon"), {"now": utcnow(), "horizon": utcnow() + timedelta(days=3)}),
         "ix_instances_live_expired_at": (
-            "SELECT account_id FROM instances WHERE deleted_at IS NULL AND expired_at IS NOT NULL"
-            " AND expired_at <= :cutoff", {"cutoff": cutoff}),
+            ("SELECT account_id FROM instances WHERE deleted_at IS NULL AND expired_at IS NOT NULL"
+             " AND expired_at <= :cutoff"), {"cutoff": cutoff}),
         "ix_idempotency_keys_created_at": (
             "DELETE FROM idempotency_keys WHERE created_at < :cutoff", {"cutoff": cutoff}),
     }
