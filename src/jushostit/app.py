@@ -33,10 +33,11 @@ from jushostit.container import Container
 from jushostit.events.broker import Broker
 from jushostit.events.endpoints import router as events_router
 from jushostit.instances.endpoints import router as instances_router
+from jushostit.instances.repository import InstanceRepository
 from jushostit.kit import context, metrics
 from jushostit.kit.db import libpq_url
 from jushostit.kit.errors import AppError, ErrorResponse, error_payload
-from jushostit.runtime.local.router import LocalRouter
+from jushostit.runtime.local.router import LocalRouter, Route, RouteCache, Upstreams
 from jushostit.runtime.registry import local_driver
 
 log = structlog.get_logger("jushostit.http")
@@ -285,11 +286,19 @@ def check_route_rules(routes: Iterable[APIRoute] | None = None) -> None:
 def create_app(settings: Settings, container: Container) -> FastAPI:
     """Build the app on an open container (the caller owns the database and the job app)."""
     broker = Broker(libpq_url(container.database_url))
+    upstreams = Upstreams()  # the local router's keep-alive connections to instances, closed at shutdown
+
+    async def instance_route(slug: str) -> Route | None:
+        """The local router asks the runtime-neutral question; the instances repository answers it."""
+        async with container.database.reader() as session:
+            found = await InstanceRepository(session).route_by_slug(slug)
+        return Route(*found) if found else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await broker.close()
+        await upstreams.aclose()
 
     app = FastAPI(
         title="JusHostIt control plane",
@@ -316,6 +325,8 @@ def create_app(settings: Settings, container: Container) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Requests for <slug>.localhost go to the instance (local runtime); everything else to the API.
-    app.add_middleware(LocalRouter, driver=local_driver(settings))
+    app.add_middleware(
+        LocalRouter, driver=local_driver(settings), routes=RouteCache(instance_route), upstreams=upstreams
+    )
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -1,88 +1,420 @@
 """The local runtime's router on the serve port: `Host: <slug>.localhost[:port]` reaches that instance.
 
-Requests are streamed both ways with the usual forwarded headers. A stopped instance answers 503 with a
-plain "suspended" page; an unknown host 404. Everything else goes to the API.
+Requests are streamed both ways, each chunk passed on as it comes, with the usual forwarded headers. A
+stopped instance answers 503 with a plain "suspended" page; an unknown host 404. Everything else goes to the
+API.
+
+The router asks for routes; it does not know where instances are recorded: `route_lookup` (slug → Route) is
+injected by the app. Routes are cached for ROUTE_TTL_SECONDS, so a busy site costs no database query per
+request, and an instance whose observed status changes answers accordingly within that time. The upstream
+port is cached while the instance's run record is unchanged (one stat per request), so a stop or a restart
+is seen at once. Upstream connections are HTTP/1.1, kept alive in one pool for the life of the app (closed on
+shutdown), and parsed with httptools (uvicorn's parser).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-import httpx
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, StreamingResponse
+import httptools
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from jushostit.instances.repository import InstanceRepository
-from jushostit.kit.db import Database
 from jushostit.runtime.local.driver import LOOPBACK, LocalDriver
 
 HOST_PATTERN = re.compile(r"^(?P<slug>[a-z0-9][a-z0-9-]{0,62})\.localhost(:\d+)?$")
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailers",
+              b"transfer-encoding", b"upgrade", b"host", b"content-length"}
+# Not forwarded either: what the router sets itself, and Expect (the server already answered 100-continue).
+REQUEST_DROPPED = HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
+# A response body is passed on as it came (chunked framing aside), so its length still holds.
+RESPONSE_DROPPED = HOP_BY_HOP - {b"content-length"}
 SUSPENDED_PAGE = "This service is suspended.\n"
 UNAVAILABLE_PAGES = {
     "provisioning": "This service is starting.\n",
     "failed": "This service is unavailable.\n",
 }
+SERVING = frozenset({"running", "throttled"})
+ROUTE_TTL_SECONDS = 0.5  # how stale a route's status may be (and how often a busy slug is looked up)
+MAX_ROUTES = 10_000
+RUN_RECORD = "run.json"  # the local driver's record of a running instance, removed when it stops
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 60.0  # between two reads of an answer
+KEEPALIVE_SECONDS = 30.0
+MAX_IDLE_PER_PORT = 64
+READ_SIZE = 65536
+WATCH_AFTER_READS = 4  # an answer still streaming after this many reads is watched for the client leaving
+
+
+@dataclass(frozen=True)
+class Route:
+    account_id: uuid.UUID
+    instance_id: uuid.UUID
+    status: str  # the instance's observed status
+
+
+RouteLookup = Callable[[str], Awaitable[Route | None]]
+
+
+@dataclass
+class _Cached:
+    route: Route | None
+    fresh_until: float
+    port: int | None = None
+    run_record: tuple[int, int] | None = None  # (inode, mtime) of the run record the port was read from
+
+
+class RouteCache:
+    """slug → Route, each looked up at most once per `ttl` seconds (concurrent misses share one lookup)."""
+
+    def __init__(self, lookup: RouteLookup, *, ttl: float = ROUTE_TTL_SECONDS, max_entries: int = MAX_ROUTES) -> None:
+        self.lookup = lookup
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.lookups = 0
+        self._entries: dict[str, _Cached] = {}
+        self._pending: dict[str, asyncio.Future[_Cached]] = {}
+
+    async def get(self, slug: str) -> _Cached:
+        entry = self._entries.get(slug)
+        if entry is not None and entry.fresh_until > time.monotonic():
+            return entry
+        pending = self._pending.get(slug)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch(slug))
+            self._pending[slug] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(slug, None))
+        return await asyncio.shield(pending)  # a caller that goes away does not cancel the others' lookup
+
+    def forget(self, slug: str) -> None:
+        self._entries.pop(slug, None)
+
+    async def _fetch(self, slug: str) -> _Cached:
+        self.lookups += 1
+        route = await self.lookup(slug)
+        entry = _Cached(route, time.monotonic() + self.ttl)
+        if len(self._entries) >= self.max_entries:
+            now = time.monotonic()
+            for stale in [s for s, e in self._entries.items() if e.fresh_until <= now]:
+                del self._entries[stale]
+            while len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+        self._entries[slug] = entry
+        return entry
+
+
+class Unreachable(Exception):
+    """No connection could be made: nothing was sent, the request may go elsewhere."""
+
+
+class BadGateway(Exception):
+    """The upstream failed before answering."""
+
+
+class _Stale(Exception):
+    """A kept-alive connection turned out closed before anything was read (retried on a new one)."""
+
+
+@dataclass
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    idle_since: float = 0.0
+    used: bool = False
+
+    def usable(self, now: float) -> bool:
+        return (now - self.idle_since < KEEPALIVE_SECONDS and not self.reader.at_eof()
+                and not self.writer.is_closing())
+
+
+class _Answer:
+    """httptools callbacks for one upstream answer; body chunks are collected between two reads. Interim
+    answers (1xx, such as 103 Early Hints) are skipped: the final one follows on the same connection."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False  # read when complete (the parser forgets it once the message is done)
+        self._interim = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        if self.parser.get_status_code() < 200:
+            self.headers, self._interim = [], True
+        else:
+            self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+        else:
+            self.complete = True
+            self.keep_alive = self.parser.should_keep_alive()
+
+
+class Upstreams:
+    """Keep-alive HTTP/1.1 connections to the instances' loopback ports, one pool for the life of the app."""
+
+    def __init__(self, *, max_idle_per_port: int = MAX_IDLE_PER_PORT) -> None:
+        self.max_idle_per_port = max_idle_per_port
+        self.connections_made = 0
+        self._idle: dict[int, list[_Connection]] = {}
+        self._closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.writer.close()
+
+    async def forward(self, port: int, head: bytes, body: str | None, receive: Receive, send: Send,
+                      head_only: bool) -> None:
+        """Send the request (`head`, then the client's body: "length", "chunked" or None) and relay the answer.
+        Raises Unreachable (nothing sent) or BadGateway (nothing answered yet); a failure in the middle of an
+        answer ends it where it is (the client sees a cut-off response)."""
+        connection = self._idle_connection(port)
+        if connection is not None:
+            try:
+                keep = await _exchange(connection, head, body, receive, send, head_only, retry_if_stale=body is None)
+            except _Stale:
+                connection.writer.close()
+                connection = None
+            except BaseException:
+                connection.writer.close()
+                raise
+        if connection is None:
+            connection = await self._connect(port)
+            try:
+                keep = await _exchange(connection, head, body, receive, send, head_only, retry_if_stale=False)
+            except BaseException:
+                connection.writer.close()
+                raise
+        if keep and not self._closed and len(self._idle.setdefault(port, [])) < self.max_idle_per_port:
+            connection.idle_since = time.monotonic()
+            self._idle[port].append(connection)
+        else:
+            connection.writer.close()
+
+    def _idle_connection(self, port: int) -> _Connection | None:
+        idle = self._idle.get(port)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if connection.usable(now):
+                return connection
+            connection.writer.close()
+        return None
+
+    async def _connect(self, port: int) -> _Connection:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                reader, writer = await asyncio.open_connection(LOOPBACK, port, limit=READ_SIZE)
+        except (OSError, TimeoutError) as error:
+            raise Unreachable(str(error)) from error
+        self.connections_made += 1
+        return _Connection(reader, writer)
+
+
+async def _exchange(connection: _Connection, head: bytes, body: str | None, receive: Receive, send: Send,
+                    head_only: bool, *, retry_if_stale: bool) -> bool:
+    """One request and its answer on one connection; True if the connection may be used again."""
+    reader, writer = connection.reader, connection.writer
+    answer = _Answer()
+    parser = answer.parser
+    started = False
+    received = False
+    reads = 0
+    watcher: asyncio.Task[None] | None = None
+    try:
+        async with asyncio.timeout(None) as deadline:
+            try:
+                writer.write(head)
+                if body is not None:
+                    await _send_body(writer, receive, chunked=body == "chunked")
+                while True:
+                    deadline.reschedule(asyncio.get_running_loop().time() + READ_TIMEOUT_SECONDS)
+                    data = await reader.read(READ_SIZE)
+                    reads += 1
+                    if data:
+                        received = True
+                        parser.feed_data(data)
+                    elif answer.headers_done and _until_close(answer.headers, parser, head_only):
+                        answer.complete = True
+                    else:
+                        raise ConnectionResetError("the upstream closed the connection")
+                    if answer.headers_done and not started:
+                        await send({"type": "http.response.start", "status": parser.get_status_code(),
+                                    "headers": [h for h in answer.headers if h[0] not in RESPONSE_DROPPED]})
+                        started = True
+                        if head_only:  # no body follows a HEAD answer, whatever its length says
+                            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                            return False
+                    if started:
+                        chunks, answer.chunks = answer.chunks, []
+                        last = len(chunks) - 1
+                        for i, chunk in enumerate(chunks):
+                            await send({"type": "http.response.body", "body": chunk,
+                                        "more_body": not (answer.complete and i == last)})
+                        if answer.complete:
+                            if not chunks:
+                                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                            return answer.keep_alive and data != b""
+                        if reads == WATCH_AFTER_READS and watcher is None:
+                            watcher = asyncio.create_task(_until_disconnected(receive, asyncio.current_task()))
+            except (OSError, httptools.HttpParserError) as error:
+                if retry_if_stale and not received and connection.used:
+                    raise _Stale from error
+                if not started:
+                    raise BadGateway(str(error)) from error
+                return False
+            finally:
+                connection.used = True
+    except TimeoutError as error:
+        if not started:
+            raise BadGateway("the upstream did not answer in time") from error
+        return False
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if watcher is not None and watcher.done() and not watcher.cancelled() and task is not None:
+            task.uncancel()  # the watcher's cancel: the client went away, stop reading for nobody
+            return False
+        raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+def _until_close(headers: list[tuple[bytes, bytes]], parser: httptools.HttpResponseParser, head_only: bool) -> bool:
+    """The answer's body ends when the connection does (no length, not chunked)."""
+    status = parser.get_status_code()
+    if head_only or status in (204, 304) or status < 200:
+        return False
+    return all(name not in (b"content-length", b"transfer-encoding") for name, _ in headers)
+
+
+async def _send_body(writer: asyncio.StreamWriter, receive: Receive, *, chunked: bool) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("the client went away while sending the body")
+        chunk = message.get("body", b"")
+        if chunk:
+            writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await writer.drain()
+        if not message.get("more_body", False):
+            if chunked:
+                writer.write(b"0\r\n\r\n")
+            return
+
+
+async def _until_disconnected(receive: Receive, relay: asyncio.Task[object] | None) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if relay is not None:
+        relay.cancel()
+
+
+def _request_head(scope: Scope, host: bytes) -> tuple[bytes, str | None]:
+    """The request line and headers for the upstream, and how the client's body is framed."""
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope.get("query_string"):
+        target += b"?" + scope["query_string"]
+    lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (scope["method"].encode(), target, host)]
+    body = None
+    forwarded_for = b""
+    for name, value in scope["headers"]:
+        if name not in REQUEST_DROPPED:
+            lines.append(b"%s: %s\r\n" % (name, value))
+        elif name == b"content-length":
+            body = body or "length"
+            lines.append(b"content-length: %s\r\n" % value)
+        elif name == b"transfer-encoding":
+            body = "chunked"
+            lines.append(b"transfer-encoding: chunked\r\n")
+        elif name == b"x-forwarded-for":
+            forwarded_for = value
+    client = scope.get("client")
+    address = client[0].encode() if client else b""
+    lines.append(b"x-forwarded-for: %s\r\nx-forwarded-host: %s\r\nx-forwarded-proto: %s\r\n\r\n" % (
+        b", ".join(v for v in (forwarded_for, address) if v), host, scope.get("scheme", "http").encode()))
+    if body == "chunked":  # both framings given: chunked wins (RFC 9112 §6.3), the length is not forwarded
+        lines = [line for line in lines if not line.startswith(b"content-length:")]
+    return b"".join(lines), body
 
 
 class LocalRouter:
-    def __init__(self, app: ASGIApp, *, driver: LocalDriver) -> None:
+    def __init__(self, app: ASGIApp, *, driver: LocalDriver, routes: RouteCache, upstreams: Upstreams) -> None:
         self.app = app
         self.driver = driver
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False)
+        self.routes = routes
+        self.upstreams = upstreams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
-        match = HOST_PATTERN.match(host)
+        host = b""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+                break
+        match = HOST_PATTERN.match(host.decode("latin-1").lower())
         if match is None:
             await self.app(scope, receive, send)
             return
-        database: Database = scope["app"].state.database
-        response = await self._route(database, Request(scope, receive), match.group("slug"), host)
-        await response(scope, receive, send)
+        await self._route(scope, receive, send, match.group("slug"), match.group(0).encode())
 
-    async def _route(
-        self, database: Database, request: Request, slug: str, host: str
-    ) -> PlainTextResponse | StreamingResponse:
-        async with database.sessionmaker() as session:
-            instance = await InstanceRepository(session).by_slug(slug)
-        if instance is None:
-            return PlainTextResponse("No such service.\n", status_code=404)
-        port = self.driver.port_of(instance.account_id, instance.id)
-        if instance.observed_status not in {"running", "throttled"} or port is None:
-            page = UNAVAILABLE_PAGES.get(instance.observed_status, SUSPENDED_PAGE)
-            return PlainTextResponse(page, status_code=503, headers={"Retry-After": "60"})
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
-        client = request.client.host if request.client else ""
-        forwarded_for = ", ".join(filter(None, [request.headers.get("x-forwarded-for"), client]))
-        headers += [("x-forwarded-for", forwarded_for), ("x-forwarded-host", host),
-                    ("x-forwarded-proto", request.url.scheme), ("host", host)]
-        upstream = self.client.build_request(
-            request.method,
-            f"http://{LOOPBACK}:{port}{request.url.path}",
-            params=request.url.query,
-            headers=headers,
-            content=_body(request),
-        )
+    def _port(self, entry: _Cached) -> int | None:
+        """The instance's port, read again only when its run record changed (it is removed when it stops)."""
+        route = entry.route
+        assert route is not None
         try:
-            answer = await self.client.send(upstream, stream=True)
-        except httpx.TransportError:
-            return PlainTextResponse("The service is not answering.\n", status_code=502)
-        return StreamingResponse(
-            answer.aiter_raw(),
-            status_code=answer.status_code,
-            headers={k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP},
-            background=BackgroundTask(answer.aclose),
-        )
+            info = os.stat(self.driver.instance_dir(route.account_id, route.instance_id) / RUN_RECORD)
+        except OSError:
+            return None
+        record = (info.st_ino, info.st_mtime_ns)
+        if entry.run_record != record:
+            entry.port, entry.run_record = self.driver.port_of(route.account_id, route.instance_id), record
+        return entry.port
 
+    async def _route(self, scope: Scope, receive: Receive, send: Send, slug: str, host: bytes) -> None:
+        head, body = _request_head(scope, host)
+        for attempt in range(2):
+            entry = await self.routes.get(slug)
+            if entry.route is None:
+                await PlainTextResponse("No such service.\n", status_code=404)(scope, receive, send)
+                return
+            port = self._port(entry) if entry.route.status in SERVING else None
+            if port is None:
+                page = UNAVAILABLE_PAGES.get(entry.route.status, SUSPENDED_PAGE)
+                await PlainTextResponse(page, status_code=503, headers={"Retry-After": "60"})(scope, receive, send)
+                return
+            try:
+                await self.upstreams.forward(port, head, body, receive, send, head_only=scope["method"] == "HEAD")
+                return
+            except Unreachable:
+                # Nothing was sent: the instance stopped or moved since its route was cached. Look again, once.
+                self.routes.forget(slug)
+                entry.run_record = None
+                if attempt == 0:
+                    continue
+            except BadGateway:
+                pass
+            await PlainTextResponse("The service is not answering.\n", status_code=502)(scope, receive, send)
+            return
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    async for chunk in request.stream():
-        yield chunk

@@ -1,0 +1,191 @@
+"""The local router against real instance processes (`python -m http.server`, in HTTP/1.1 where keep-alive is
+the point), through its ASGI interface. Routes come from the lookup the app injects; here a plain function
+over a table the test changes, as the reconciler changes observed statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from starlette.responses import PlainTextResponse
+
+from jushostit.runtime.local.driver import LocalDriver
+from jushostit.runtime.local.router import LocalRouter, Route, RouteCache, Upstreams
+from jushostit.runtime.protocol import AccountState
+from tests.live import eventually
+from tests.runtime.test_local_driver import ACCOUNT, TEMPLATES, converged, desired
+
+SLUG = "my-site-abc123"
+HOST = f"{SLUG}.localhost:8000"
+
+
+def keep_alive_site() -> Any:
+    """static-site, its server speaking HTTP/1.1 (persistent connections) instead of HTTP/1.0."""
+    template = TEMPLATES["static-site"]
+    assert template.process is not None
+    command = [*template.process.command[:-1], "--protocol", "HTTP/1.1", template.process.command[-1]]
+    return template.model_copy(update={"process": template.process.model_copy(update={"command": command})})
+
+
+@dataclass
+class Site:
+    driver: LocalDriver
+    instance_id: uuid.UUID
+    routes: dict[str, Route]
+    cache: RouteCache
+    upstreams: Upstreams
+    client: httpx.AsyncClient
+
+    async def get(self, path: str = "/", **kwargs: Any) -> httpx.Response:
+        return await self.client.get(path, headers={"Host": HOST}, **kwargs)
+
+    def set_status(self, status: str) -> None:
+        self.routes[SLUG] = Route(ACCOUNT, self.instance_id, status)
+
+    def process(self) -> psutil.Process:
+        record = self.driver._read_run(self.driver.instance_dir(ACCOUNT, self.instance_id))
+        assert record is not None
+        return psutil.Process(record.pid)
+
+
+async def api(scope: Any, receive: Any, send: Any) -> None:
+    await PlainTextResponse("the API\n")(scope, receive, send)
+
+
+async def make_site(tmp_path: Path, ttl: float) -> AsyncIterator[Site]:
+    driver = LocalDriver(tmp_path / "instances")
+    instance_id = uuid.uuid4()
+    instance = desired(instance_id)
+    instance = type(instance)(**{**instance.__dict__, "template": keep_alive_site()})
+    _, observed = await converged(driver, AccountState(ACCOUNT, (instance,)))
+    assert observed.instances[instance_id].status == "running"
+    routes: dict[str, Route] = {SLUG: Route(ACCOUNT, instance_id, "running")}
+
+    async def lookup(slug: str) -> Route | None:
+        await asyncio.sleep(0)  # a lookup is a database round trip: other requests run meanwhile
+        return routes.get(slug)
+
+    cache = RouteCache(lookup, ttl=ttl)
+    upstreams = Upstreams()
+    router = LocalRouter(api, driver=driver, routes=cache, upstreams=upstreams)
+    transport = httpx.ASGITransport(app=router, client=("203.0.113.9", 50000))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Site(driver, instance_id, routes, cache, upstreams, client)
+    finally:
+        await upstreams.aclose()
+        await driver.destroy(ACCOUNT)
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    async for made in make_site(tmp_path, ttl=0.5):
+        yield made
+
+
+@pytest.fixture
+async def slow_site(tmp_path: Path) -> AsyncIterator[Site]:
+    """Routes cached for a minute: what changes sooner is seen through the run record, not the route."""
+    async for made in make_site(tmp_path, ttl=60.0):
+        yield made
+
+
+async def test_the_router_serves_the_instance_and_sends_other_hosts_to_the_api(site: Site) -> None:
+    page = await site.get("/")
+    assert page.status_code == 200 and "<h1>my-site</h1>" in page.text
+    assert page.headers["content-length"] == str(len(page.content))
+
+    missing = await site.get("/nothing-here.txt", params={"q": "1"})
+    assert missing.status_code == 404  # the instance's own 404, relayed
+    head = await site.client.head("/", headers={"Host": HOST})
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
+    assert (await site.get("/")).text == page.text  # the connection HEAD left unfinished was not reused
+
+    assert (await site.client.get("/", headers={"Host": "other-abc123.localhost:8000"})).status_code == 404
+    assert (await site.client.get("/healthz")).text == "the API\n"
+
+
+async def test_upstream_connections_are_kept_alive_and_reused(site: Site) -> None:
+    for _ in range(20):
+        assert (await site.get("/")).status_code == 200
+    assert site.upstreams.connections_made == 1
+
+    await asyncio.gather(*(site.get("/") for _ in range(10)))
+    assert site.upstreams.connections_made <= 10  # concurrent requests need their own, kept for the next
+    made = site.upstreams.connections_made
+    await asyncio.gather(*(site.get("/") for _ in range(made)))
+    assert site.upstreams.connections_made == made
+
+    port = site.driver.port_of(ACCOUNT, site.instance_id)
+    established = [c for c in site.process().net_connections() if c.laddr.port == port
+                   and c.status == psutil.CONN_ESTABLISHED]
+    assert len(established) == made  # the instance sees only the pooled connections, still open
+
+
+async def test_a_status_change_is_answered_within_the_route_ttl_and_lookups_are_cached(site: Site) -> None:
+    before = site.cache.lookups
+    started = time.monotonic()
+    for _ in range(30):
+        assert (await site.get("/")).status_code == 200
+    windows = (time.monotonic() - started) / site.cache.ttl
+    assert site.cache.lookups - before <= windows + 1  # one lookup per TTL, not one per request
+
+    site.set_status("stopped")  # the reconciler observed it stopped (the process still answers, for the test)
+    changed = time.monotonic()
+
+    async def suspended() -> httpx.Response | None:
+        response = await site.get("/")
+        return response if response.status_code == 503 else None
+
+    answer = await eventually(suspended, "the suspended page", timeout=site.cache.ttl + 5)
+    assert "suspended" in answer.text and answer.headers["retry-after"] == "60"
+    assert time.monotonic() - changed <= site.cache.ttl + 1.0  # within about the TTL, whatever the machine
+
+    site.set_status("running")
+    await eventually(lambda: _is_ok(site), "the page again", timeout=site.cache.ttl + 5)
+
+
+async def _is_ok(site: Site) -> bool:
+    return (await site.get("/")).status_code == 200
+
+
+async def test_concurrent_requests_on_a_cold_route_share_one_lookup(site: Site) -> None:
+    before = site.cache.lookups
+    answers = await asyncio.gather(*(site.get("/") for _ in range(20)))
+    assert all(a.status_code == 200 for a in answers)
+    assert site.cache.lookups - before == 1
+
+
+async def test_a_stopped_process_answers_503_at_once_though_its_route_is_cached(slow_site: Site) -> None:
+    assert (await slow_site.get("/")).status_code == 200
+    lookups = slow_site.cache.lookups
+
+    instance = desired(slow_site.instance_id, run=False)
+    await slow_site.driver.apply(AccountState(ACCOUNT, (instance,)))  # stopped: its run record is gone
+
+    stopped = await slow_site.get("/")
+    assert stopped.status_code == 503 and "suspended" in stopped.text
+    assert slow_site.cache.lookups == lookups  # the cached route was enough to know
+
+
+async def test_a_restarted_process_on_a_new_port_is_found_at_once(slow_site: Site) -> None:
+    assert (await slow_site.get("/")).status_code == 200
+    port = slow_site.driver.port_of(ACCOUNT, slow_site.instance_id)
+
+    await slow_site.driver.restart(slow_site.instance_id)
+    instance = desired(slow_site.instance_id)
+    instance = type(instance)(**{**instance.__dict__, "template": keep_alive_site()})
+    await converged(slow_site.driver, AccountState(ACCOUNT, (instance,)))
+    assert slow_site.driver.port_of(ACCOUNT, slow_site.instance_id) not in (None, port)
+
+    page = await slow_site.get("/")
+    assert page.status_code == 200 and "<h1>my-site</h1>" in page.text
