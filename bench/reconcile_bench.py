@@ -358,9 +358,14 @@ async def http_figures(seconds: float, clients: int) -> None:
                     instance = (await client.post(f"/v1/accounts/{account_id}/instances",
                                                   json={"template": "static-site", "name": "bench"},
                                                   headers=user_headers)).json()
-                    observed = await service.reconcile_account(container.database, container.settings,
-                                                               container.secret_box, driver, uuid.UUID(account_id))
-                    assert observed is not None and observed.instances[uuid.UUID(instance["id"])].status == "running"
+                    deadline = time.monotonic() + 30
+                    while True:  # a starting instance is probed again by the next pass (the reconciler's follow-up)
+                        observed = await service.reconcile_account(container.database, container.settings,
+                                                                   container.secret_box, driver, uuid.UUID(account_id))
+                        if observed is not None and observed.instances[uuid.UUID(instance["id"])].status == "running":
+                            break
+                        assert time.monotonic() < deadline, "the bench instance never became healthy"
+                        await asyncio.sleep(0.1)  # waiting for the instance's process to listen, bounded above
                     path = f"/v1/instances/{instance['id']}"
                     session_queries = await queries_per_request(container, client, path, user_headers)
                     key_queries = await queries_per_request(container, client, path, key_headers)
