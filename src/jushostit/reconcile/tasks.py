@@ -52,19 +52,25 @@ async def resync_all() -> tuple[int, int] | None:
     # Deadlines within two resync intervals get an exact job; the resyncs before them schedule the rest.
     horizon = timedelta(seconds=2 * c.settings.resync_interval_seconds)
     async with c.database.autocommit.connect() as singleton:
-        if not await ReconcileLocks(singleton).try_singleton(RESYNC_TASK):
+        locks = ReconcileLocks(singleton)
+        if not await locks.try_singleton(RESYNC_TASK):
             return None
-        reconciled = writes = 0
-        after = None
-        while True:
-            async with c.database.reader() as session:
-                ids = await ReconcileRepository(session).account_ids(after=after, limit=RESYNC_CHUNK)
-            if not ids:
-                return reconciled, writes
-            done, written = await service.reconcile_batch(
-                c.database, c.settings, c.secret_box, driver, ids, deadline_horizon=horizon
-            )
-            reconciled, writes, after = reconciled + done, writes + written, ids[-1]
+        try:
+            reconciled = writes = 0
+            after = None
+            while True:
+                async with c.database.reader() as session:
+                    ids = await ReconcileRepository(session).account_ids(after=after, limit=RESYNC_CHUNK)
+                if not ids:
+                    return reconciled, writes
+                done, written = await service.reconcile_batch(
+                    c.database, c.settings, c.secret_box, driver, ids, deadline_horizon=horizon
+                )
+                reconciled, writes, after = reconciled + done, writes + written, ids[-1]
+        finally:
+            # The connection goes back to the pool, not away: a lock left on it would make every later resync
+            # that checks out another connection return None.
+            await locks.release_all()
 
 
 @app.task(name=RESYNC_TASK, queue="reconcile", queueing_lock=RESYNC_TASK, pass_context=False)
