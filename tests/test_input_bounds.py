@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from jushostit.catalog import loader
-from jushostit.kit.schemas import EMAIL_MAX_LENGTH, INT32_MAX
+from jushostit.kit.schemas import EMAIL_MAX_LENGTH, INT32_MAX, MINOR_UNITS_MAX
 from jushostit.models import (
     Account,
     ApiKey,
@@ -36,9 +36,6 @@ from tests.conftest import TEST_PASSWORD, Signup
 # Formats whose own grammar bounds the length, and which the app parses (a UUID is 36 characters, an RFC 3339
 # date-time about 35): anything longer is refused by the parser as any other malformed value.
 SELF_BOUNDED_FORMATS = {"uuid", "date-time"}
-
-# The largest price, budget and quota a client may set (kit.schemas.MinorUnits, kit.schemas.INT32_MAX).
-MAX_MINOR_UNITS = 10**15
 
 # --- the documented maxima ----------------------------------------------------------------------------------
 
@@ -177,7 +174,7 @@ OVER_LENGTH: dict[str, Callable[[Signup], tuple[str, str, dict[str, Any] | None,
         {"email": "long-name@example.com", "password": TEST_PASSWORD, "account_name": "n" * 201}, {},
         ["body", "account_name"],
     ),
-    "refresh token": lambda me: ("POST", "/v1/auth/refresh", {"refresh_token": "t" * 129}, {}, ["body", "refresh_token"]),
+    "refresh token": lambda me: ("POST", "/v1/auth/refresh", {"refresh_token": "t" * 513}, {}, ["body", "refresh_token"]),
     "API key name (its column is 100)": lambda me: (
         "POST", "/v1/me/api-keys", {"name": "k" * 101, "scopes": ["account:read"]}, me.headers, ["body", "name"],
     ),
@@ -190,7 +187,7 @@ OVER_LENGTH: dict[str, Callable[[Signup], tuple[str, str, dict[str, Any] | None,
         "POST", f"/v1/accounts/{me.account_id}/invites", {"email": address(EMAIL_MAX_LENGTH + 1)}, me.headers,
         ["body", "email"],
     ),
-    "invite token": lambda me: ("POST", "/v1/invites/accept", {"token": "t" * 129}, me.headers, ["body", "token"]),
+    "invite token": lambda me: ("POST", "/v1/invites/accept", {"token": "t" * 513}, me.headers, ["body", "token"]),
     "instance name": lambda me: (
         "POST", f"/v1/accounts/{me.account_id}/instances", {"template": "static-site", "name": "i" * 41}, me.headers,
         ["body", "name"],
@@ -239,7 +236,7 @@ async def test_sign_in_with_a_300_character_email_is_422_not_a_server_error(clie
     ("field", "value"),
     [
         ("price_minor", 10**30),
-        ("price_minor", MAX_MINOR_UNITS + 1),
+        ("price_minor", MINOR_UNITS_MAX + 1),
         ("default_budget_minor", 2**63),
         ("quotas", {"cpu_millicores": 10**30, "memory_mib": 1, "storage_gib": 1, "max_instances": 1}),
         ("quotas", {"cpu_millicores": 1, "memory_mib": 1, "storage_gib": 1, "max_instances": INT32_MAX + 1}),
@@ -269,8 +266,8 @@ async def test_values_at_their_maximum_are_stored(client, session, admin) -> Non
     boss = await admin()
     plan = plan_body(
         name="n" * 200,
-        price_minor=MAX_MINOR_UNITS,
-        default_budget_minor=MAX_MINOR_UNITS,
+        price_minor=MINOR_UNITS_MAX,
+        default_budget_minor=MINOR_UNITS_MAX,
         stripe_price_id="p" * 100,
         quotas={"cpu_millicores": INT32_MAX, "memory_mib": INT32_MAX, "storage_gib": INT32_MAX,
                 "max_instances": INT32_MAX},
@@ -278,7 +275,7 @@ async def test_values_at_their_maximum_are_stored(client, session, admin) -> Non
     created = await client.post("/v1/admin/plans", json=plan, headers=boss.headers)
     assert created.status_code == 201, created.text
     stored = await session.scalar(select(Plan).where(Plan.code == plan["code"]))
-    assert stored is not None and stored.price_minor == MAX_MINOR_UNITS and stored.quotas["max_instances"] == INT32_MAX
+    assert stored is not None and stored.price_minor == MINOR_UNITS_MAX and stored.quotas["max_instances"] == INT32_MAX
 
     key = await client.post("/v1/me/api-keys", json={"name": "k" * 100, "scopes": ["account:read"]}, headers=boss.headers)
     assert key.status_code == 201, key.text

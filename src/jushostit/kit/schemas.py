@@ -64,15 +64,17 @@ EmailAddress = Annotated[EmailStr, Field(max_length=EMAIL_MAX_LENGTH)]
 # Free text a person writes (a note, a description).
 Note = Annotated[str, Field(max_length=1000)]
 
-# Every token we issue is a short prefix and 43 url-safe characters; anything much longer is not one of ours.
-OpaqueToken = Annotated[str, Field(min_length=1, max_length=128)]
+# Room for every token we issue (opaque ones are a prefix and 43 characters, access tokens about 360), so one
+# of another kind presented here is refused as invalid (401), not as malformed.
+OpaqueToken = Annotated[str, Field(min_length=1, max_length=512)]
 
 # Integers that reach an INTEGER column, or Kubernetes' int32 fields, must fit 32 bits.
 INT32_MAX = 2**31 - 1
 
 # An amount in minor units (BIGINT columns): 10^15 is far above any real price or budget, and sums of many
 # of them still fit BIGINT's 9.2 * 10^18.
-MinorUnits = Annotated[int, Field(ge=0, le=10**15)]
+MINOR_UNITS_MAX = 10**15
+MinorUnits = Annotated[int, Field(ge=0, le=MINOR_UNITS_MAX)]
 
 
 def not_nullable(*fields: str) -> Callable[[dict[str, Any]], None]:
