@@ -166,7 +166,7 @@ class BodyLimitMiddleware:
 
 def _allowed_methods(path: str) -> str:
     """Every method the path answers (RFC 9110 §15.5.6), not only those of the first route that matched it."""
-    methods = {method for route in api_routes() if route.path_regex.match(path) for method in route.methods}
+    methods = {method for route in api_routes() if route.path_regex.match(path) for method in route.methods or ()}
     return ", ".join(sorted(methods))
 
 
