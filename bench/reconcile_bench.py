@@ -9,7 +9,7 @@
 3. (--http) An authenticated `GET /v1/instances/{id}` (session token, API key) next to `GET /healthz`, and the
    local router (`<slug>.localhost`) next to the upstream it proxies, each at 20 concurrent clients against a
    real uvicorn server on loopback (`wrk` when installed, else an httpx load generator in a child process),
-   with the SQL statements, transactions and pool checkouts one read costs.
+   with the SQL statements, transactions and pings (database round trips) one read costs.
 
 Run: .venv/bin/python bench/reconcile_bench.py [--accounts 1000] [--http [--http-seconds 5]]  (embedded PostgreSQL in a temp dir, or
 DATABASE_URL when set).
@@ -267,15 +267,25 @@ async def side_by_side(pairs: list[tuple[str, str, dict[str, str]]], seconds: fl
 class QueryCount:
     statements: int = 0
     transactions: int = 0
-    checkouts: int = 0
+    pings: int = 0
+
+    @property
+    def round_trips(self) -> float:
+        return self.statements + 2 * self.transactions + self.pings  # BEGIN and COMMIT are one each
 
 
 @contextlib.contextmanager
 def counting_queries(engine) -> Iterator[QueryCount]:
-    """SQL statements, transactions (BEGIN … COMMIT, outside autocommit) and pool checkouts (each one a pre-ping
-    round trip) on the engine, while the block runs."""
+    """SQL statements, transactions (BEGIN … COMMIT, outside autocommit) and connection pings (the pool's, sent
+    on the DBAPI connection, unseen by statement events) on the engine, while the block runs."""
     count = QueryCount()
     sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+    ping = dialect.do_ping
+
+    def counted_ping(dbapi_connection) -> bool:
+        count.pings += 1
+        return ping(dbapi_connection)
 
     def on_statement(*_: object) -> None:
         count.statements += 1
@@ -284,16 +294,14 @@ def counting_queries(engine) -> Iterator[QueryCount]:
         if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             count.transactions += 1
 
-    def on_checkout(*_: object) -> None:
-        count.checkouts += 1
-
-    listeners = [(sync_engine, "before_cursor_execute", on_statement), (sync_engine, "begin", on_begin),
-                 (sync_engine.pool, "checkout", on_checkout)]
+    listeners = [(sync_engine, "before_cursor_execute", on_statement), (sync_engine, "begin", on_begin)]
     for target, name, listener in listeners:
         event.listen(target, name, listener)
+    dialect.do_ping = counted_ping  # an instrument for the figure only
     try:
         yield count
     finally:
+        del dialect.do_ping
         for target, name, listener in listeners:
             event.remove(target, name, listener)
 
@@ -305,7 +313,7 @@ async def queries_per_request(container, client: httpx.AsyncClient, path: str, h
         for _ in range(rounds):
             response = await client.get(path, headers=headers)
             assert response.status_code == 200, response.text
-    return QueryCount(*(round(value / rounds, 2) for value in (count.statements, count.transactions, count.checkouts)))
+    return QueryCount(*(round(value / rounds, 2) for value in (count.statements, count.transactions, count.pings)))
 
 
 @contextlib.asynccontextmanager
@@ -392,7 +400,7 @@ async def http_figures(seconds: float, clients: int) -> None:
           f"API key {reads[2].per_second / reads[0].per_second:5.2f}")
     for label, count in (("session", session_queries), ("API key", key_queries)):
         print(f"  per read ({label}): {count.statements} SQL statements, {count.transactions} transactions "
-              f"(BEGIN/COMMIT), {count.checkouts} pool checkouts (pre-ping)")
+              f"(BEGIN/COMMIT), {count.pings} pings: {count.round_trips:.2f} round trips")
     print(f"local router vs its upstream, {clients} clients, {generator}:")
     for figure in routed:
         print(figure.line())
