@@ -174,6 +174,7 @@ class Upstreams:
         self.connections_made = 0
         self._idle: dict[int, list[_Connection]] = {}
         self._closed = False
+        self._next_sweep = 0.0
 
     async def aclose(self) -> None:
         self._closed = True
@@ -211,14 +212,32 @@ class Upstreams:
             connection.writer.close()
 
     def _idle_connection(self, port: int) -> _Connection | None:
-        idle = self._idle.get(port)
         now = time.monotonic()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        idle = self._idle.get(port)
         while idle:
             connection = idle.pop()
             if connection.usable(now):
                 return connection
             connection.writer.close()
         return None
+
+    def _sweep(self, now: float) -> None:
+        """Close the idle connections that expired or that their instance closed (a stopped instance's port
+        may never be asked for again), so none lingers half-closed."""
+        self._next_sweep = now + KEEPALIVE_SECONDS / 3
+        for port, idle in list(self._idle.items()):
+            kept: list[_Connection] = []
+            for connection in idle:
+                if connection.usable(now):
+                    kept.append(connection)
+                else:
+                    connection.writer.close()
+            if kept:
+                self._idle[port] = kept
+            else:
+                del self._idle[port]
 
     async def _connect(self, port: int) -> _Connection:
         try:
