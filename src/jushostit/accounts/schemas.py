@@ -8,10 +8,10 @@ from pydantic import ConfigDict, Field
 from jushostit.kit.schemas import (
     DisplayName,
     EmailAddress,
+    FromJsonString,
     OpaqueToken,
     RequestModel,
     ResponseModel,
-    from_json_string,
     not_nullable,
 )
 from jushostit.models import AccountStatus, BillingMode, Role
@@ -74,12 +74,12 @@ class MemberPage(ResponseModel):
 
 
 class MemberUpdate(RequestModel):
-    role: from_json_string(Role)
+    role: FromJsonString[Role]
 
 
 class InviteCreate(RequestModel):
     email: EmailAddress
-    role: from_json_string(Role) = Role.member
+    role: FromJsonString[Role] = Role.member
 
 
 class InviteRead(ResponseModel):

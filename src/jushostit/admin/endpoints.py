@@ -38,7 +38,7 @@ async def _account(session: SessionDep, account_id: uuid.UUID) -> Account:
 async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccountRead]:
     ids = [a.id for a in accounts]
     reconcile = ReconcileRepository(session)
-    subscriptions = await reconcile.subscriptions(ids)
+    facts = await reconcile.accounts_with_subscriptions(ids)
     instances = await reconcile.live_instances(ids)
     health = await AdminRepository(session).instance_health(ids)
     now, settings = utcnow(), container.current().settings
@@ -46,7 +46,7 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
     for account in accounts:
         entitled = entitlement_inputs(
             account,
-            [(s, p) for s, p in subscriptions if s.account_id == account.id],
+            facts[account.id][1],
             expired_retention_days=settings.expired_retention_days,
         ).decide(now, instance_facts(i for i in instances if i.account_id == account.id))
         count, failing, error, reconciled = health.get(account.id, (0, 0, None, None))

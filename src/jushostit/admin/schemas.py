@@ -5,21 +5,21 @@ from datetime import datetime
 
 from pydantic import Field
 
-from jushostit.kit.schemas import Note, RequestModel, ResponseModel, from_json_string
+from jushostit.kit.schemas import FromJsonString, Note, RequestModel, ResponseModel
 from jushostit.models import AccountStatus, BillingMode, SuspensionReason
 
 
 class SuspendRequest(RequestModel):
-    reason: from_json_string(SuspensionReason)
+    reason: FromJsonString[SuspensionReason]
     note: Note | None = None
 
 
 class UnsuspendRequest(RequestModel):
-    reason: from_json_string(SuspensionReason)
+    reason: FromJsonString[SuspensionReason]
 
 
 class BillingModeUpdate(RequestModel):
-    billing_mode: from_json_string(BillingMode)
+    billing_mode: FromJsonString[BillingMode]
 
 
 class AdminAccountRead(ResponseModel):

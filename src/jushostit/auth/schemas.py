@@ -12,10 +12,10 @@ from jushostit.kit.schemas import (
     DateTime,
     DisplayName,
     EmailAddress,
+    FromJsonString,
     OpaqueToken,
     RequestModel,
     ResponseModel,
-    from_json_string,
 )
 from jushostit.models import Role
 
@@ -74,7 +74,7 @@ class MeRead(ResponseModel):
 
 class ApiKeyCreate(RequestModel):
     name: Annotated[Name, StringConstraints(max_length=100)]  # the api_keys.name column
-    scopes: Annotated[list[from_json_string(Scope)], Field(min_length=1, max_length=len(Scope))]
+    scopes: Annotated[list[FromJsonString[Scope]], Field(min_length=1, max_length=len(Scope))]
     # Aware only: a naive time has no meaning to compare with now (and would fail as a 500).
     expires_at: DateTime | None = None
 

@@ -25,7 +25,8 @@ from jushostit.entitlement import (
     entitlement,
     next_change,
 )
-from jushostit.models import Account, BillingMode, Instance, Plan, Subscription
+from jushostit.models import Account, BillingMode, Instance
+from jushostit.models.rows import AccountFactsRow, PlanFactsRow, SubscriptionFactsRow
 
 DEFAULT_EXPIRED_RETENTION_DAYS = 30
 
@@ -48,7 +49,7 @@ def dunning_policy(
     )
 
 
-def plan_quotas(plan: Plan) -> Quotas:
+def plan_quotas(plan: PlanFactsRow) -> Quotas:
     q = plan.quotas
     return Quotas(
         cpu_millicores=int(q.get("cpu_millicores", 0)),
@@ -58,7 +59,7 @@ def plan_quotas(plan: Plan) -> Quotas:
     )
 
 
-def subscription_facts(subscription: Subscription, plan: Plan) -> SubscriptionFacts:
+def subscription_facts(subscription: SubscriptionFactsRow, plan: PlanFactsRow) -> SubscriptionFacts:
     return SubscriptionFacts(
         id=subscription.id,
         plan_code=plan.code,
@@ -70,7 +71,7 @@ def subscription_facts(subscription: Subscription, plan: Plan) -> SubscriptionFa
     )
 
 
-def account_facts(account: Account) -> AccountFacts:
+def account_facts(account: AccountFactsRow) -> AccountFacts:
     return AccountFacts(
         status=account.status.value,
         suspension_reasons=frozenset(account.suspension_reasons),
@@ -78,7 +79,7 @@ def account_facts(account: Account) -> AccountFacts:
     )
 
 
-def budget_facts(account: Account) -> BudgetFacts:
+def budget_facts(account: AccountFactsRow) -> BudgetFacts:
     return BudgetFacts(limit_minor=account.budget_minor, spent_minor=account.month_spend_minor)
 
 
@@ -101,8 +102,8 @@ class EntitlementInputs:
 
 
 def entitlement_inputs(
-    account: Account,
-    subscriptions: Iterable[tuple[Subscription, Plan]],
+    account: AccountFactsRow,
+    subscriptions: Iterable[tuple[SubscriptionFactsRow, PlanFactsRow]],
     *,
     expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS,
 ) -> EntitlementInputs:

@@ -11,10 +11,10 @@ from jushostit.catalog.spec import Code
 from jushostit.kit.schemas import (
     DateTime,
     DisplayName,
+    FromJsonString,
     MinorUnits,
     RequestModel,
     ResponseModel,
-    from_json_string,
 )
 
 
@@ -51,7 +51,7 @@ class CancelAt(enum.StrEnum):
 
 
 class SubscriptionCancel(RequestModel):
-    at: from_json_string(CancelAt) = CancelAt.period_end
+    at: FromJsonString[CancelAt] = CancelAt.period_end
 
 
 # The period a renewal pays for, named by its start: the `current_period_end` the client saw. Naming it makes

@@ -44,16 +44,17 @@ def refuse_nul(value: Any) -> Any:
     return value
 
 
-def strict_body(model: type[M]) -> Any:
-    """`model` as a request body validated in strict mode all the way down (nested specs included): no
-    coercion of `"9"` to 9 or of `1.0` to 1; unknown fields are already refused by the specs themselves."""
+def strictly(model: type[M]) -> WrapValidator:
+    """Validates `model` in strict mode all the way down (nested specs included): no coercion of `"9"` to 9
+    or of `1.0` to 1; unknown fields are already refused by the specs themselves. Use as
+    `Annotated[Model, strictly(Model)]`."""
 
     def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         if isinstance(value, dict):
             return model.model_validate(refuse_nul(value), strict=True)
         return handler(value)
 
-    return Annotated[model, WrapValidator(validate)]
+    return WrapValidator(validate)
 
 
 def _known_currency(value: str) -> str:
@@ -74,7 +75,7 @@ class PlanCreate(PlanSpec):
         return _known_currency(value)
 
 
-StrictQuotas = strict_body(PlanQuotas)
+StrictQuotas = Annotated[PlanQuotas, strictly(PlanQuotas)]
 
 _NOT_NULL = ("name", "price_minor", "currency", "interval", "billing_modes", "quotas")
 
@@ -136,7 +137,7 @@ class PlanAdminPage(ResponseModel):
     next_cursor: str | None
 
 
-PlanCreateBody = strict_body(PlanCreate)
+PlanCreateBody = Annotated[PlanCreate, strictly(PlanCreate)]
 
 
 # --- templates --------------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ class TemplateCreate(TemplateSpec):
             raise ValueError("only templates shipped with JusHostIt may have a process form (local runtime)")
 
 
-TemplateCreateBody = strict_body(TemplateCreate)
+TemplateCreateBody = Annotated[TemplateCreate, strictly(TemplateCreate)]
 
 
 class TemplateAdminRead(ResponseModel):

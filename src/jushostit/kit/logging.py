@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 SECRET_KEY_PATTERN = re.compile(
-    r"pass(word)?|secret|token|authorization|api[_-]?key|cookie|credential|private|signature", re.I
+    r"pass(word)?|secret|token|authorization|api[_-]?key|cookie|credential|private|signature", re.IGNORECASE
 )
 REDACTED = "[redacted]"
 # Values that look like our own credentials are masked wherever they appear in a log line.

@@ -24,8 +24,9 @@ T = TypeVar("T")
 
 # JSON has no enum or datetime type: such fields parse from their string form (still validated), while
 # str / int / bool stay strict.
-def from_json_string(tp: type[T]) -> Any:
-    return Annotated[tp, Strict(False)]
+# An enum (or other non-str type) that JSON carries as a string: lax for that field only, while the model stays
+# strict. Written `FromJsonString[Role]`.
+FromJsonString = Annotated[T, Strict(False)]
 
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE)

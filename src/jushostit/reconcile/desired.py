@@ -39,8 +39,8 @@ class RenderedEnv:
 
     template: TemplateSpec
     instance: InstanceInput
-    ciphertexts: Mapping[str, bytes]
-    decrypt: Callable[[bytes], str] = field(compare=False)
+    ciphertexts: Mapping[str, str]
+    decrypt: Callable[[str], str] = field(compare=False)
 
     def values(self) -> tuple[tuple[str, str], ...]:
         plain: dict[str, str] = {}
@@ -94,8 +94,8 @@ def build_desired(
     instances: list[InstanceInput],
     entitled: Entitlement,
     templates: Mapping[str, TemplateSpec],
-    ciphertexts: Mapping[uuid.UUID, Mapping[str, bytes]],
-    decrypt: Callable[[bytes], str],
+    ciphertexts: Mapping[uuid.UUID, Mapping[str, str]],
+    decrypt: Callable[[str], str],
 ) -> Desired:
     desired = []
     to_delete = []

@@ -5,27 +5,52 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol, cast
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import ARRAY, any_, bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from jushostit.models import Account, Instance, Plan, ServiceTemplate, StoredSecret, Subscription
+from jushostit.models.rows import AccountFactsRow, PlanFactsRow, SubscriptionFactsRow
+
+
+class AccountRow(AccountFactsRow, Protocol):
+    """An account as the reconciler reads it (see _ACCOUNTS)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def billing_email(self) -> str | None: ...
+    @property
+    def reconcile_error(self) -> str | None: ...
+    @property
+    def reconcile_failures(self) -> int: ...
 
 # Built once: the reconciler runs these for every account on every resync, and building a statement costs
 # more than running it.
-_ACCOUNTS_WITH_SUBSCRIPTIONS = (
-    select(Account, Subscription, Plan)
-    .outerjoin(Subscription, Subscription.account_id == Account.id)
-    .outerjoin(Plan, Plan.id == Subscription.plan_id)
-    .where(Account.id.in_(bindparam("account_ids", expanding=True)))
-)
+# One array parameter rather than an expanded IN list: the statement text stays the same whatever the number
+# of accounts, so PostgreSQL and psycopg prepare it once.
+_IDS = bindparam("account_ids", type_=ARRAY(PG_UUID(as_uuid=True)))
+# Plain rows, not ORM objects: the resync reads thousands of accounts and the ORM would cost more than the
+# queries. The rows carry just the columns the facts and the write-back need.
+_ACCOUNTS = select(
+    Account.id, Account.status, Account.billing_mode, Account.suspension_reasons, Account.past_due_since,
+    Account.budget_minor, Account.month_spend_minor, Account.billing_email, Account.reconcile_error,
+    Account.reconcile_failures,
+).where(Account.id == any_(_IDS))
+_SUBSCRIPTIONS = select(
+    Subscription.account_id, Subscription.id, Subscription.plan_id, Subscription.status,
+    Subscription.current_period_start, Subscription.current_period_end, Subscription.cancelled_at,
+).where(Subscription.account_id == any_(_IDS))
+_PLANS = select(Plan.id, Plan.code, Plan.quotas).where(Plan.id == any_(bindparam("plan_ids", type_=ARRAY(PG_UUID(as_uuid=True)))))
 _LIVE_INSTANCES = (
     select(Instance)
-    .where(Instance.account_id.in_(bindparam("account_ids", expanding=True)), Instance.deleted_at.is_(None))
+    .where(Instance.account_id == any_(_IDS), Instance.deleted_at.is_(None))
     .order_by(Instance.id)
 )
 _SECRET_CIPHERTEXTS = select(StoredSecret.owner_id, StoredSecret.name, StoredSecret.ciphertext).where(
-    StoredSecret.owner_type == "instance", StoredSecret.owner_id.in_(bindparam("instance_ids", expanding=True))
+    StoredSecret.owner_type == "instance", StoredSecret.owner_id == any_(bindparam("instance_ids", type_=ARRAY(PG_UUID(as_uuid=True))))
 )
 # Advisory-lock namespaces: account reconciles (the second key is the account id's hash), and singletons such
 # as the resync (the second key is the name's hash).
@@ -39,26 +64,23 @@ class ReconcileRepository:
 
     async def accounts_with_subscriptions(
         self, account_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, tuple[Account, list[tuple[Subscription, Plan]]]]:
-        """Each account with its subscriptions and their plans, in one round trip."""
-        found: dict[uuid.UUID, tuple[Account, list[tuple[Subscription, Plan]]]] = {}
+    ) -> dict[uuid.UUID, tuple[AccountRow, list[tuple[SubscriptionFactsRow, PlanFactsRow]]]]:
+        """Each account with its subscriptions and their plans, in three round trips whatever the number of
+        accounts (the few plans are read once, not once per subscription)."""
         if not account_ids:
-            return found
-        for account, subscription, plan in await self.session.execute(
-            _ACCOUNTS_WITH_SUBSCRIPTIONS, {"account_ids": list(account_ids)}
-        ):
-            entry = found.setdefault(account.id, (account, []))
-            if subscription is not None:
-                entry[1].append((subscription, plan))
-        return found
-
-    async def subscriptions(self, account_ids: Sequence[uuid.UUID]) -> list[tuple[Subscription, Plan]]:
-        rows = await self.session.execute(
-            select(Subscription, Plan).join(Plan, Plan.id == Subscription.plan_id).where(
-                Subscription.account_id.in_(account_ids)
+            return {}
+        ids = {"account_ids": list(account_ids)}
+        found: dict[uuid.UUID, tuple[AccountRow, list[tuple[SubscriptionFactsRow, PlanFactsRow]]]] = {
+            row.id: (cast(AccountRow, row), []) for row in await self.session.execute(_ACCOUNTS, ids)
+        }
+        subscriptions = list(await self.session.execute(_SUBSCRIPTIONS, ids))
+        plan_ids = list({row.plan_id for row in subscriptions})
+        plans = {row.id: row for row in await self.session.execute(_PLANS, {"plan_ids": plan_ids})} if plan_ids else {}
+        for row in subscriptions:
+            found[row.account_id][1].append(
+                (cast(SubscriptionFactsRow, row), cast(PlanFactsRow, plans[row.plan_id]))
             )
-        )
-        return [(s, p) for s, p in rows.all()]
+        return found
 
     async def live_instances(self, account_ids: Sequence[uuid.UUID]) -> list[Instance]:
         if not account_ids:
@@ -70,20 +92,15 @@ class ReconcileRepository:
             return []
         return list((await self.session.scalars(select(ServiceTemplate).where(ServiceTemplate.code.in_(codes)))).all())
 
-    async def secret_ciphertexts(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, bytes]]:
+    async def secret_ciphertexts(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
         """Each instance's stored secrets, still encrypted (decrypted only when a runtime needs the values)."""
-        found: dict[uuid.UUID, dict[str, bytes]] = {}
+        found: dict[uuid.UUID, dict[str, str]] = {}
         if instance_ids:
             for owner_id, name, ciphertext in await self.session.execute(
                 _SECRET_CIPHERTEXTS, {"instance_ids": list(instance_ids)}
             ):
                 found.setdefault(owner_id, {})[name] = ciphertext
         return found
-
-    async def lock_account(self, account_id: uuid.UUID) -> Account | None:
-        """The account row, locked: fact writers (which lock it too) wait, so the facts read next stay true
-        until this transaction commits."""
-        return await self.session.scalar(select(Account).where(Account.id == account_id).with_for_update())
 
     async def instances_for_update(self, ids: Sequence[uuid.UUID]) -> list[Instance]:
         if not ids:

@@ -23,18 +23,19 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
-from jushostit.billing.facts import entitlement_inputs
+from jushostit.billing.facts import entitlement_inputs, instance_facts
+from jushostit.billing.repository import BillingRepository
 from jushostit.catalog.spec import TemplateSpec
 from jushostit.config import Settings
-from jushostit.entitlement import Entitlement, InstanceFacts, Level
+from jushostit.entitlement import Entitlement, Level
 from jushostit.events.repository import EventRepository
 from jushostit.kit import context, metrics
 from jushostit.kit.crypto import SecretBox
 from jushostit.kit.db import Database, utcnow
-from jushostit.models import Account, Instance, Plan, Subscription
+from jushostit.models import Instance
 from jushostit.notifications.service import queue_email
 from jushostit.reconcile.desired import InstanceInput, build_desired, missing_generated
-from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
+from jushostit.reconcile.repository import AccountRow, ReconcileLocks, ReconcileRepository
 from jushostit.runtime.protocol import Observed, ObservedInstance, RuntimeDriver
 from jushostit.runtime.registry import instance_address
 from jushostit.triggers import (
@@ -54,25 +55,14 @@ RETRY_MAX_SECONDS = 300
 SAFE_FAILURE_REASON = "the platform could not apply a change; it retries automatically"
 
 
-def account_entitlement(
-    account: Account,
-    subscriptions: list[tuple[Subscription, Plan]],
-    instances: list[Instance],
-    now: datetime,
-    settings: Settings,
-) -> Entitlement:
-    inputs = entitlement_inputs(account, subscriptions, expired_retention_days=settings.expired_retention_days)
-    return inputs.decide(now, [InstanceFacts(i.id, i.delete_requested_at) for i in instances])
-
-
 @dataclass
 class Snapshot:
-    account: Account
+    account: AccountRow
     instances: list[Instance]
     entitled: Entitlement
     inputs: list[InstanceInput]
     templates: dict[str, TemplateSpec]
-    ciphertexts: dict[uuid.UUID, dict[str, bytes]] = field(default_factory=dict)
+    ciphertexts: dict[uuid.UUID, dict[str, str]] = field(default_factory=dict)
     next_change: datetime | None = None  # when time alone may change the entitlement
 
 
@@ -100,13 +90,13 @@ async def snapshots(
             url, host = instance_address(settings, instance.slug)
             inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code, url, host))
         facts = entitlement_inputs(account, subscriptions, expired_retention_days=settings.expired_retention_days)
-        instance_facts = [InstanceFacts(i.id, i.delete_requested_at) for i in own]
+        facts_of_instances = instance_facts(own)
         used = {i.template_code for i in own}
         result[account_id] = Snapshot(
-            account, own, facts.decide(now, instance_facts), inputs,
+            account, own, facts.decide(now, facts_of_instances), inputs,
             {c: templates[c] for c in used if c in templates},
             {i.id: ciphertexts.get(i.id, {}) for i in own},
-            facts.next_change(now, instance_facts),
+            facts.next_change(now, facts_of_instances),
         )
     return result
 
@@ -195,7 +185,7 @@ class InstancesFailed(RuntimeError):
         super().__init__(f"{len(errors)} instance(s) failed: " + "; ".join(errors))
 
 
-async def _account_failed(database: Database, account: Account, error: Exception, *, path: str) -> None:
+async def _account_failed(database: Database, account: AccountRow, error: Exception, *, path: str) -> None:
     message = f"{type(error).__name__}: {error}"[:2000]
     metrics.reconcile_failures.labels(path).inc()
     failures = account.reconcile_failures + 1
@@ -264,14 +254,15 @@ async def _delete_if_still_deleted(
     """Remove an instance's data only if the facts read now, in the transaction that records the deletion,
     with the account row locked against fact writers, still say `deleted`."""
     async with database.unit_of_work() as session:
-        repository = ReconcileRepository(session)
-        account = await repository.lock_account(snap.account.id)
-        instance = next(iter(await repository.instances_for_update([instance_id])), None)
+        billing = BillingRepository(session)
+        account = await billing.lock_account(snap.account.id)
+        instance = next(iter(await ReconcileRepository(session).instances_for_update([instance_id])), None)
         if account is None or instance is None or instance.deleted_at is not None:
             return False
         now = utcnow()
-        entitled = account_entitlement(account, await repository.subscriptions([account.id]), [instance], now,
-                                       settings)
+        facts = entitlement_inputs(account, await billing.all_of(account.id),
+                                   expired_retention_days=settings.expired_retention_days)
+        entitled = facts.decide(now, instance_facts([instance]))
         if entitled.instances[instance.id].level != Level.deleted:
             log.info("reconcile.delete_withdrawn", account_id=str(account.id), instance_id=str(instance.id))
             request_reconcile(account.id)  # the facts changed since this pass read them: look again
@@ -381,7 +372,7 @@ def lifecycle_email(settled_before: str | None, after: str, *, first_ready: bool
     return {"stopped": "instance_suspended", "expired": "instance_expired", "deleted": "instance_deleted"}.get(after)
 
 
-async def _announce(session: AsyncSession, settings: Settings, account: Account, instance: Instance, url: str,
+async def _announce(session: AsyncSession, settings: Settings, account: AccountRow, instance: Instance, url: str,
                     before: str, after: str, now: datetime) -> None:
     await audit.record(
         session,

@@ -46,7 +46,7 @@ class RunRecord:
     def alive(self) -> bool:
         try:
             process = psutil.Process(self.pid)
-            return abs(process.create_time() - self.started) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
+            return bool(abs(process.create_time() - self.started) < 0.01 and process.status() != psutil.STATUS_ZOMBIE)
         except psutil.NoSuchProcess:
             return False
 
