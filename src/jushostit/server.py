@@ -30,7 +30,7 @@ MAIN_QUEUES = ["reconcile", "default"]
 SHUTDOWN_GRACE_SECONDS = 10
 # A job scheduled for a moment later (a reconcile waiting for the account's running pass) gets its NOTIFY when
 # deferred, not when due: it is fetched at the next poll. procrastinate's default (5 s) would delay it that long.
-FETCH_POLLING_SECONDS = 0.5
+FETCH_POLLING_SECONDS = 0.25
 
 
 class _Uvicorn(uvicorn.Server):

@@ -23,7 +23,6 @@ FACT_CHANGE_PRIORITY = 10
 # A reconcile that finds the account's lock taken (another pass is applying it) looks again this soon: the
 # fact that queued it is then seen by a pass that starts after the running one.
 BUSY_RETRY_SECONDS = 1
-FOLLOW_UP_SECONDS = 2
 
 
 def queueing_lock(account_id: uuid.UUID | str) -> str:
@@ -38,7 +37,7 @@ def request_reconcile(account_id: uuid.UUID) -> None:
     )
 
 
-async def _later(account_id: uuid.UUID, purpose: str, *, seconds: int | None = None,
+async def _later(account_id: uuid.UUID, purpose: str, *, seconds: float | None = None,
                  at: datetime | None = None, priority: int = 0) -> None:
     await jobs.defer(
         jobs.PendingJob(
@@ -59,9 +58,9 @@ async def at_deadline(account_id: uuid.UUID, when: datetime) -> None:
     await _later(account_id, f"reconcile-at:{int(when.timestamp())}", at=when)
 
 
-async def follow_up(account_id: uuid.UUID) -> None:
+async def follow_up(account_id: uuid.UUID, seconds: float) -> None:
     """Look again soon (an instance is still starting), rather than waiting for the next resync."""
-    await _later(account_id, "reconcile-follow-up", seconds=FOLLOW_UP_SECONDS)
+    await _later(account_id, "reconcile-follow-up", seconds=seconds)
 
 
 async def retry_after_failure(account_id: uuid.UUID, seconds: int) -> None:

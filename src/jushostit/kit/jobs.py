@@ -54,7 +54,7 @@ class PendingJob:
     queueing_lock: str | None = None
     lock: str | None = None
     priority: int = 0
-    schedule_in_seconds: int | None = None
+    schedule_in_seconds: float | None = None
     schedule_at: datetime | None = None
 
 
