@@ -10,7 +10,7 @@ import warnings
 from typing import Annotated, Any
 
 import typer
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from jushostit.config import Settings, get_settings
 from jushostit.kit.logging import configure_logging
@@ -173,4 +173,19 @@ def main() -> None:
     # runtime dir when XDG_RUNTIME_DIR is unset) stay out of the output.
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-    cli()
+    try:
+        cli()
+    except ValidationError as error:
+        if error.title != Settings.__name__:
+            raise
+        raise SystemExit(configuration_error(error)) from None
+
+
+def configuration_error(error: ValidationError) -> str:
+    """A refused configuration, one line per setting, named as it is set (the environment variable)."""
+    lines = ["jushostit: the configuration is invalid (see docs/configuration.md):"]
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        name = f"JUSHOSTIT_{field.upper()}" if field else "configuration"
+        lines.append(f"  {name}: {problem['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)

@@ -320,14 +320,15 @@ def test_serve_that_cannot_run_exits_non_zero_and_leaves_no_postgres(serve: Serv
     assert (serve.pgdata / "PG_VERSION").exists(), "the embedded server should have been started"
     assert_no_postgres_left(serve.pgdata)
 
-    # The in-process job worker crashes (procrastinate refuses a negative concurrency): serve stops everything
-    # and says so with its exit code, so a supervisor restarts it instead of thinking it was asked to stop.
-    serve.extra_env = {"JUSHOSTIT_WORKER_CONCURRENCY": "-1"}
+    # A configuration that cannot work (a pool too small for the workers) is refused before anything starts,
+    # naming the setting to change, with a non-zero exit code so a supervisor does not think it was asked to stop.
+    serve.extra_env = {"JUSHOSTIT_DB_POOL_SIZE": "1"}
     serve.launch()
     assert serve.proc is not None
     code = serve.proc.wait(timeout=COMMAND_TIMEOUT)
     assert code == 1, serve.logs()
-    assert '"serve.task_failed"' in serve.stderr_path.read_text()
+    stderr = serve.stderr_path.read_text()
+    assert "JUSHOSTIT_DB_POOL_SIZE=1 is too small for the workers" in stderr and "Traceback" not in stderr
     assert_no_postgres_left(serve.pgdata)
     assert serve.handle_pids() == []
 
