@@ -134,9 +134,22 @@ async def test_a_new_driver_adopts_running_processes(driver: LocalDriver, tmp_pa
     assert observed.writes == 0 and observed.instances[iid].status == "running"
     assert successor._read_run(successor.instance_dir(ACCOUNT, iid)).pid == pid
 
-    # What it adopted, it also stops when its process ends (nothing of ours outlives serve).
-    await successor.shutdown()
-    assert driver.port_of(ACCOUNT, iid) is None and not psutil.pid_exists(pid)
+
+async def test_processes_adopted_after_a_crash_are_stopped_by_a_graceful_stop(driver: LocalDriver,
+                                                                               tmp_path: Path) -> None:
+    ours, adopted = uuid.uuid4(), uuid.uuid4()
+    crashed = LocalDriver(tmp_path / "instances")  # the serve that was killed -9: its processes live on
+    await converged(crashed, AccountState(ACCOUNT, (desired(adopted, name="older"),)))
+    orphan = crashed._read_run(crashed.instance_dir(ACCOUNT, adopted)).pid
+    await converged(driver, AccountState(ACCOUNT, (desired(adopted, name="older"), desired(ours))))
+    mine = driver._read_run(driver.instance_dir(ACCOUNT, ours)).pid
+
+    await driver.shutdown()  # the restarted serve stops gracefully: nothing of ours outlives it
+
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
+    assert not psutil.pid_exists(mine) or psutil.Process(mine).status() == psutil.STATUS_ZOMBIE
+    assert driver.port_of(ACCOUNT, adopted) is None and driver.port_of(ACCOUNT, ours) is None
+    assert (driver.instance_dir(ACCOUNT, adopted) / "data" / "index.html").exists()  # data stays
 
 
 async def test_env_logs_and_restart(driver: LocalDriver) -> None:
