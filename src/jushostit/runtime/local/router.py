@@ -4,12 +4,13 @@ Requests are streamed both ways, each chunk passed on as it comes, with the usua
 stopped instance answers 503 with a plain "suspended" page; an unknown host 404. Everything else goes to the
 API.
 
-The router asks for routes; it does not know where instances are recorded: `route_lookup` (slug → Route) is
-injected by the app. Routes are cached for ROUTE_TTL_SECONDS, so a busy site costs no database query per
-request, and an instance whose observed status changes answers accordingly within that time. The upstream
-port is cached while the instance's run record is unchanged (one stat per request), so a stop or a restart
-is seen at once. Upstream connections are HTTP/1.1, kept alive in one pool for the life of the app (closed on
-shutdown), and parsed with httptools (uvicorn's parser).
+The router asks for routes; it does not know where instances are recorded: the app gives it a RouteCache
+around a lookup (slug → Route) of its own. The route of a serving instance is kept ROUTE_TTL_SECONDS, so a
+busy site costs no database query per request and an observed status change is answered within that time.
+The upstream port is kept while the instance's run record is unchanged (one stat per request): a stop or a
+restart is seen at once, and the route looked up again. Other answers (unknown, stopped, deleted) are not
+kept. Upstream connections are HTTP/1.1, kept alive in one pool for the life of the app (closed at
+shutdown), their answers parsed with httptools (uvicorn's parser).
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ class _Cached:
 
 
 class RouteCache:
-    """slug → Route, each looked up at most once per `ttl` seconds (concurrent misses share one lookup)."""
+    """slug → Route. A route to a serving instance is kept `ttl` seconds; any other answer (unknown, stopped,
+    starting, failed) is not kept, so a site coming back or going away is seen at its next request. Concurrent
+    requests for the same slug share one lookup."""
 
     def __init__(self, lookup: RouteLookup, *, ttl: float = ROUTE_TTL_SECONDS, max_entries: int = MAX_ROUTES) -> None:
         self.lookup = lookup
@@ -81,16 +84,17 @@ class RouteCache:
         self._entries: dict[str, _Cached] = {}
         self._pending: dict[str, asyncio.Future[_Cached]] = {}
 
-    async def get(self, slug: str) -> _Cached:
+    async def get(self, slug: str) -> tuple[_Cached, bool]:
+        """The slug's route, and whether it came from the cache (rather than a lookup made just now)."""
         entry = self._entries.get(slug)
         if entry is not None and entry.fresh_until > time.monotonic():
-            return entry
+            return entry, True
         pending = self._pending.get(slug)
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(slug))
             self._pending[slug] = pending
             pending.add_done_callback(lambda _: self._pending.pop(slug, None))
-        return await asyncio.shield(pending)  # a caller that goes away does not cancel the others' lookup
+        return await asyncio.shield(pending), False  # a caller that goes away does not cancel the others' lookup
 
     def forget(self, slug: str) -> None:
         self._entries.pop(slug, None)
@@ -98,6 +102,9 @@ class RouteCache:
     async def _fetch(self, slug: str) -> _Cached:
         self.lookups += 1
         route = await self.lookup(slug)
+        if route is None or route.status not in SERVING:
+            self._entries.pop(slug, None)
+            return _Cached(route, 0.0)  # not kept: an unavailable site's next request looks again
         entry = _Cached(route, time.monotonic() + self.ttl)
         if len(self._entries) >= self.max_entries:
             now = time.monotonic()
@@ -119,6 +126,10 @@ class BadGateway(Exception):
 
 class _Stale(Exception):
     """A kept-alive connection turned out closed before anything was read (retried on a new one)."""
+
+
+class _ClientGone(Exception):
+    """The client went away while sending its body: nobody is left to answer."""
 
 
 @dataclass
@@ -264,7 +275,10 @@ async def _exchange(connection: _Connection, head: bytes, body: str | None, rece
             try:
                 writer.write(head)
                 if body is not None:
-                    await _send_body(writer, receive, chunked=body == "chunked")
+                    try:
+                        await _send_body(writer, receive, chunked=body == "chunked")
+                    except OSError:
+                        pass  # the instance stopped reading: it may have answered already (a refusal), read on
                 while True:
                     deadline.reschedule(asyncio.get_running_loop().time() + READ_TIMEOUT_SECONDS)
                     data = await reader.read(READ_SIZE)
@@ -307,6 +321,8 @@ async def _exchange(connection: _Connection, head: bytes, body: str | None, rece
         if not started:
             raise BadGateway("the upstream did not answer in time") from error
         return False
+    except _ClientGone:
+        return False
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if watcher is not None and watcher.done() and not watcher.cancelled() and task is not None:
@@ -330,7 +346,7 @@ async def _send_body(writer: asyncio.StreamWriter, receive: Receive, *, chunked:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ConnectionResetError("the client went away while sending the body")
+            raise _ClientGone
         chunk = message.get("body", b"")
         if chunk:
             writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
@@ -413,27 +429,32 @@ class LocalRouter:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, slug: str, host: bytes) -> None:
         head, body = _request_head(scope, host)
-        for attempt in range(2):
-            entry = await self.routes.get(slug)
-            if entry.route is None:
+        entry, cached = await self.routes.get(slug)
+        for _ in range(2):
+            route = entry.route
+            if route is None:
                 await PlainTextResponse("No such service.\n", status_code=404)(scope, receive, send)
                 return
-            port = self._port(entry) if entry.route.status in SERVING else None
+            port = self._port(entry) if route.status in SERVING else None
             if port is None:
-                page = UNAVAILABLE_PAGES.get(entry.route.status, SUSPENDED_PAGE)
+                if route.status in SERVING:  # but the runtime runs no process for it: not kept
+                    self.routes.forget(slug)
+                    if cached:  # the route may be stale (stopped, deleted since): look again, once
+                        entry, cached = await self.routes.get(slug)
+                        continue
+                page = UNAVAILABLE_PAGES.get(route.status, SUSPENDED_PAGE)
                 await PlainTextResponse(page, status_code=503, headers={"Retry-After": "60"})(scope, receive, send)
                 return
             try:
                 await self.upstreams.forward(port, head, body, receive, send, head_only=scope["method"] == "HEAD")
                 return
             except Unreachable:
-                # Nothing was sent: the instance stopped or moved since its route was cached. Look again, once.
-                self.routes.forget(slug)
-                entry.run_record = None
-                if attempt == 0:
+                self.routes.forget(slug)  # nothing was sent: the request may go where the instance is now
+                if cached:
+                    entry, cached = await self.routes.get(slug)
                     continue
             except BadGateway:
                 pass
-            await PlainTextResponse("The service is not answering.\n", status_code=502)(scope, receive, send)
-            return
+            break
+        await PlainTextResponse("The service is not answering.\n", status_code=502)(scope, receive, send)
 
