@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from jushostit.reconcile import tasks
 from jushostit.reconcile.repository import ReconcileLocks
 from jushostit.reconcile.tasks import RESYNC_TASK, resync_all
+from jushostit.runtime.local.driver import LocalDriver
+from jushostit.runtime.protocol import AccountState, Observed
 from tests.live import Live
 
 
@@ -36,3 +40,40 @@ async def test_a_finished_resync_leaves_the_resync_lock_free_for_the_next_one(li
     finally:
         await engine.dispose()
     assert await resync_all() is not None
+
+
+class ProbesWhileApplying:
+    """The real local driver; while it applies `account`, it asks whether `other`'s lock is free, on a
+    connection of its own (as another worker would)."""
+
+    def __init__(self, inner: LocalDriver, url: object, account: uuid.UUID, other: uuid.UUID) -> None:
+        self.inner, self.url, self.account, self.other = inner, url, account, other
+        self.other_free: list[bool] = []
+
+    async def apply(self, desired: AccountState) -> Observed:
+        if desired.account_id == self.account:
+            engine = create_async_engine(self.url, poolclass=NullPool)
+            try:
+                async with engine.connect() as connection:
+                    locks = ReconcileLocks(connection)
+                    self.other_free.append(await locks.try_lock(self.other))
+                    await locks.release_all()
+            finally:
+                await engine.dispose()
+        return await self.inner.apply(desired)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_the_resync_holds_the_locks_of_one_chunk_at_a_time(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = await live.signup("Chunk One"), await live.signup("Chunk Two")  # ids in that order
+    driver = ProbesWhileApplying(live.driver, live.container.database.engine.url, uuid.UUID(second.account_id),
+                                 uuid.UUID(first.account_id))
+    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+    monkeypatch.setattr(tasks, "RESYNC_CHUNK", 1)
+
+    assert await resync_all() is not None
+
+    # While the second chunk is applied, the first one's account is free for its own reconcile jobs.
+    assert driver.other_free == [True]
