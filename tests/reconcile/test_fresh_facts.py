@@ -115,8 +115,9 @@ async def test_the_configured_retention_deletes_the_data_and_the_deletion_record
     await live.until_status(owner, site["id"], "stopped")
     await lapse_past_retention(live, owner)  # 8 days ago
 
-    await live.reconcile(owner.account_id)
+    observed = await live.reconcile(owner.account_id)
 
+    assert observed is not None and observed.writes == 1  # already stopped: the removal is the one write
     assert not live.instance_dir(site).exists()
     row = await live.row(site["id"])
     assert (row.desired_level, row.observed_status, row.last_error) == ("deleted", "deleted", None)
@@ -138,7 +139,7 @@ async def test_a_pass_on_facts_read_before_a_deletion_does_not_delete_again(live
         stale = (await service.snapshots(session, c.settings, [account_id], utcnow()))[account_id]
 
     first = await service.converge(c.database, c.settings, c.secret_box, live.driver, stale)
-    assert first.writes >= 1 and not live.instance_dir(site).exists()
+    assert first.writes == 2 and not live.instance_dir(site).exists()  # the process stopped, the data removed
     # The same facts again (read before the deletion, as a pass that read them then would hold them): the
     # fresh read in the deleting transaction finds the instance deleted already.
     second = await service.converge(c.database, c.settings, c.secret_box, live.driver, stale)
