@@ -1,7 +1,9 @@
 """Database engine, sessions and the request-scoped unit of work.
 
 The request dependency commits on success and rolls back on error; jobs buffered during the request are
-deferred only after the commit and dropped on rollback (REFERENCE §5, §10).
+deferred only after the commit and dropped on rollback (REFERENCE §5, §10). An endpoint marked `read_only`
+gets an autocommit session instead: no transaction, no BEGIN/COMMIT round trips. Pooled connections are
+pinged only after being idle a while (`ping_when_idle`), not before every request.
 """
 
 from __future__ import annotations
