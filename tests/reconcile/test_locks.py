@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
+from datetime import timedelta
 
+import psutil
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from jushostit.reconcile import tasks
+from jushostit.reconcile import service, tasks
 from jushostit.reconcile.repository import ReconcileLocks
 from jushostit.reconcile.tasks import RESYNC_TASK, resync_all
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed
-from tests.live import Live
+from tests.live import Live, eventually, processes_in
 
 
 async def test_a_held_account_is_skipped_by_the_batch_and_free_again_after(container) -> None:
@@ -77,3 +81,37 @@ async def test_the_resync_holds_the_locks_of_one_chunk_at_a_time(live: Live, mon
 
     # While the second chunk is applied, the first one's account is free for its own reconcile jobs.
     assert driver.other_free == [True]
+
+
+async def test_the_resync_skips_an_account_a_job_holds_and_counts_what_it_applied(live: Live) -> None:
+    owners = [await live.signup(f"Batch {n}") for n in range(3)]
+    sites = []
+    for owner in owners:
+        await live.checkout(owner, "free")
+        sites.append(await live.ordered(owner, "batched"))
+    await live.work()
+    victims = []
+    for owner, site in zip(owners, sites, strict=True):
+        await live.until_status(owner, site["id"], "running")
+        [process] = processes_in(live.data_dir(site))
+        os.killpg(process.pid, signal.SIGKILL)  # behind our back: each account needs one start
+        victims.append(process)
+
+    def all_dead() -> bool:
+        return all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in victims)
+
+    await eventually(all_dead, "the instance processes to die")
+    c = live.container
+    ids = [uuid.UUID(o.account_id) for o in owners]
+    async with c.database.autocommit.connect() as job:  # a reconcile job is applying the first account
+        locks = ReconcileLocks(job)
+        assert await locks.try_lock(ids[0])
+        try:
+            result = await service.reconcile_batch(c.database, c.settings, c.secret_box, live.driver, ids,
+                                                   deadline_horizon=timedelta(0))
+        finally:
+            await locks.release_all()
+
+    assert result == (2, 2)  # two accounts applied, one process started in each
+    assert processes_in(live.data_dir(sites[0])) == []  # left to the job that holds it
+    assert all(len(processes_in(live.data_dir(site))) == 1 for site in sites[1:])
