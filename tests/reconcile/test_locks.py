@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import psutil
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -115,3 +116,34 @@ async def test_the_resync_skips_an_account_a_job_holds_and_counts_what_it_applie
     assert result == (2, 2)  # two accounts applied, one process started in each
     assert processes_in(live.data_dir(sites[0])) == []  # left to the job that holds it
     assert all(len(processes_in(live.data_dir(site))) == 1 for site in sites[1:])
+
+
+async def test_a_reconcile_that_finds_the_account_held_runs_again_once_it_is_free(live: Live) -> None:
+    owner = await live.signup("Busy Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "busy")
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+    [victim] = processes_in(live.data_dir(site))
+    os.killpg(victim.pid, signal.SIGKILL)
+    await eventually(lambda: not victim.is_running() or victim.status() == psutil.STATUS_ZOMBIE,
+                     "the instance process to die")
+    c, account_id = live.container, uuid.UUID(owner.account_id)
+
+    async with c.database.autocommit.connect() as job:  # another pass holds the account
+        locks = ReconcileLocks(job)
+        assert await locks.try_lock(account_id)
+        try:
+            assert await live.reconcile(account_id) is None  # neither applied nor waited for
+        finally:
+            await locks.release_all()
+
+    assert processes_in(live.data_dir(site)) == []
+    async with c.database.engine.connect() as connection:
+        queued = (await connection.execute(text(
+            "SELECT queueing_lock FROM procrastinate_jobs WHERE status = 'todo' AND args->>'account_id' = :id"
+        ), {"id": owner.account_id})).scalars().all()
+    assert f"reconcile-busy:{account_id}" in queued  # one more pass, after the one holding it
+    await live.work()
+    [revived] = processes_in(live.data_dir(site))
+    assert revived.pid != victim.pid and (await live.page(site["slug"])).status_code == 200
