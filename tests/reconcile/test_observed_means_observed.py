@@ -11,7 +11,9 @@ from sqlalchemy import update
 
 from jushostit.kit.db import utcnow
 from jushostit.models import Account, AccountStatus, BillingMode
+from jushostit.reconcile import service
 from jushostit.runtime.local.driver import LocalDriver
+from jushostit.runtime.protocol import AccountState, Observed
 from tests.live import Live
 
 
@@ -79,3 +81,36 @@ async def test_the_account_status_shown_is_derived_from_the_facts_at_read_time(l
     changes = await live.audit("account.status_changed", owner.account_id)
     assert [(c.before, c.after) for c in changes] == [({"status": "past_due"}, {"status": "suspended"})]
     assert (await live.instance(owner, site["id"]))["status"] == "stopped"
+
+
+class LosesTrackOf:
+    """The real local driver, except that its report leaves one instance out (a runtime that lost track of it)."""
+
+    def __init__(self, inner: LocalDriver, lost: uuid.UUID) -> None:
+        self.inner, self.lost = inner, lost
+
+    async def apply(self, desired: AccountState) -> Observed:
+        observed = await self.inner.apply(desired)
+        observed.instances.pop(self.lost, None)
+        return observed
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_an_instance_the_runtime_did_not_report_is_failed_not_assumed_running(live: Live) -> None:
+    owner = await live.signup("Lost Track Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "unreported")
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+    c = live.container
+
+    observed = await service.reconcile_account(c.database, c.settings, c.secret_box,
+                                               LosesTrackOf(live.driver, uuid.UUID(site["id"])),
+                                               uuid.UUID(owner.account_id))
+
+    assert observed is not None  # the pass itself went through
+    row = await live.row(site["id"])
+    assert (row.observed_status, row.status_reason, row.last_error) == ("failed", "not reported by the runtime", None)
+    assert (await live.instance(owner, site["id"]))["status"] == "failed"
