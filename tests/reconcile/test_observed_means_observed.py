@@ -10,11 +10,11 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from jushostit.kit.db import utcnow
-from jushostit.models import Account, AccountStatus, BillingMode
+from jushostit.models import Account, AccountStatus, BillingMode, Subscription
 from jushostit.reconcile import service
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed
-from tests.live import Live
+from tests.live import Live, processes_in
 
 
 class RemovalFails:
@@ -114,3 +114,35 @@ async def test_an_instance_the_runtime_did_not_report_is_failed_not_assumed_runn
     row = await live.row(site["id"])
     assert (row.observed_status, row.status_reason, row.last_error) == ("failed", "not reported by the runtime", None)
     assert (await live.instance(owner, site["id"]))["status"] == "failed"
+
+
+async def test_an_instance_stopped_because_its_subscription_ended_is_expired_until_a_renewal(live: Live) -> None:
+    live.configure(expired_retention_days=7)
+    owner = await live.signup("Lapsed Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "lapsing")
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+    ended = utcnow() - timedelta(days=1)  # within the retention period
+    async with live.container.database.unit_of_work() as session:
+        subscription_id = (await session.execute(
+            update(Subscription).where(Subscription.account_id == uuid.UUID(owner.account_id))
+            .values(current_period_start=ended - timedelta(days=30), current_period_end=ended)
+            .returning(Subscription.id)
+        )).scalar_one()
+
+    await live.reconcile(owner.account_id)
+
+    row = await live.row(site["id"])
+    assert (row.desired_level, row.observed_status) == ("expired", "expired")
+    assert row.status_reason == "subscription ended; data kept for the retention period"
+    assert row.expired_at is not None and row.expired_at == row.last_reconciled_at and row.deleted_at is None
+    assert processes_in(live.data_dir(site)) == [] and live.data_dir(site).exists()
+    assert len(await live.emails_of(owner, "instance_expired")) == 1
+
+    renewed = await live.client.post(f"/v1/accounts/{owner.account_id}/subscriptions/{subscription_id}/renew",
+                                     headers=owner.headers)
+    assert renewed.status_code == 200, renewed.text
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+    assert (await live.row(site["id"])).expired_at is None  # a running instance has not expired
