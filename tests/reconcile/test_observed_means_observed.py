@@ -139,6 +139,9 @@ async def test_an_instance_stopped_because_its_subscription_ended_is_expired_unt
     assert row.expired_at is not None and row.expired_at == row.last_reconciled_at and row.deleted_at is None
     assert processes_in(live.data_dir(site)) == [] and live.data_dir(site).exists()
     assert len(await live.emails_of(owner, "instance_expired")) == 1
+    again = await live.reconcile(owner.account_id)  # still expired: nothing to write, expired_at kept
+    assert again is not None and again.writes == 0
+    assert (await live.row(site["id"])).expired_at == row.expired_at
 
     renewed = await live.client.post(f"/v1/accounts/{owner.account_id}/subscriptions/{subscription_id}/renew",
                                      headers=owner.headers)
@@ -146,3 +149,21 @@ async def test_an_instance_stopped_because_its_subscription_ended_is_expired_unt
     await live.work()
     await live.until_status(owner, site["id"], "running")
     assert (await live.row(site["id"])).expired_at is None  # a running instance has not expired
+
+
+async def test_a_stopped_instance_records_every_reason_it_is_stopped_for(live: Live) -> None:
+    admin = await live.admin()
+    owner = await live.signup("Twice Held")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "held")
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+    for reason in ("admin", "abuse"):
+        held = await live.client.post(f"/v1/admin/accounts/{owner.account_id}/suspend", json={"reason": reason},
+                                      headers=admin.headers)
+        assert held.status_code == 200, held.text
+
+    await live.work()
+
+    body = await live.until_status(owner, site["id"], "stopped")
+    assert body["status_reason"] == "suspended: abuse; suspended: admin"
