@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jushostit.reconcile import service, tasks
 from jushostit.runtime.local.driver import LocalDriver
-from jushostit.runtime.protocol import AccountState, Observed
+from jushostit.runtime.protocol import AccountState, Observed, ObservedInstance
 from tests.live import Live
 
 CLUSTER_ERROR = "cluster unreachable: https://10.0.0.5:6443"
@@ -149,3 +149,43 @@ async def test_a_permanent_problem_is_recorded_and_not_retried(live: Live) -> No
     body = await live.until_status(owner, blog["id"], "failed")
     assert body["status_reason"] == "template not runnable on the local runtime" and body["last_error"] is None
     assert not [s for s in await live.scheduled_of(owner.account_id) if s[1].startswith("reconcile-retry:")]
+
+
+class RefusesOne:
+    """The real local driver, except that the runtime reports an error for one instance (a deployment refused)."""
+
+    def __init__(self, inner: LocalDriver, refused: uuid.UUID) -> None:
+        self.inner, self.refused = inner, refused
+        self.refusing = True
+
+    async def apply(self, desired: AccountState) -> Observed:
+        observed = await self.inner.apply(desired)
+        if self.refusing:
+            observed.instances[self.refused] = ObservedInstance(
+                "failed", "the runtime could not apply it", error="ConnectionError: deployment refused"
+            )
+        return observed
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_an_instance_counts_its_failed_passes_in_a_row_and_back_to_zero_once_applied(live: Live) -> None:
+    owner = await live.signup("Refused Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "refused")
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+    assert (await live.row(site["id"])).failures == 0
+    c, account_id = live.container, uuid.UUID(owner.account_id)
+    driver = RefusesOne(live.driver, uuid.UUID(site["id"]))
+
+    for _ in range(2):
+        await service.reconcile_account(c.database, c.settings, c.secret_box, driver, account_id)
+
+    row = await live.row(site["id"])
+    assert (row.observed_status, row.last_error, row.failures) == ("failed", "ConnectionError: deployment refused", 2)
+    driver.refusing = False
+    await service.reconcile_account(c.database, c.settings, c.secret_box, driver, account_id)
+    row = await live.row(site["id"])
+    assert (row.observed_status, row.last_error, row.failures) == ("running", None, 0)

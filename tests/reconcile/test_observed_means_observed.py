@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from jushostit.kit.db import utcnow
-from jushostit.models import Account, AccountStatus, BillingMode, Subscription
+from jushostit.models import Account, AccountStatus, BillingMode, Instance, Subscription
 from jushostit.reconcile import service
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed
@@ -167,3 +167,24 @@ async def test_a_stopped_instance_records_every_reason_it_is_stopped_for(live: L
 
     body = await live.until_status(owner, site["id"], "stopped")
     assert body["status_reason"] == "suspended: abuse; suspended: admin"
+
+
+async def test_a_pass_that_deletes_an_instance_still_records_what_it_observed_of_the_others(live: Live) -> None:
+    admin = await live.admin()
+    owner = await live.paid_starter(admin, "Two Sites Co")
+    doomed = await live.ordered(owner, "doomed")  # the older one: first in the pass
+    kept = await live.ordered(owner, "kept")
+    await live.work()
+    for site in (doomed, kept):
+        await live.until_status(owner, site["id"], "running")
+    async with live.container.database.unit_of_work() as session:  # a stale row: what the pass observes wins
+        await session.execute(update(Instance).where(Instance.id == uuid.UUID(kept["id"]))
+                              .values(observed_status="failed", status_reason="stale"))
+    response = await live.client.delete(f"/v1/instances/{doomed['id']}", headers=owner.headers)
+    assert response.status_code == 202, response.text
+
+    await live.reconcile(owner.account_id)
+
+    assert (await live.row(doomed["id"])).observed_status == "deleted"
+    row = await live.row(kept["id"])
+    assert (row.observed_status, row.status_reason) == ("running", None)
