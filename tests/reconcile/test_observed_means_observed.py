@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
+from jushostit.kit import context
 from jushostit.kit.db import utcnow
 from jushostit.models import Account, AccountStatus, BillingMode, Instance, Subscription
 from jushostit.reconcile import service
@@ -188,3 +189,23 @@ async def test_a_pass_that_deletes_an_instance_still_records_what_it_observed_of
     assert (await live.row(doomed["id"])).observed_status == "deleted"
     row = await live.row(kept["id"])
     assert (row.observed_status, row.status_reason) == ("running", None)
+
+
+async def test_the_reconciler_records_an_account_status_change_as_the_system_s_on_that_account(live: Live) -> None:
+    owner = await live.signup("Held By Hand")
+    await live.checkout(owner, "free")
+    await live.work()
+    async with live.container.database.unit_of_work() as session:  # an operator's hold, written by hand
+        await session.execute(update(Account).where(Account.id == uuid.UUID(owner.account_id))
+                              .values(suspension_reasons=["admin"]))
+    # Whoever's context a pass runs in (here a user's), its own writes are the system's.
+    token = context.actor.set(context.Actor("user", uuid.UUID(owner.user_id)))
+    try:
+        await live.reconcile(owner.account_id)
+    finally:
+        context.actor.reset(token)
+
+    [change] = await live.audit("account.status_changed", owner.account_id)
+    assert (change.before, change.after) == ({"status": "active"}, {"status": "suspended"})
+    assert (change.actor_type, change.actor_id) == ("system", None)
+    assert str(change.account_id) == owner.account_id
