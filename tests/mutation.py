@@ -6,9 +6,10 @@ under var/mutmut-pg for the run, points DATABASE_URL at it, and hands the comman
 
     .venv/bin/python tests/mutation.py run --max-children 1 "jushostit.reconcile.service.x_reconcile_account*"
 
-Run one mutant at a time (--max-children 1): every session recreates the same test database, and the
-concurrency tests measure overlap in wall time. Reading results needs no database: `.venv/bin/mutmut results`,
-`.venv/bin/mutmut show <name>`. See docs/testing.md.
+Each mutant's session gets a database of its own (`jushostit_test_mutant<pid>`, dropped after it), so
+`--max-children 2` is safe; more children than cores make the timing-bound tests fail for the wrong reason (a
+false kill). Reading results needs no database: `.venv/bin/mutmut results`, `.venv/bin/mutmut show <name>`.
+See docs/testing.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
@@ -49,8 +51,37 @@ def _embedded_pg() -> ModuleType:
     return module
 
 
+def _database_per_mutant() -> None:
+    """tests/conftest.py names its database after PYTEST_XDIST_WORKER: each forked mutant session sets its own."""
+    from mutmut.runners.harness import PytestRunner
+
+    run_tests = PytestRunner.run_tests
+
+    def own_database(self: PytestRunner, *, mutant_name: str | None, tests: Iterable[str]) -> int:
+        if mutant_name is None:  # the clean run, in mutmut's own process
+            return run_tests(self, mutant_name=mutant_name, tests=tests)
+        worker = f"mutant{os.getpid()}"
+        os.environ["PYTEST_XDIST_WORKER"] = worker
+        try:
+            return run_tests(self, mutant_name=mutant_name, tests=tests)
+        finally:
+            _drop_database(f"jushostit_test_{worker}")
+
+    PytestRunner.run_tests = own_database  # type: ignore[method-assign]
+
+
+def _drop_database(name: str) -> None:
+    import psycopg
+
+    url = "postgresql://" + os.environ["DATABASE_URL"].split("://", 1)[1]
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _mutmut(argv: list[str]) -> int:
     from mutmut.__main__ import cli
+
+    _database_per_mutant()
 
     try:
         cli.main(args=argv, prog_name="mutmut", standalone_mode=False)
