@@ -208,4 +208,5 @@ async def test_the_reconciler_records_an_account_status_change_as_the_system_s_o
     [change] = await live.audit("account.status_changed", owner.account_id)
     assert (change.before, change.after) == ({"status": "active"}, {"status": "suspended"})
     assert (change.actor_type, change.actor_id) == ("system", None)
-    assert str(change.account_id) == owner.account_id
+    assert (change.target_type, change.target_id, str(change.account_id)) == ("account", owner.account_id,
+                                                                               owner.account_id)
