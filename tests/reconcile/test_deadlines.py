@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 
 from jushostit.kit.db import utcnow
-from jushostit.models import Subscription
+from jushostit.models import Instance, Subscription
 from jushostit.reconcile.tasks import resync_all
 from tests.live import Live
 
@@ -50,3 +50,18 @@ async def test_the_resync_schedules_the_deadlines_within_two_intervals_and_leave
     assert (ends[soon.account_id], exact(soon.account_id)) in await live.scheduled_of(soon.account_id)
     # Beyond two intervals: a later resync schedules it (the one before it is within the horizon).
     assert exact(later.account_id) not in [lock for _, lock in await live.scheduled_of(later.account_id)]
+
+
+async def test_a_scheduled_deletion_gets_an_exact_reconcile_at_its_instant(live: Live) -> None:
+    owner = await live.signup("Deletes Later")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "later")
+    await live.work()
+    at = utcnow().replace(microsecond=0) + timedelta(hours=1)  # well before the period ends
+    async with live.container.database.unit_of_work() as session:  # an operator's scheduled deletion
+        await session.execute(update(Instance).where(Instance.id == uuid.UUID(site["id"]))
+                              .values(delete_requested_at=at))
+
+    await live.reconcile(owner.account_id)
+
+    assert (at, f"reconcile-at:{int(at.timestamp())}:{owner.account_id}") in await live.scheduled_of(owner.account_id)

@@ -1,0 +1,50 @@
+"""A template's environment reaches the instance's process rendered with that instance's own address: {url},
+{host} and {slug} filled in from the facts the reconciler read (DESIGN §2: desired state as data)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import delete
+
+from jushostit.catalog.loader import load_templates
+from jushostit.models import ServiceTemplate
+from tests.live import Live, processes_in
+
+ENV = [
+    {"name": "SITE_URL", "value": "{url}"},
+    {"name": "SITE_HOST", "value": "{host}"},
+    {"name": "DB_HOST", "value": "{slug}-db"},
+]
+
+
+@pytest.fixture
+async def addressed_template(live: Live) -> AsyncIterator[str]:
+    """An operator's template: static-site with an environment naming the instance's address."""
+    [shipped] = [t for t in load_templates() if t.code == "static-site"]
+    code = f"addressed-{uuid.uuid4().hex[:8]}"
+    spec = {**shipped.model_dump(mode="json", exclude_none=True), "code": code, "env": ENV}
+    async with live.container.database.unit_of_work() as session:
+        session.add(ServiceTemplate(code=code, kind="app", spec=spec, source="admin"))
+    yield code
+    async with live.container.database.unit_of_work() as session:
+        await session.execute(delete(ServiceTemplate).where(ServiceTemplate.code == code))
+
+
+async def test_the_environment_is_rendered_with_the_instance_s_own_url_host_and_slug(
+    live: Live, addressed_template: str
+) -> None:
+    owner = await live.signup("Addressed Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "addressed", template=addressed_template)
+    await live.work()
+    body = await live.until_status(owner, site["id"], "running")
+
+    [process] = processes_in(live.data_dir(site))
+    environment = process.environ()
+    assert environment["SITE_URL"] == body["url"]
+    assert environment["SITE_HOST"] == urlsplit(body["url"]).hostname == f"{site['slug']}.localhost"
+    assert environment["DB_HOST"] == f"{site['slug']}-db"
