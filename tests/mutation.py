@@ -6,10 +6,11 @@ under var/mutmut-pg for the run, points DATABASE_URL at it, and hands the comman
 
     .venv/bin/python tests/mutation.py run --max-children 1 "jushostit.reconcile.service.x_reconcile_account*"
 
-Each mutant's session gets a database of its own (`jushostit_test_mutant<pid>`, dropped after it), so
-`--max-children 2` is safe; more children than cores make the timing-bound tests fail for the wrong reason (a
-false kill). Reading results needs no database: `.venv/bin/mutmut results`, `.venv/bin/mutmut show <name>`.
-See docs/testing.md.
+Each mutant's session gets a database of its own (`jushostit_test_mutant<pid>`, dropped after it), so children
+never share one. Still run one at a time (--max-children 1) on a small machine: with two children on two busy
+cores the timing-bound tests (workers never stall, concurrency) failed for the wrong reason and counted
+survivors as killed. Reading results needs no database: `.venv/bin/mutmut results`, `.venv/bin/mutmut show
+<name>`. See docs/testing.md.
 """
 
 from __future__ import annotations
