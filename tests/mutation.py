@@ -8,7 +8,7 @@ under var/mutmut-pg for the run, points DATABASE_URL at it, and hands the comman
 
 Each mutant's session gets a database of its own (`jushostit_test_mutant<pid>`, dropped after it), so children
 never share one. Still run one at a time (--max-children 1) on a small machine: with two children on two busy
-cores the timing-bound tests (workers never stall, concurrency) failed for the wrong reason and counted
+cores, tests with timing bounds failed for the wrong reason now and then and counted
 survivors as killed. Reading results needs no database: `.venv/bin/mutmut results`, `.venv/bin/mutmut show
 <name>`. See docs/testing.md.
 """
