@@ -49,3 +49,18 @@ def test_an_instance_whose_template_is_missing_is_desired_with_the_problem_named
     assert instance.template is None and instance.problem == TEMPLATE_UNAVAILABLE
     with pytest.raises(DesiredStateError, match="the template 'with-token' of site-abc123 is missing or invalid"):
         instance.env.values()  # a runtime that asks for its environment is told why, never handed a broken one
+
+
+def test_each_desired_instance_carries_its_identity_and_level() -> None:
+    template = with_token()
+    entitled = Entitlement(Level.throttled, (), Access.full, None, Quotas(),
+                           {SITE.id: InstanceEntitlement(Level.throttled, ("monthly budget reached (100%)",))})
+
+    desired = build_desired(ACCOUNT, [SITE], entitled, {"with-token": template}, {}, never_decrypted)
+
+    [instance] = desired.state.instances
+    assert desired.state.account_id == ACCOUNT and desired.to_delete == ()
+    assert (instance.id, instance.slug, instance.name, instance.template_code, instance.url) == (
+        SITE.id, SITE.slug, SITE.name, SITE.template_code, SITE.url
+    )
+    assert (instance.run, instance.throttled, instance.template, instance.problem) == (True, True, template, None)
