@@ -14,6 +14,7 @@ from jushostit.entitlement import (
     AccountFacts,
     BudgetFacts,
     DunningPolicy,
+    InstanceEntitlement,
     InstanceFacts,
     Level,
     Quotas,
@@ -99,6 +100,73 @@ def test_deletion_requested_in_the_future_keeps_running_until_then() -> None:
     result = decide(instances=(later, now_))
     assert result.instances[I1].level == Level.running
     assert result.instances[I2].level == Level.deleted
+
+
+@pytest.mark.parametrize(
+    ("account", "subs", "budget", "status"),
+    [
+        (AccountFacts("pending"), [], BudgetFacts(), "pending"),
+        (AccountFacts("pending"), [sub(status="pending")], BudgetFacts(), "pending"),
+        (AccountFacts("pending"), None, BudgetFacts(), "active"),  # the first period started
+        (AccountFacts("active"), [], BudgetFacts(), "active"),
+        (AccountFacts("active", past_due_since=NOW - timedelta(days=2)), None, BudgetFacts(), "past_due"),
+        (AccountFacts("past_due", past_due_since=NOW - timedelta(days=7)), None, BudgetFacts(), "suspended"),
+        (AccountFacts("active", frozenset({"admin"})), None, BudgetFacts(), "suspended"),
+        (AccountFacts("active"), None, BudgetFacts(10_000, 12_000), "suspended"),
+        (AccountFacts("suspended"), None, BudgetFacts(), "active"),  # every hold lifted
+        (AccountFacts("cancelled", frozenset({"admin"})), None, BudgetFacts(), "cancelled"),
+        (AccountFacts("terminated", past_due_since=NOW - timedelta(days=9)), None, BudgetFacts(), "terminated"),
+    ],
+)
+def test_the_account_status_follows_from_the_facts(account, subs, budget, status) -> None:
+    assert decide(account, subs, budget).account_status == status
+
+
+@pytest.mark.parametrize(
+    ("account", "subs", "budget", "reasons"),
+    [
+        (AccountFacts("terminated"), None, BudgetFacts(), ("account terminated",)),
+        (AccountFacts("active"), [], BudgetFacts(), ("no active subscription",)),
+        (AccountFacts("active"), [sub(-31, -1)], BudgetFacts(), ("subscription ended",)),
+        (AccountFacts("active"), [sub(-61, -31)], BudgetFacts(),
+         ("subscription ended and the retention period is over",)),
+        (AccountFacts("active"), None, BudgetFacts(10_000, 10_500), ("monthly budget reached (105%)",)),
+        (AccountFacts("active", frozenset({"admin"}), NOW - timedelta(days=8)), None, BudgetFacts(10_000, 13_000),
+         ("suspended: admin", "suspended: billing", "suspended: budget")),
+    ],
+)
+def test_every_reason_is_named(account, subs, budget, reasons) -> None:
+    result = decide(account, subs, budget)
+    assert result.reasons == reasons and result.instances[I1].reasons == reasons
+
+
+def test_the_banner_names_the_holds_or_the_day_services_will_be_suspended() -> None:
+    held = decide(AccountFacts("active", frozenset({"admin"}), NOW - timedelta(days=8)))
+    assert held.warning_banner == "Services are suspended (admin, billing)"
+    assert held.holds == {"admin", "billing"}
+    assert decide(budget=BudgetFacts(10_000, 12_000)).holds == {"budget"}
+    due = decide(AccountFacts("past_due", past_due_since=NOW - timedelta(days=2)))
+    assert due.warning_banner == "Payment is past due; services will be suspended on 2026-11-26 12:00 UTC"
+
+
+def test_a_deletion_is_named_as_requested() -> None:
+    result = decide(instances=(InstanceFacts(I1, delete_requested_at=NOW),))
+    assert result.instances[I1] == InstanceEntitlement(Level.deleted, ("deletion requested",))
+
+
+def test_quotas_are_summed_field_by_field() -> None:
+    other = Quotas(cpu_millicores=1, memory_mib=2, storage_gib=3, max_instances=4)
+    assert STARTER + other == Quotas(cpu_millicores=1001, memory_mib=1026, storage_gib=8, max_instances=6)
+
+
+def test_the_data_is_deleted_from_the_instant_the_retention_ends() -> None:
+    ended = sub(-60, -30)  # ended 30 days ago: the retention (30 days) ends now
+    assert decide(subs=[ended]).level == Level.deleted
+    assert decide(subs=[ended], now=NOW - timedelta(microseconds=1)).level == Level.expired
+
+
+def test_a_deadline_at_now_is_not_the_next_change() -> None:
+    assert next_change(AccountFacts("active"), [sub(0, 29)], POLICY, [], NOW) == NOW + timedelta(days=29)
 
 
 # --- properties -----------------------------------------------------------------------------------------------
