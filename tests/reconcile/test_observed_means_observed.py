@@ -14,7 +14,7 @@ from jushostit.kit.db import utcnow
 from jushostit.models import Account, AccountStatus, BillingMode, Instance, Subscription
 from jushostit.reconcile import service
 from jushostit.runtime.local.driver import LocalDriver
-from jushostit.runtime.protocol import AccountState, Observed
+from jushostit.runtime.protocol import AccountState, Observed, ObservedInstance
 from tests.live import Live, processes_in
 
 
@@ -210,3 +210,21 @@ async def test_the_reconciler_records_an_account_status_change_as_the_system_s_o
     assert (change.actor_type, change.actor_id) == ("system", None)
     assert (change.target_type, change.target_id, str(change.account_id)) == ("account", owner.account_id,
                                                                                owner.account_id)
+
+
+async def test_a_write_back_skips_an_instance_deleted_meanwhile_and_still_records_the_others(live: Live) -> None:
+    owner = await live.paid_starter(await live.admin(), "Two Sites")
+    first, second = await live.ordered(owner, "first"), await live.ordered(owner, "second")
+    await live.converge(owner.account_id)
+    c = live.container
+    async with c.database.reader() as session:  # facts read before a deletion recorded by another pass
+        [snap] = (await service.snapshots(session, c.settings, [uuid.UUID(owner.account_id)], utcnow())).values()
+    async with c.database.unit_of_work() as session:
+        await session.execute(update(Instance).where(Instance.id == uuid.UUID(first["id"])).values(
+            deleted_at=utcnow(), observed_status="deleted"))
+    observed = Observed({uuid.UUID(i["id"]): ObservedInstance("stopped") for i in (first, second)})
+
+    await service.write_back(c.database, c.settings, snap, observed, set())
+
+    assert (await live.row(first["id"])).observed_status == "deleted"  # left as the deleting pass recorded it
+    assert (await live.row(second["id"])).observed_status == "stopped"  # the next rows are still written

@@ -103,9 +103,11 @@ class ReconcileRepository:
         return found
 
     async def instances_for_update(self, ids: Sequence[uuid.UUID]) -> list[Instance]:
+        """Locked in id order: two passes locking overlapping sets never deadlock, and the order is known."""
         if not ids:
             return []
-        return list((await self.session.scalars(select(Instance).where(Instance.id.in_(ids)).with_for_update())).all())
+        stmt = select(Instance).where(Instance.id.in_(ids)).order_by(Instance.id).with_for_update()
+        return list((await self.session.scalars(stmt)).all())
 
     async def record_account_error(self, account_id: uuid.UUID, message: str, now: datetime) -> None:
         await self.session.execute(
