@@ -177,8 +177,9 @@ class Live:
     async def _next_soon(self) -> int | None:
         async with self.container.database.engine.connect() as connection:
             return await connection.scalar(text(
-                "SELECT id FROM procrastinate_jobs WHERE status = 'todo' AND scheduled_at > now()"
-                " AND scheduled_at <= now() + interval '10 seconds'"
+                # Due already or due soon: one that became due while the last worker was finishing counts too.
+                "SELECT id FROM procrastinate_jobs WHERE status = 'todo'"
+                " AND coalesce(scheduled_at, now()) <= now() + interval '10 seconds'"
                 " AND (queueing_lock LIKE 'reconcile-follow-up:%' OR queueing_lock LIKE 'reconcile-busy:%'"
                 "  OR task_name = 'instance.restart')"
                 " ORDER BY scheduled_at LIMIT 1"
