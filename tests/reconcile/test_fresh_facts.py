@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
@@ -47,17 +48,23 @@ async def lapse_past_retention(live: Live, owner: Signup) -> str:
     return str(subscription)
 
 
-async def test_an_account_renewed_while_the_resync_applies_another_keeps_its_data_and_runs(live: Live) -> None:
-    first, renewing = await live.signup("Applied First"), await live.signup("Renews Meanwhile")
+async def applied_first_and_lapsed(live: Live, name: str) -> tuple[Signup, Signup, dict[str, Any], str]:
+    """Two accounts with a running site each; the second's site holds data and its subscription ended past
+    retention. Returns (first, second, second's site, second's subscription id)."""
+    first, lapsed = await live.signup("Applied First"), await live.signup(name)
     sites = {}
-    for owner in (first, renewing):
+    for owner in (first, lapsed):
         await live.checkout(owner, "free")
-        sites[owner.account_id] = await live.ordered(owner, "keeper")
+        sites[owner.account_id] = await live.ordered(owner, "kept")
     await live.work()
-    site = sites[renewing.account_id]
-    await live.until_status(renewing, site["id"], "running")
+    site = sites[lapsed.account_id]
+    await live.until_status(lapsed, site["id"], "running")
     (live.data_dir(site) / "orders.csv").write_text("a customer's data")
-    subscription_id = await lapse_past_retention(live, renewing)
+    return first, lapsed, site, await lapse_past_retention(live, lapsed)
+
+
+async def test_an_account_renewed_while_the_resync_applies_another_keeps_its_data_and_runs(live: Live) -> None:
+    first, renewing, site, subscription_id = await applied_first_and_lapsed(live, "Renews Meanwhile")
 
     async def renew() -> None:
         response = await live.client.post(
@@ -153,16 +160,7 @@ async def test_a_pass_on_facts_read_before_a_deletion_does_not_delete_again(live
 async def test_a_deletion_withdrawn_by_facts_changed_behind_the_api_records_what_it_saw_and_looks_again(
     live: Live,
 ) -> None:
-    first, extended = await live.signup("Applied First"), await live.signup("Extended By Hand")
-    sites = {}
-    for owner in (first, extended):
-        await live.checkout(owner, "free")
-        sites[owner.account_id] = await live.ordered(owner, "kept")
-    await live.work()
-    site = sites[extended.account_id]
-    await live.until_status(extended, site["id"], "running")
-    (live.data_dir(site) / "orders.csv").write_text("a customer's data")
-    await lapse_past_retention(live, extended)
+    first, extended, site, _ = await applied_first_and_lapsed(live, "Extended By Hand")
 
     async def extend_by_hand() -> None:  # an operator's SQL: a fact change that queues no reconcile itself
         now = utcnow()

@@ -5,7 +5,7 @@ and level-triggered (it never needs the event that caused it). Never writes an e
 
 Rules (DESIGN §2):
 - Each account is applied from facts read under its own lock; a fact change that lands meanwhile queues one
-  more pass, which waits for this one (trigger.when_free).
+  more pass, which waits for this one (triggers.when_free).
 - Deleting data is irreversible, so it happens only after a fresh read, in the transaction that records it,
   still says `deleted` (`_delete_if_still_deleted`).
 - Failures are per instance: one broken instance is `failed` with its reason and its siblings converge. A pass

@@ -2,7 +2,7 @@
 that heals lost defers, crashes mid-apply and hand-made changes behind our back.
 
 Neither carries a procrastinate `lock`: a killed worker's job would hold it until recovered. Advisory locks,
-tried on the job's own connection, end with the worker (see reconcile.trigger)."""
+tried on the job's own connection, end with the worker (see jushostit.triggers)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ RESYNC_TASK = "account.resync"
 
 @app.task(name=RECONCILE_TASK, queue="reconcile", pass_context=False)
 async def reconcile(account_id: str) -> None:
-    """Retries are the reconciler's own (trigger.retry_after_failure), on a queueing lock of their own, so a
+    """Retries are the reconciler's own (triggers.retry_after_failure), on a queueing lock of their own, so a
     waiting retry never swallows a new fact change."""
     c = container.current()
     await service.reconcile_account(c.database, c.settings, c.secret_box, driver_for(c.settings), uuid.UUID(account_id))
