@@ -119,7 +119,7 @@ async def test_an_api_key_cannot_manage_api_keys_or_log_out(client, signup, sess
     user = await signup()
     every_scope = [
         "account:read", "account:write", "members:read", "members:write", "billing:read", "billing:write",
-        "instances:read", "instances:write", "admin",
+        "instances:read", "instances:write", "instances:secrets",
     ]
     created = await create_key(client, user, every_scope)
     key = created["key"]
@@ -135,9 +135,17 @@ async def test_an_api_key_cannot_manage_api_keys_or_log_out(client, signup, sess
     assert (await client.get("/v1/me", headers=bearer(key))).status_code == 200
 
 
-async def test_admin_scope_does_not_make_a_non_admin_an_admin(client, signup, session) -> None:
+async def test_only_a_platform_admin_can_create_an_admin_scoped_key(client, signup, session) -> None:
     user = await signup()
+    keys_before = await session.scalar(select(func.count()).select_from(ApiKey))
+    refused = await client.post("/v1/me/api-keys", json={"name": "sneaky", "scopes": ["account:read", "admin"]},
+                                headers=user.headers)
+    assert_error(refused, 403, "admin_required")
+    assert await session.scalar(select(func.count()).select_from(ApiKey)) == keys_before
+    # A key made while the user was an admin carries no power once the flag is gone.
+    await session.execute(update(User).where(User.id == uuid.UUID(user.user_id)).values(is_platform_admin=True))
     key = (await create_key(client, user, ["admin"]))["key"]
+    await session.execute(update(User).where(User.id == uuid.UUID(user.user_id)).values(is_platform_admin=False))
     assert_error(await client.get("/v1/admin/audit", headers=bearer(key)), 403, "admin_required")
 
 

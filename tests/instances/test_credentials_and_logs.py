@@ -53,6 +53,22 @@ async def test_credentials_for_owners_and_admins_only(live: Live) -> None:
     as_stranger = await live.client.get(path, headers=stranger.headers)
     assert as_stranger.status_code == 404 and token not in as_stranger.text
     assert (await live.client.get(path)).status_code == 401
+    # An API key needs instances:secrets for credentials; instances:read reads the instance, not its secrets.
+    reader = await live.client.post("/v1/me/api-keys", json={"name": "reader", "scopes": ["instances:read"]},
+                                    headers=owner.headers)
+    revealer = await live.client.post("/v1/me/api-keys", json={"name": "ops", "scopes": ["instances:secrets"]},
+                                      headers=owner.headers)
+    assert reader.status_code == revealer.status_code == 201, (reader.text, revealer.text)
+    with_read = await live.client.get(path, headers={"Authorization": f"Bearer {reader.json()['key']}"})
+    assert with_read.status_code == 403 and with_read.json()["error"]["code"] == "insufficient_scope"
+    assert token not in with_read.text
+    with_secrets = await live.client.get(path, headers={"Authorization": f"Bearer {revealer.json()['key']}"})
+    assert with_secrets.status_code == 200 and with_secrets.json()["values"] == body["values"]
+    # Every read that revealed them is audited (who and which names, never the values); refusals reveal nothing.
+    reads = await live.audit("instance.credentials_read", browsers["id"])
+    assert len(reads) == 3
+    assert all(entry.after == {"names": ["TOKEN"]} and token not in str(entry.after) for entry in reads)
+    assert {entry.actor_type for entry in reads} == {"user", "api_key"}
     # The member still sees the instance itself, without its secrets.
     seen = await live.client.get(f"/v1/instances/{browsers['id']}", headers=member.headers)
     assert seen.status_code == 200 and token not in seen.text

@@ -14,6 +14,7 @@ class Scope(enum.StrEnum):
     billing_write = "billing:write"
     instances_read = "instances:read"
     instances_write = "instances:write"
+    instances_secrets = "instances:secrets"
     admin = "admin"
 
 

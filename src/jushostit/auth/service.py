@@ -19,14 +19,14 @@ from jushostit.audit import service as audit
 from jushostit.auth.passwords import hasher_for, password_problem
 from jushostit.auth.repository import AuthRepository
 from jushostit.auth.schemas import ApiKeyCreate, TokenPair
-from jushostit.auth.scopes import API_KEY_PREFIX
+from jushostit.auth.scopes import API_KEY_PREFIX, Scope
 from jushostit.auth.tokens import AccessClaims, issue_access_token
 from jushostit.config import Settings
 from jushostit.kit import context
 from jushostit.kit.crypto import new_token, token_hash
 from jushostit.kit.db import utcnow
 from jushostit.kit.email_address import normalize_email
-from jushostit.kit.errors import BadRequest, Conflict, NotFound, TooManyRequests, Unauthorized
+from jushostit.kit.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from jushostit.models import (
     Account,
     ApiKey,
@@ -352,6 +352,8 @@ async def oidc_login(session: AsyncSession, config: AuthConfig, claims: OIDCClai
 async def create_api_key(session: AsyncSession, *, user: User, data: ApiKeyCreate) -> tuple[ApiKey, str]:
     if data.expires_at is not None and data.expires_at <= utcnow():
         raise BadRequest("expires_at must be in the future", code="invalid_expiry")
+    if Scope.admin in data.scopes and not user.is_platform_admin:
+        raise Forbidden("Only platform admins can create keys with the admin scope", code="admin_required")
     plaintext = new_token(API_KEY_PREFIX)
     key = ApiKey(
         user_id=user.id,

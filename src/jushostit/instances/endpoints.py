@@ -63,7 +63,7 @@ def require_instance(scope: Scope, min_role: Role = Role.member):  # noqa: ANN20
 
 InstanceReader = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_read))]
 InstanceWriter = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_write))]
-InstanceSecrets = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_read, Role.admin))]
+InstanceSecrets = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_secrets, Role.admin))]
 AccountInstancesReader = Annotated[AccountAccess, Depends(require_account(Scope.instances_read))]
 AccountInstancesWriter = Annotated[AccountAccess, Depends(require_account(Scope.instances_write))]
 

@@ -143,7 +143,11 @@ async def credentials(session: AsyncSession, box: SecretBox, *, instance: Instan
     spec = readable_template(template.spec) if template else None
     shown = {v.name for v in spec.env if v.secret} if spec else set()
     values = await vault.read(session, box, owner_type="instance", owner_id=instance.id)
-    return sorted((name, value) for name, value in values.items() if name in shown)
+    revealed = sorted((name, value) for name, value in values.items() if name in shown)
+    # Who saw which secrets, never their values: a credential read is as sensitive as a change.
+    await audit.record(session, action="instance.credentials_read", target_type="instance", target_id=instance.id,
+                       account_id=instance.account_id, after={"names": [name for name, _ in revealed]})
+    return revealed
 
 
 
