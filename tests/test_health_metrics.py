@@ -51,7 +51,8 @@ async def test_readyz_is_503_when_the_database_cannot_be_reached(settings, conta
             response = await c.get("/readyz")
             alive = await c.get("/healthz")
         assert response.status_code == 503
-        assert response.json()["status"] == "unavailable"
+        assert response.json()["error"]["code"] == "not_ready"
+        assert response.json()["error"]["details"]["status"] == "unavailable"
         assert alive.status_code == 200  # the process itself is fine: liveness does not depend on the database
     finally:
         await app.state.database.engine.dispose()
@@ -71,7 +72,8 @@ async def test_readyz_is_503_until_migrations_reach_head(settings, container) ->
         async with asgi_client(app) as c:
             response = await c.get("/readyz")
         assert response.status_code == 503
-        assert response.json() == {"status": "migrating", "revision": None, "head": migrate.head_revision()}
+        assert response.json()["error"]["code"] == "not_ready"
+        assert response.json()["error"]["details"] == {"status": "migrating", "revision": None, "head": migrate.head_revision()}
     finally:
         await app.state.database.engine.dispose()
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -55,6 +55,33 @@ HTTP_ERROR_CODES = {
 }
 
 
+API_DESCRIPTION = """Billing state is the single source of truth for infrastructure entitlement.
+
+**Errors**: every error, on every route, is `{"error": {"code": "...", "message": "...", "details": ...}}`
+(`ErrorResponse`). `code` is stable and machine-readable; `message` is for people; `details` is null, a list of
+`{loc, msg, type}` (validation), or an object. The transport-level codes:
+
+| status | code | when |
+|---|---|---|
+| 400 | `bad_request` (or a route's own code) | a request the route refuses as it stands |
+| 401 | `unauthorized`, `invalid_credentials`, `invalid_token` | no valid credentials (`WWW-Authenticate: Bearer`) |
+| 403 | `forbidden`, `insufficient_scope`, `insufficient_role`, `admin_required`, `session_required` | not allowed |
+| 404 | `not_found` | no such route or resource; another tenant's resources; a malformed id in the path |
+| 405 | `method_not_allowed` | the path exists; `Allow` lists its methods |
+| 409 | `conflict` (or a route's own code) | the resource's state forbids it |
+| 413 | `payload_too_large` | the body is over the limit |
+| 415 | `unsupported_media_type` | a body that is not `application/json` |
+| 422 | `validation_error`, `invalid_json` | the body, query or headers fail the schema; the body is not JSON |
+| 429 | `rate_limited` | slow down (`Retry-After`) |
+| 500 | `internal_error` | a bug; `details.request_id` names it in the logs |
+| 503 | `not_ready` | `/readyz` only: the database is unreachable or not migrated |
+
+Requests to an instance's host (`<slug>.localhost` on the local runtime) answer 404 `not_found`, 502
+`bad_gateway` and 503 `service_suspended` / `service_starting` / `service_unavailable` (`Retry-After`) in the
+same shape.
+"""
+
+
 class BodyTooLarge(StarletteHTTPException):
     """An HTTPException, so FastAPI lets it through when it surfaces while reading the body (anything else
     raised there becomes a 400 "error parsing the body")."""
@@ -175,6 +202,43 @@ def _validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
 
 
+JSON_MEDIA_TYPE = "application/json"
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """application/json or application/<anything>+json, parameters (charset) aside: what FastAPI parses as JSON."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    main, _, sub = media_type.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+def _body_not_json(request: Request, errors: list[dict[str, Any]]) -> bool:
+    """The route takes a JSON body and the request's was not read as JSON: its Content-Type is another (or none
+    was given with a body, which FastAPI hands over as raw bytes)."""
+    body_errors = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("body",)]
+    if not body_errors:
+        return False
+    content_type = request.headers.get("content-type")
+    if is_json_media_type(content_type):
+        return False
+    return content_type is not None or any(isinstance(e.get("input"), bytes) for e in body_errors)
+
+
+def unsupported_media_type() -> JSONResponse:
+    return JSONResponse(
+        error_payload(
+            "unsupported_media_type",
+            f"The request body must be JSON (Content-Type: {JSON_MEDIA_TYPE})",
+            {"supported": [JSON_MEDIA_TYPE]},
+        ),
+        status_code=415,
+    )
+
+
+def invalid_json(message: str = "Request body is not valid JSON", details: Any = None) -> JSONResponse:
+    return JSONResponse(error_payload("invalid_json", message, details), status_code=422)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(request: Request, error: AppError) -> JSONResponse:
@@ -200,11 +264,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if errors and all(e.get("loc", ("",))[0] == "path" for e in errors):
             # A malformed id in the path names nothing that exists.
             return JSONResponse(error_payload("not_found", "Not found"), status_code=404)
+        if _body_not_json(request, errors):
+            return unsupported_media_type()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(
-                error_payload("invalid_json", "Request body is not valid JSON", _validation_details(errors)),
-                status_code=422,
-            )
+            return invalid_json(details=_validation_details(errors))
         return JSONResponse(
             error_payload("validation_error", "Request validation failed", _validation_details(errors)),
             status_code=422,
@@ -212,9 +275,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and isinstance(error.__cause__, RecursionError):
+            # FastAPI answers 400 for a body its JSON parser gives up on: nested too deeply is malformed JSON too.
+            return invalid_json("Request body is not valid JSON: nested too deeply")
         if error.status_code == 400 and isinstance(error.__cause__, ValueError):
-            # FastAPI answers 400 for a body it cannot even decode (not UTF-8): that is malformed JSON too.
-            return JSONResponse(error_payload("invalid_json", "Request body is not valid JSON"), status_code=422)
+            # ... and for a body it cannot even decode (not UTF-8).
+            return invalid_json()
         code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
         headers = error.headers
         if error.status_code == 405:
@@ -248,28 +314,46 @@ def api_routes() -> list[APIRoute]:
     return [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
 
 
-def document_errors_in_contract_shape(app: FastAPI) -> None:
+ERROR_REF = "#/components/schemas/ErrorResponse"
+
+
+def error_response(description: str) -> dict[str, Any]:
+    """An OpenAPI response whose body is the error contract's shape."""
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ERROR_REF}}}}
+
+
+def document_errors_in_contract_shape(document: dict[str, Any]) -> None:
     """FastAPI documents the 422 it adds to routes as its own HTTPValidationError; ours, like every error,
-    have the contract's shape, so the OpenAPI says ErrorResponse (generated clients parse by it)."""
-    build = app.openapi
+    have the contract's shape, so the OpenAPI says ErrorResponse (generated clients parse by it). Every
+    operation that takes a JSON body also answers 415 to a body of another media type."""
     prefix = "#/components/schemas/"
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            body = operation.get("responses", {}).get("422", {}).get("content", {}).get("application/json", {})
+            if body.get("schema", {}).get("$ref") == f"{prefix}HTTPValidationError":
+                body["schema"] = {"$ref": ERROR_REF}
+            if "requestBody" in operation:
+                operation["responses"].setdefault(
+                    "415", error_response(f"Unsupported Media Type: the body must be JSON ({JSON_MEDIA_TYPE})")
+                )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    error_schema = ErrorResponse.model_json_schema(ref_template=prefix + "{model}")
+    for name, schema in {**error_schema.pop("$defs", {}), "ErrorResponse": error_schema}.items():
+        schemas.setdefault(name, schema)
+    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, now unused
+        if f'"{prefix}{name}"' not in json.dumps(document):
+            schemas.pop(name, None)
+
+
+def customise_openapi(app: FastAPI) -> None:
+    """The OpenAPI FastAPI builds, with the error contract."""
+    build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         document = build()
-        for item in document.get("paths", {}).values():
-            for operation in item.values():
-                body = operation.get("responses", {}).get("422", {}).get("content", {}).get("application/json", {})
-                if body.get("schema", {}).get("$ref") == f"{prefix}HTTPValidationError":
-                    body["schema"] = {"$ref": f"{prefix}ErrorResponse"}
-        schemas = document.setdefault("components", {}).setdefault("schemas", {})
-        error_schema = ErrorResponse.model_json_schema(ref_template=prefix + "{model}")
-        for name, schema in {**error_schema.pop("$defs", {}), "ErrorResponse": error_schema}.items():
-            schemas.setdefault(name, schema)
-        for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, now unused
-            if f'"{prefix}{name}"' not in json.dumps(document):
-                schemas.pop(name, None)
+        document_errors_in_contract_shape(document)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -304,7 +388,7 @@ def create_app(settings: Settings, container: Container) -> FastAPI:
         title="JusHostIt control plane",
         version="1",
         lifespan=lifespan,
-        description="Billing state is the single source of truth for infrastructure entitlement.",
+        description=API_DESCRIPTION,
     )
     app.state.database = container.database
     app.state.broker = broker
@@ -313,7 +397,7 @@ def create_app(settings: Settings, container: Container) -> FastAPI:
     check_route_rules()
     for router in ROUTERS:
         app.include_router(router)
-    document_errors_in_contract_shape(app)
+    customise_openapi(app)
     # authlib keeps OIDC state and nonce in this signed cookie between login and callback.
     app.add_middleware(
         SessionMiddleware,

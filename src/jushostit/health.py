@@ -1,13 +1,19 @@
-"""Probes and metrics: /healthz (the process answers), /readyz (database reachable, migrations at head), /metrics."""
+"""Probes and metrics: /healthz (the process answers), /readyz (database reachable, migrations at head), /metrics.
+
+/readyz answers 503 in the error contract's shape (code `not_ready`), like every other error."""
 
 from __future__ import annotations
+
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from jushostit.auth.dependencies import public
 from jushostit.kit import jobs, metrics, migrate
+from jushostit.kit.errors import ErrorResponse, error_payload
 
 router = APIRouter(tags=["health"], dependencies=[Depends(public())])
 
@@ -17,16 +23,34 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "not ready"}})
+class Ready(BaseModel):
+    status: Literal["ready"]
+    revision: str | None = Field(description="The database's migration revision (the code's head)")
+
+
+NOT_READY = (
+    "Not ready, in the error shape: code `not_ready`, `details.status` `unavailable` (the database cannot be "
+    "reached; `details.database` names the error type) or `migrating` (`details.revision` is not yet "
+    "`details.head`)."
+)
+
+
+def not_ready(message: str, details: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(error_payload("not_ready", message, details), status_code=503)
+
+
+@router.get("/readyz", response_model=Ready, responses={503: {"model": ErrorResponse, "description": NOT_READY}})
 async def readyz(request: Request) -> JSONResponse:
     database = request.app.state.database
     try:
         current = await migrate.current_revision(database.engine)
     except Exception as error:  # noqa: BLE001 - any failure to reach the database means not ready
-        return JSONResponse({"status": "unavailable", "database": type(error).__name__}, status_code=503)
+        return not_ready("The database cannot be reached", {"status": "unavailable", "database": type(error).__name__})
     head = migrate.head_revision()
     if current != head:
-        return JSONResponse({"status": "migrating", "revision": current, "head": head}, status_code=503)
+        return not_ready(
+            "The database is not migrated to this version", {"status": "migrating", "revision": current, "head": head}
+        )
     return JSONResponse({"status": "ready", "revision": current})
 
 

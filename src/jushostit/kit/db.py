@@ -74,7 +74,10 @@ PING_AFTER_IDLE_SECONDS = 5.0
 
 
 def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
-    engine = create_async_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size)
+    # hide_parameters: a statement's error (and so its logged traceback) never shows the values bound to it.
+    engine = create_async_engine(
+        sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, hide_parameters=True
+    )
     ping_when_idle(engine, PING_AFTER_IDLE_SECONDS)
     return engine
 

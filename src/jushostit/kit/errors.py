@@ -1,12 +1,12 @@
 """One exception base carrying its HTTP status and error code; the handlers render the contract's shape:
-{"error": {"code": "...", "message": "...", "details": ...}}.
+{"error": {"code": "...", "message": "...", "details": ...}}, for every error on every route (docs/api.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class AppError(Exception):
@@ -62,13 +62,17 @@ class TooManyRequests(AppError):
 
 
 class ErrorBody(BaseModel):
-    code: str
-    message: str
-    details: Any = None
+    code: str = Field(description="Stable, machine-readable: what went wrong (e.g. `validation_error`)")
+    message: str = Field(description="For people; may change between versions")
+    details: Any = Field(
+        default=None,
+        description="null; for `validation_error` and `invalid_json` a list of `{loc, msg, type}`; otherwise an "
+        "object particular to the code (e.g. `retry_after`, `request_id`)",
+    )
 
 
 class ErrorResponse(BaseModel):
-    """The shape of every error response."""
+    """The shape of every error response, on every route."""
 
     error: ErrorBody
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
+from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import structlog
+from sqlalchemy.exc import StatementError
+from structlog.typing import ExcInfo
 
 SECRET_KEY_PATTERN = re.compile(
     r"pass(word)?|secret|token|authorization|api[_-]?key|cookie|credential|private|signature", re.IGNORECASE
@@ -44,13 +49,56 @@ def redact_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any
     }
 
 
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _database_message(error: psycopg.Error) -> str:
+    """What a database error may say in a log. The server's detail ("Key (email)=(...) already exists",
+    "Failing row contains (...)") and a data exception's message ('invalid input syntax for type uuid: "..."')
+    quote the values sent: only the SQLSTATE, the message of other classes and the constraint are kept."""
+    diag = error.diag
+    if not error.sqlstate:
+        return str(error)  # raised by psycopg itself: its own words, not the server's echo of the data
+    parts = [f"SQLSTATE {error.sqlstate}"]
+    if not error.sqlstate.startswith("22") and diag.message_primary:  # class 22: data exceptions
+        parts.append(diag.message_primary)
+    if diag.constraint_name:
+        parts.append(f"constraint {diag.constraint_name}")
+    return ": ".join(parts) + " [values hidden]"
+
+
+def format_exception_without_values(exc_info: ExcInfo) -> str:
+    """A traceback as structlog renders it, minus the values a database error would carry: the bound
+    parameters SQLAlchemy adds (hidden even for an engine that shows them) and those the server quotes."""
+    replacements: list[tuple[str, str]] = []
+    for error in _chain(exc_info[1]):
+        if isinstance(error, StatementError):
+            error.hide_parameters = True
+        if isinstance(error, psycopg.Error):
+            original, safe = str(error), _database_message(error)
+            if original and original != safe:
+                replacements.append((original, safe))
+    text = "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+    for original, safe in sorted(replacements, key=lambda pair: len(pair[0]), reverse=True):
+        text = text.replace(original, safe)
+    return text
+
+
+format_exc_info = structlog.processors.ExceptionRenderer(format_exception_without_values)
+
+
 def configure_logging(level: str = "INFO") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
+        format_exc_info,
         redact_secrets,
     ]
     structlog.configure(

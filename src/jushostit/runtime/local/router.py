@@ -1,8 +1,8 @@
 """The local runtime's router on the serve port: `Host: <slug>.localhost[:port]` reaches that instance.
 
-Requests are streamed both ways, each chunk passed on as it comes, with the usual forwarded headers. A
-stopped instance answers 503 with a plain "suspended" page; an unknown host 404. Everything else goes to the
-API.
+Requests are streamed both ways, each chunk passed on as it comes, with the usual forwarded headers. The
+router's own answers are in the API's error shape: a stopped instance answers 503 (`service_suspended`), an
+unknown host 404, an instance that does not answer 502. Everything else goes to the API.
 
 The router asks for routes; it does not know where instances are recorded: the app gives it a RouteCache
 around a lookup (slug → Route) of its own. The route of a serving instance is kept ROUTE_TTL_SECONDS, so a
@@ -24,9 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httptools
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from jushostit.kit.errors import error_payload
 from jushostit.runtime.local.driver import LOOPBACK, LocalDriver
 
 HOST_PATTERN = re.compile(r"^(?P<slug>[a-z0-9][a-z0-9-]{0,62})\.localhost(:\d+)?$")
@@ -36,10 +37,12 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-autho
 REQUEST_DROPPED = HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
 # A response body is passed on as it came (chunked framing aside), so its length still holds.
 RESPONSE_DROPPED = HOP_BY_HOP - {b"content-length"}
-SUSPENDED_PAGE = "This service is suspended.\n"
-UNAVAILABLE_PAGES = {
-    "provisioning": "This service is starting.\n",
-    "failed": "This service is unavailable.\n",
+# What an unavailable instance's host answers (503, Retry-After), by its observed status: the error contract's
+# code and message.
+SUSPENDED = ("service_suspended", "This service is suspended.")
+UNAVAILABLE = {
+    "provisioning": ("service_starting", "This service is starting."),
+    "failed": ("service_unavailable", "This service is unavailable."),
 }
 SERVING = frozenset({"running", "throttled"})
 ROUTE_TTL_SECONDS = 0.5  # how stale a route's status may be (and how often a busy slug is looked up)
@@ -433,7 +436,7 @@ class LocalRouter:
         for _ in range(2):
             route = entry.route
             if route is None:
-                await PlainTextResponse("No such service.\n", status_code=404)(scope, receive, send)
+                await _error(404, "not_found", "No such service.")(scope, receive, send)
                 return
             port = self._port(entry) if route.status in SERVING else None
             if port is None:
@@ -442,8 +445,8 @@ class LocalRouter:
                     if cached:  # the route may be stale (stopped, deleted since): look again, once
                         entry, cached = await self.routes.get(slug)
                         continue
-                page = UNAVAILABLE_PAGES.get(route.status, SUSPENDED_PAGE)
-                await PlainTextResponse(page, status_code=503, headers={"Retry-After": "60"})(scope, receive, send)
+                code, message = UNAVAILABLE.get(route.status, SUSPENDED)
+                await _error(503, code, message, {"Retry-After": "60"})(scope, receive, send)
                 return
             try:
                 await self.upstreams.forward(port, head, body, receive, send, head_only=scope["method"] == "HEAD")
@@ -456,5 +459,10 @@ class LocalRouter:
             except BadGateway:
                 pass
             break
-        await PlainTextResponse("The service is not answering.\n", status_code=502)(scope, receive, send)
+        await _error(502, "bad_gateway", "The service is not answering.")(scope, receive, send)
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The router's own answers are errors in the API's contract shape."""
+    return JSONResponse(error_payload(code, message), status_code=status, headers=headers)
 
