@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import locale
 import os
+import resource
 import signal
 import time
 import uuid
@@ -183,3 +186,109 @@ async def test_observe_reports_what_runs_without_changing_it(driver: LocalDriver
     assert seen.instances[running].status == "running"
     assert stopped not in seen.instances  # never started: nothing of it exists on the runtime
     assert seen.writes == 0 and driver.port_of(ACCOUNT, running) is not None
+
+
+async def test_observe_tells_throttled_running_and_stopped_instances_apart(driver: LocalDriver) -> None:
+    throttled, running, stopped, died = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    def state(*, paused_runs: bool) -> AccountState:
+        return AccountState(ACCOUNT, (desired(throttled, throttled=True, name="slow"), desired(running),
+                                      desired(stopped, run=paused_runs, name="paused"), desired(died, name="crashy")))
+
+    await converged(driver, state(paused_runs=True))
+    await driver.apply(state(paused_runs=False))  # stopped by us: its directory stays, without a run.json
+    record = driver._read_run(driver.instance_dir(ACCOUNT, died))
+    assert record is not None
+    os.killpg(record.pid, signal.SIGKILL)  # died behind our back: its run.json still names it
+    await eventually(lambda: not record.alive(), "the killed process to be gone")
+
+    seen = await driver.observe(ACCOUNT)
+
+    assert {iid: instance.status for iid, instance in seen.instances.items()} == {
+        throttled: "throttled", running: "running", stopped: "stopped", died: "stopped"}
+    assert seen.writes == 0
+
+
+async def test_an_instance_no_longer_desired_is_stopped_once(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    await converged(driver, AccountState(ACCOUNT, (desired(iid),)))
+    assert (await driver.apply(AccountState(ACCOUNT, ()))).writes == 1
+    again = await driver.apply(AccountState(ACCOUNT, ()))  # its directory stays, with no process to stop
+    assert again.writes == 0 and again.instances == {}
+    assert (driver.instance_dir(ACCOUNT, iid) / "data" / "index.html").exists()
+
+
+async def test_unknown_instances_have_no_logs_and_restarting_one_does_nothing(driver: LocalDriver) -> None:
+    unknown = uuid.uuid4()
+    assert await driver.logs(unknown, tail=10) == []
+    await driver.restart(unknown)
+    assert not any(driver.root.glob(f"*/{unknown}"))
+
+
+class MissingEnv(PlainEnv):
+    def values(self) -> tuple[tuple[str, str], ...]:
+        raise ValueError("a generated value is missing")
+
+
+async def test_an_instance_that_never_started_has_no_logs(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    observed = await driver.apply(AccountState(ACCOUNT, (desired(iid, env=MissingEnv()),)))
+    assert observed.instances[iid].status == "failed"
+    assert driver.instance_dir(ACCOUNT, iid).exists()  # its data was seeded; no process ever wrote a log
+    assert await driver.logs(iid, tail=10) == []
+
+
+# Writes raw bytes (one not UTF-8) and exits, as a crashing service does; no braces: commands are templates.
+CRASHING = ("import sys; sys.stdout.buffer.write(b'starting\\n  config: /data \\t\\nbad byte \\xff here\\n"
+            "exit code XX\\n'); sys.exit(3)")
+BAD_BYTE = b"\xff".decode(locale.getpreferredencoding(False), errors="replace")  # the log is read as text
+
+
+async def test_logs_return_the_last_n_lines_as_the_process_wrote_them(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    static = TEMPLATES["static-site"]
+    assert static.process is not None
+    crashing = static.model_copy(update={"process": static.process.model_copy(
+        update={"command": ["{python}", "-c", CRASHING]})})
+    await driver.apply(AccountState(ACCOUNT, (dataclasses.replace(desired(iid), template=crashing),)))
+    record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
+    assert record is not None
+    await eventually(lambda: not record.alive(), "the process to exit")
+
+    assert await driver.logs(iid, tail=3) == ["  config: /data \t", f"bad byte {BAD_BYTE} here", "exit code XX"]
+    assert await driver.logs(iid, tail=50) == ["starting", "  config: /data \t",
+                                               f"bad byte {BAD_BYTE} here", "exit code XX"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and resource.getrlimit(resource.RLIMIT_NICE)[0] < 20,
+                    reason="only root (or a high RLIMIT_NICE) may lower a process's niceness again")
+async def test_unthrottling_restores_normal_priority_in_place(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    await converged(driver, AccountState(ACCOUNT, (desired(iid, throttled=True),)))
+    record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
+    assert record is not None and psutil.Process(record.pid).nice() > 0
+    observed = await driver.apply(AccountState(ACCOUNT, (desired(iid),)))
+    assert observed.instances[iid].status == "running" and observed.writes == 1
+    now = driver._read_run(driver.instance_dir(ACCOUNT, iid))
+    assert now is not None and now.pid == record.pid and not now.throttled  # the same process, reniced
+    assert psutil.Process(record.pid).nice() == 0
+
+
+async def test_a_graceful_stop_leaves_alone_what_another_worker_started_since(driver: LocalDriver,
+                                                                              tmp_path: Path) -> None:
+    iid = uuid.uuid4()
+    await converged(driver, AccountState(ACCOUNT, (desired(iid),)))
+    await driver.apply(AccountState(ACCOUNT, (desired(iid, run=False),)))  # this worker stopped it ...
+    other = LocalDriver(tmp_path / "instances")
+    await converged(other, AccountState(ACCOUNT, (desired(iid),)))  # ... and another one started it again
+    try:
+        started = other._read_run(other.instance_dir(ACCOUNT, iid))
+        assert started is not None
+
+        await driver.shutdown()
+
+        record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
+        assert record is not None and record.pid == started.pid and record.alive()
+        assert page(driver, iid).status_code == 200
+    finally:
+        await other.shutdown()
