@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import httpx
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from jushostit.app import create_app
@@ -31,7 +33,7 @@ from jushostit.container import Container
 from jushostit.kit import embedded_pg, migrate
 from jushostit.kit.db import get_session, libpq_url, unit_of_work
 from jushostit.kit.logging import configure_logging
-from jushostit.models import User
+from jushostit.models import EmailOutbox, User
 
 os.environ.setdefault("LC_ALL", "C.UTF-8")
 
@@ -192,27 +194,94 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 class Signup:
     """A signed-up user with their account and tokens."""
 
-    def __init__(self, body: dict[str, Any], email: str) -> None:
+    def __init__(self, email: str, user_id: str, account_id: str, tokens: dict[str, Any]) -> None:
         self.email = email
-        self.user_id = body["user"]["id"]
-        self.account_id = body["account"]["id"]
-        self.access_token = body["access_token"]
-        self.refresh_token = body["refresh_token"]
+        self.user_id = user_id
+        self.account_id = account_id
+        self.access_token = tokens["access_token"]
+        self.refresh_token = tokens["refresh_token"]
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access_token}"}
 
 
+LinkReader = Callable[[str, str], Awaitable[str]]
+LINK_TOKEN = re.compile(r"[?&]token=([A-Za-z0-9_-]+)")
+
+
+def token_in(body: str) -> str:
+    """The token of the link in an e-mail's body."""
+    found = LINK_TOKEN.search(body)
+    assert found, body
+    return found.group(1)
+
+
+async def sign_up(
+    client: httpx.AsyncClient, last_email: LinkReader, email: str, account_name: str, *, verified: bool = True
+) -> Signup:
+    """Sign up as a person does: the sign-up, the e-mailed confirmation link (unless `verified=False`), sign-in."""
+    response = await client.post(
+        "/v1/auth/signup", json={"email": email, "password": TEST_PASSWORD, "account_name": account_name}
+    )
+    assert response.status_code == 202, response.text
+    return await complete_sign_up(client, last_email, email, verified=verified)
+
+
+async def complete_sign_up(
+    client: httpx.AsyncClient, last_email: LinkReader, email: str, *, password: str = TEST_PASSWORD,
+    verified: bool = True,
+) -> Signup:
+    """After the sign-up request: open the confirmation link (unless `verified=False`) and sign in."""
+    if verified:
+        token = token_in(await last_email(email, "verify_email"))
+        confirmed = await client.post("/v1/auth/verify-email", json={"token": token})
+        assert confirmed.status_code == 200, confirmed.text
+    tokens = await client.post("/v1/auth/login", json={"email": email, "password": password})
+    assert tokens.status_code == 200, tokens.text
+    me = await client.get("/v1/me", headers={"Authorization": f"Bearer {tokens.json()['access_token']}"})
+    assert me.status_code == 200, me.text
+    owned = [m["account_id"] for m in me.json()["memberships"] if m["role"] == "owner"]
+    assert len(owned) == 1, me.text
+    return Signup(email, me.json()["user"]["id"], owned[0], tokens.json())
+
+
 @pytest.fixture
-def signup(client: httpx.AsyncClient) -> Any:
-    async def make(email: str | None = None, account_name: str = "Acme") -> Signup:
+def last_email(session: AsyncSession) -> LinkReader:
+    """`await last_email(address, template)`: the body of the newest such e-mail in the outbox."""
+
+    async def read(address: str, template: str) -> str:
+        return await newest_email_body(session, address, template)
+
+    return read
+
+
+def committed_email_reader(container: Container) -> LinkReader:
+    """`last_email` for an app that commits (outside the test's transaction)."""
+
+    async def read(address: str, template: str) -> str:
+        async with container.database.sessionmaker() as session:
+            return await newest_email_body(session, address, template)
+
+    return read
+
+
+async def newest_email_body(session: AsyncSession, address: str, template: str) -> str:
+    body = await session.scalar(
+        select(EmailOutbox.body)
+        .where(EmailOutbox.to_address == address, EmailOutbox.template == template)
+        .order_by(EmailOutbox.created_at.desc(), EmailOutbox.id.desc())
+        .limit(1)
+    )
+    assert body is not None, f"no {template} e-mail to {address}"
+    return body
+
+
+@pytest.fixture
+def signup(client: httpx.AsyncClient, last_email: LinkReader) -> Any:
+    async def make(email: str | None = None, account_name: str = "Acme", *, verified: bool = True) -> Signup:
         email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
-        response = await client.post(
-            "/v1/auth/signup", json={"email": email, "password": TEST_PASSWORD, "account_name": account_name}
-        )
-        assert response.status_code == 201, response.text
-        return Signup(response.json(), email.lower())
+        return await sign_up(client, last_email, email.lower(), account_name, verified=verified)
 
     return make
 

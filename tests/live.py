@@ -49,7 +49,7 @@ from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import Observed
 from jushostit.runtime.registry import driver_for, local_driver
 from jushostit.server import FETCH_POLLING_SECONDS
-from tests.conftest import TEST_PASSWORD, Signup, asgi_client
+from tests.conftest import TEST_PASSWORD, Signup, asgi_client, committed_email_reader, sign_up
 
 T = TypeVar("T")
 DEADLINE = 20.0
@@ -101,13 +101,9 @@ class Live:
         self.settings = self.settings.model_copy(update=overrides)
         self.container.settings = self.settings
 
-    async def signup(self, account_name: str = "Live Co") -> Signup:
+    async def signup(self, account_name: str = "Live Co", *, verified: bool = True) -> Signup:
         email = f"live-{uuid.uuid4().hex[:10]}@example.com"
-        response = await self.client.post(
-            "/v1/auth/signup", json={"email": email, "password": TEST_PASSWORD, "account_name": account_name}
-        )
-        assert response.status_code == 201, response.text
-        who = Signup(response.json(), email)
+        who = await sign_up(self.client, committed_email_reader(self.container), email, account_name, verified=verified)
         self.accounts.add(uuid.UUID(who.account_id))
         self.users.add(uuid.UUID(who.user_id))
         self.emails.add(email)

@@ -254,8 +254,8 @@ def test_every_account_route_names_its_tenant_in_the_path(app) -> None:
 
 
 def test_matrix_knows_every_path_parameter_and_body(app) -> None:
-    signed_up = {"user": {"id": "u"}, "account": {"id": "a"}, "access_token": "t", "refresh_token": "r"}
-    values = Tenant(Signup(signed_up, "x@example.com"), "m", "i", "k", "s", "n").path_values()
+    signed_up = Signup("x@example.com", "u", "a", {"access_token": "t", "refresh_token": "r"})
+    values = Tenant(signed_up, "m", "i", "k", "s", "n").path_values()
     for op in operations(app):
         fill_path(op, values)
         if op.rule is not AuthRule.public:

@@ -295,7 +295,7 @@ async def test_an_address_longer_than_the_throttle_key_column_signs_in_and_its_f
     signed_up = await client.post(
         "/v1/auth/signup", json={"email": email, "password": TEST_PASSWORD, "account_name": "Long Address"}
     )
-    assert signed_up.status_code == 201, signed_up.text
+    assert signed_up.status_code == 202, signed_up.text
 
     refused = await client.post("/v1/auth/login", json={"email": email, "password": "not the password"})
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_credentials", refused.text

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import secrets
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography.fernet import Fernet
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class OIDCProvider(BaseModel):
@@ -45,8 +46,12 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     magic_link_ttl_seconds: int = 900
+    email_verification_ttl_seconds: int = Field(default=48 * 3600, ge=60)
+    password_reset_ttl_seconds: int = Field(default=1800, ge=60)
+    emails_per_address_per_hour: int = Field(default=5, ge=1)
     invite_ttl_seconds: int = 7 * 24 * 3600
     password_min_length: int = 10
+    password_min_score: int = Field(default=2, ge=0, le=4)
     password_hash_time_cost: int = 3
     password_hash_memory_kib: int = 65536
     password_hash_parallelism: int = 4
@@ -55,6 +60,7 @@ class Settings(BaseSettings):
     login_max_delay_seconds: int = 900
     login_failures_audit_threshold: int = 5
     auth_rate_limit: str = "30/minute"
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
 
     max_body_bytes: int = 1_048_576
     db_pool_size: int = Field(default=5, ge=1)
@@ -81,6 +87,16 @@ class Settings(BaseSettings):
     def _parse_providers(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        # Comma-separated CIDRs (a bare address is a /32 or /128), or a JSON list of them.
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jushostit.audit import service as audit_service
 from jushostit.audit.chain import GENESIS, entry_hash
 from jushostit.models import AuditEntry, EmailOutbox, User
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, complete_sign_up, newest_email_body
 
 CLIENT_IP = "203.0.113.7"  # what tests.conftest.asgi_client presents as the peer address
 
@@ -43,12 +43,17 @@ def _assert_request_facts(entry: AuditEntry, response: Any, started: datetime, e
     assert entry.created_at.tzinfo is not None
 
 
-async def _signup(client: Any, email: str, account_name: str = "Audit Co") -> tuple[dict[str, Any], Any]:
+async def _signup(
+    client: Any, session: AsyncSession, email: str, account_name: str = "Audit Co"
+) -> tuple[dict[str, Any], Any]:
     response = await client.post(
         "/v1/auth/signup", json={"email": email, "password": TEST_PASSWORD, "account_name": account_name}
     )
-    assert response.status_code == 201, response.text
-    return response.json(), response
+    assert response.status_code == 202, response.text
+    who = await complete_sign_up(client, lambda to, template: newest_email_body(session, to, template), email.lower())
+    body = {"user": {"id": who.user_id}, "account": {"id": who.account_id},
+            "access_token": who.access_token, "refresh_token": who.refresh_token}
+    return body, response
 
 
 def _bearer(body: dict[str, Any]) -> dict[str, str]:
@@ -76,7 +81,7 @@ async def _make_admin(session: AsyncSession, user_id: str) -> None:
 async def test_signup_entries_carry_actor_target_after_ip_request_id_and_time(client, session) -> None:
     head = await _head_seq(session)
     started = datetime.now(UTC)
-    body, response = await _signup(client, "Audited.Signup@Example.com", "Signup Co")
+    body, response = await _signup(client, session, "Audited.Signup@Example.com", "Signup Co")
     ended = datetime.now(UTC)
     user_id, account_id = uuid.UUID(body["user"]["id"]), uuid.UUID(body["account"]["id"])
 
@@ -102,8 +107,8 @@ async def test_signup_entries_carry_actor_target_after_ip_request_id_and_time(cl
 
 
 async def test_invite_and_role_change_entries(client, session) -> None:
-    owner, _ = await _signup(client, "owner-audit@example.com", "Team Audit")
-    invitee, _ = await _signup(client, "invitee-audit@example.com", "Invitee Own")
+    owner, _ = await _signup(client, session, "owner-audit@example.com", "Team Audit")
+    invitee, _ = await _signup(client, session, "invitee-audit@example.com", "Invitee Own")
     owner_id, account_id = uuid.UUID(owner["user"]["id"]), uuid.UUID(owner["account"]["id"])
     invitee_id = uuid.UUID(invitee["user"]["id"])
     head = await _head_seq(session)
@@ -147,7 +152,7 @@ async def test_invite_and_role_change_entries(client, session) -> None:
 
 
 async def test_api_key_creation_entry_names_the_key_without_its_secret(client, session) -> None:
-    user, _ = await _signup(client, "keys-audit@example.com")
+    user, _ = await _signup(client, session, "keys-audit@example.com")
     head = await _head_seq(session)
     started = datetime.now(UTC)
     response = await client.post(
@@ -170,7 +175,7 @@ async def test_api_key_creation_entry_names_the_key_without_its_secret(client, s
 
 async def test_refused_request_leaves_no_entry(client, session) -> None:
     """Entries are written in the transaction of the change: a refused change rolls its entry back too."""
-    owner, _ = await _signup(client, "last-owner@example.com")
+    owner, _ = await _signup(client, session, "last-owner@example.com")
     head = await _head_seq(session)
     response = await client.patch(
         f"/v1/accounts/{owner['account']['id']}/members/{owner['user']['id']}",
@@ -182,7 +187,7 @@ async def test_refused_request_leaves_no_entry(client, session) -> None:
 
 
 async def test_repeated_login_failures_are_audited_even_though_the_request_fails(client, session, settings) -> None:
-    await _signup(client, "guessed@example.com")
+    await _signup(client, session, "guessed@example.com")
     head = await _head_seq(session)
     threshold = settings.login_failures_audit_threshold
     responses = [
@@ -206,7 +211,7 @@ async def test_seq_is_contiguous_and_each_entry_links_to_the_previous_hash(clien
     head = await _head_seq(session)
     previous_hash = await session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == head)) if head else None
     for n in range(3):
-        await _signup(client, f"chain-{n}@example.com")
+        await _signup(client, session, f"chain-{n}@example.com")
     entries = await _entries_after(session, head)
     assert len(entries) >= 6  # user.signup + account.created per signup
     assert [e.seq for e in entries] == list(range(head + 1, head + 1 + len(entries)))
@@ -220,7 +225,7 @@ async def test_seq_is_contiguous_and_each_entry_links_to_the_previous_hash(clien
 
 
 async def test_verify_passes_on_an_intact_chain(client, session) -> None:
-    await _signup(client, "intact@example.com")
+    await _signup(client, session, "intact@example.com")
     assert await _head_seq(session) > 0
     seen: list[int] = []
     assert await audit_service.verify(session, progress=seen.append) is None
@@ -236,7 +241,7 @@ async def _tamper(session: AsyncSession, sql: str, **params: Any) -> None:
 
 async def test_verify_names_the_first_altered_entry(client, session) -> None:
     for n in range(2):
-        await _signup(client, f"tamper-{n}@example.com")
+        await _signup(client, session, f"tamper-{n}@example.com")
     assert await audit_service.verify(session) is None
     head = await _head_seq(session)
     victim = head - 2  # not the last one, so later entries still link to its original hash
@@ -254,7 +259,7 @@ async def test_verify_names_the_first_altered_entry(client, session) -> None:
 async def test_verify_names_an_entry_whose_hash_was_recomputed_by_the_forger(client, session) -> None:
     """Rewriting an entry and its own hash still breaks the link from the entry after it."""
     for n in range(2):
-        await _signup(client, f"forger-{n}@example.com")
+        await _signup(client, session, f"forger-{n}@example.com")
     head = await _head_seq(session)
     victim = head - 1
     entry = await session.scalar(select(AuditEntry).where(AuditEntry.seq == victim))
@@ -269,7 +274,7 @@ async def test_verify_names_an_entry_whose_hash_was_recomputed_by_the_forger(cli
 
 
 async def test_verify_names_a_deleted_entry(client, session) -> None:
-    await _signup(client, "deleted@example.com")
+    await _signup(client, session, "deleted@example.com")
     head = await _head_seq(session)
     await _tamper(session, "DELETE FROM audit_entries WHERE seq = :seq", seq=head - 1)
     problem = await audit_service.verify(session)
@@ -289,7 +294,7 @@ async def test_verify_names_a_deleted_entry(client, session) -> None:
     ],
 )
 async def test_triggers_refuse_changes(client, session, operation: str, sql: str) -> None:
-    await _signup(client, f"append-only-{operation.lower()}@example.com")
+    await _signup(client, session, f"append-only-{operation.lower()}@example.com")
     head = await _head_seq(session)
     before = await session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == head))
     count = await session.scalar(select(func.count()).select_from(AuditEntry))
@@ -308,11 +313,11 @@ async def test_triggers_refuse_changes(client, session, operation: str, sql: str
 
 
 async def test_admin_lists_with_filters(client, session) -> None:
-    admin, _ = await _signup(client, "audit-admin@example.com", "Admin Own")
+    admin, _ = await _signup(client, session, "audit-admin@example.com", "Admin Own")
     await _make_admin(session, admin["user"]["id"])
-    first, _ = await _signup(client, "list-first@example.com", "First Co")
+    first, _ = await _signup(client, session, "list-first@example.com", "First Co")
     middle = datetime.now(UTC)
-    second, _ = await _signup(client, "list-second@example.com", "Second Co")
+    second, _ = await _signup(client, session, "list-second@example.com", "Second Co")
     key = await client.post("/v1/me/api-keys", json={"name": "k", "scopes": ["account:read"]}, headers=_bearer(second))
     assert key.status_code == 201
     headers = _bearer(admin)
@@ -328,7 +333,8 @@ async def test_admin_lists_with_filters(client, session) -> None:
     assert [e["seq"] for e in by_account] == sorted((e["seq"] for e in by_account), reverse=True)  # newest first
 
     by_actor = await listing(actor_id=second["user"]["id"])
-    assert {e["action"] for e in by_actor} == {"user.signup", "account.created", "api_key.created"}
+    assert {e["action"] for e in by_actor} == {"user.signup", "user.email_verified", "account.created",
+                                               "api_key.created"}
     assert all(e["actor_id"] == second["user"]["id"] and e["actor_type"] == "user" for e in by_actor)
 
     keys = await listing(action="api_key.created", actor_id=second["user"]["id"])
@@ -342,13 +348,13 @@ async def test_admin_lists_with_filters(client, session) -> None:
     assert await listing(action="user.signup", until=middle.isoformat(), actor_id=second["user"]["id"]) == []
 
     target = await listing(target_id=first["user"]["id"])
-    assert {e["action"] for e in target} == {"user.signup"}
+    assert {e["action"] for e in target} == {"user.signup", "user.email_verified"}
 
 
 async def test_admin_listing_paginates_without_overlap(client, session) -> None:
-    admin, _ = await _signup(client, "pager-admin@example.com")
+    admin, _ = await _signup(client, session, "pager-admin@example.com")
     await _make_admin(session, admin["user"]["id"])
-    owner, _ = await _signup(client, "pager-owner@example.com", "Pager Co")
+    owner, _ = await _signup(client, session, "pager-owner@example.com", "Pager Co")
     for n in range(3):  # 2 entries from the signup + 3 invites = 5 entries for this account
         response = await client.post(
             f"/v1/accounts/{owner['account']['id']}/invites",
@@ -389,7 +395,7 @@ async def test_admin_listing_paginates_without_overlap(client, session) -> None:
 
 
 async def test_admin_listing_is_refused_to_non_admins(client, session) -> None:
-    member, _ = await _signup(client, "not-admin@example.com")
+    member, _ = await _signup(client, session, "not-admin@example.com")
     anonymous = await client.get("/v1/admin/audit")
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
     refused = await client.get("/v1/admin/audit", headers=_bearer(member))

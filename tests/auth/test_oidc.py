@@ -241,7 +241,7 @@ async def test_same_subject_no_longer_needs_a_verified_email_once_linked(
 async def test_existing_password_user_with_that_verified_email_is_linked_not_duplicated(
     browser, provider, provider_url, signup, session
 ) -> None:
-    existing = await signup(f"linkme-{uuid.uuid4().hex[:8]}@example.com", account_name="Password Co")
+    existing = await signup(f"linkme-{uuid.uuid4().hex[:8]}@example.com", account_name="Password Co", verified=False)
     sub = new_sub()
     await set_provider_user(provider, sub, {"email": existing.email.upper(), "email_verified": True})
     response = await oidc_sign_in(browser, provider, provider_url, sub)
@@ -262,15 +262,13 @@ async def test_existing_password_user_with_that_verified_email_is_linked_not_dup
     login = await browser.post("/v1/auth/login", json={"email": existing.email, "password": TEST_PASSWORD})
     assert login.status_code == 401
     assert (await browser.get("/v1/me", headers=existing.headers)).status_code == 401
+    assert response.json()["revoked"] == {"password": True, "sessions": 1, "api_keys": 0}
 
 
 async def test_a_verified_password_user_keeps_the_password_when_linked(
     browser, provider, provider_url, signup, session
 ) -> None:
     existing = await signup(f"verified-{uuid.uuid4().hex[:8]}@example.com", account_name="Verified Co")
-    user = await session.get(DbUser, uuid.UUID(existing.user_id))
-    user.email_verified = True
-    await session.flush()
     sub = new_sub()
     await set_provider_user(provider, sub, {"email": existing.email, "email_verified": True})
     assert (await oidc_sign_in(browser, provider, provider_url, sub)).status_code == 200

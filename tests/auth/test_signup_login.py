@@ -11,43 +11,61 @@ from jushostit.models import Account, AuditEntry, EmailOutbox, Membership, User
 from tests.conftest import TEST_PASSWORD
 
 
-async def test_signup_creates_user_owned_account_and_tokens(client: httpx.AsyncClient, session) -> None:
+async def test_signup_creates_an_unverified_user_and_their_account_and_emails_a_confirmation(
+    client: httpx.AsyncClient, session
+) -> None:
     response = await client.post(
         "/v1/auth/signup",
         json={"email": "  Mixed.Case@Example.COM ", "password": TEST_PASSWORD, "account_name": "Mixed Co"},
     )
-    assert response.status_code == 201, response.text
-    body = response.json()
-    assert body["user"]["email"] == "mixed.case@example.com"
-    assert body["account"]["role"] == "owner"
-    assert body["account"]["status"] == "pending"
+    assert response.status_code == 202, response.text
+    assert set(response.json()) == {"message"} and "access_token" not in response.text
     user = await session.scalar(select(User).where(User.email == "mixed.case@example.com"))
-    assert user is not None and user.password_hash.startswith("$argon2id$")
+    assert user is not None and user.password_hash.startswith("$argon2id$") and user.email_verified is False
     membership = await session.scalar(select(Membership).where(Membership.user_id == user.id))
-    assert membership.role == "owner" and str(membership.account_id) == body["account"]["id"]
+    account = await session.get(Account, membership.account_id)
+    assert membership.role == "owner" and account.name == "Mixed Co" and account.status == "pending"
     actions = (await session.scalars(select(AuditEntry.action).where(AuditEntry.actor_id == user.id))).all()
     assert {"user.signup", "account.created"} <= set(actions)
-    welcome = await session.scalar(select(EmailOutbox).where(EmailOutbox.to_address == "mixed.case@example.com"))
-    assert welcome is not None and welcome.template == "welcome"
+    mail = await session.scalar(select(EmailOutbox).where(EmailOutbox.to_address == "mixed.case@example.com"))
+    assert mail is not None and mail.template == "verify_email"
+    assert "http://testserver/auth/verify-email?token=jhv_" in mail.body and '"Mixed Co"' in mail.body
+    # The address signs in at once, typed any way sign-up accepted it.
+    signed_in = await client.post("/v1/auth/login", json={"email": "MIXED.case@example.com", "password": TEST_PASSWORD})
+    assert signed_in.status_code == 200, signed_in.text
 
 
-async def test_second_signup_same_email_any_case_is_409_and_creates_nothing(client, session, signup) -> None:
+async def test_signup_with_a_taken_address_answers_the_same_creates_nothing_and_tells_the_owner(
+    client, session, signup
+) -> None:
     first = await signup("dup@example.com")
     users_before = await session.scalar(select(func.count()).select_from(User))
     accounts_before = await session.scalar(select(func.count()).select_from(Account))
-    response = await client.post(
-        "/v1/auth/signup", json={"email": "DUP@example.com", "password": TEST_PASSWORD, "account_name": "Again"}
+    fresh = await client.post(
+        "/v1/auth/signup", json={"email": "fresh-one@example.com", "password": TEST_PASSWORD, "account_name": "New"}
     )
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "email_taken"
-    assert await session.scalar(select(func.count()).select_from(User)) == users_before
-    assert await session.scalar(select(func.count()).select_from(Account)) == accounts_before
-    assert first.email == "dup@example.com"
+    again = await client.post(
+        "/v1/auth/signup", json={"email": "DUP@example.com", "password": "another sturdy passphrase", "account_name": "Again"}
+    )
+    assert (again.status_code, again.json()) == (fresh.status_code, fresh.json()) == (202, fresh.json())
+    assert await session.scalar(select(func.count()).select_from(User)) == users_before + 1  # only fresh-one
+    assert await session.scalar(select(func.count()).select_from(Account)) == accounts_before + 1
+    told = await session.scalar(
+        select(EmailOutbox).where(EmailOutbox.to_address == "dup@example.com", EmailOutbox.template == "signup_existing")
+    )
+    assert told is not None and "already has a user" in told.body
+    # The owner's password is untouched; the second password opens nothing.
+    assert (await client.post("/v1/auth/login", json={"email": first.email, "password": TEST_PASSWORD})).status_code == 200
+    refused = await client.post("/v1/auth/login", json={"email": first.email, "password": "another sturdy passphrase"})
+    assert refused.status_code == 401
 
 
 @pytest.mark.parametrize(
     ("password", "message"),
-    [("short", "at least"), ("password123", "too common"), ("qwertyuiop", "too common"), ("x" * 257, None)],
+    [
+        ("short", "at least"), ("password123", "too common"), ("qwertyuiop", "too common"), ("x" * 257, None),
+        ("aaaaaaaaaa", "too easy to guess"), (" " * 10, "too easy to guess"), ("abcdefghij", "too easy to guess"),
+    ],
 )
 async def test_weak_passwords_are_refused(client, password, message) -> None:
     response = await client.post(

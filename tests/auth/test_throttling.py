@@ -147,20 +147,47 @@ async def test_failures_for_one_email_from_many_ips_lock_that_email(app, signup,
         assert_429(await login(fresh, user.email, TEST_PASSWORD))
 
 
-async def test_failures_are_counted_per_ip_across_emails(app, signup, settings, session, frozen) -> None:
+async def test_failures_for_made_up_addresses_never_block_a_real_users_correct_password_on_that_ip(
+    app, signup, settings, session, frozen
+) -> None:
+    """An office or a load balancer shares one IP: someone else's failures there must not lock a real user
+    out, yet the locked IP gets nothing more out of guessing, for known and unknown addresses alike."""
     victim = await signup()
-    attacker_ip = unique_ip()
-    async with asgi_client(app, ip=attacker_ip) as attacker:
-        for _ in range(settings.login_failures_before_delay):
+    bystander = await signup()
+    shared_ip = unique_ip()
+    async with asgi_client(app, ip=shared_ip) as attacker:
+        for _ in range(settings.login_failures_before_delay + 1):
             other = f"spray-{uuid.uuid4().hex[:8]}@example.com"
-            assert (await login(attacker, other, WRONG)).status_code == 401
-        # A different email, never tried before, from the same IP: locked because of the IP.
-        assert_429(await login(attacker, victim.email, TEST_PASSWORD))
-    assert (await throttle(session, f"ip:{attacker_ip}")).failures == settings.login_failures_before_delay
+            assert (await login(attacker, other, WRONG)).status_code in (401, 429)
+        assert (await throttle(session, f"ip-unknown:{shared_ip}")).failures >= settings.login_failures_before_delay
+        # A wrong guess from the locked IP: 429 whether or not the address exists (no enumeration)...
+        assert_429(await login(attacker, f"spray-{uuid.uuid4().hex[:8]}@example.com", WRONG))
+        assert_429(await login(attacker, bystander.email, WRONG))
+        # ...and the bystander now has a streak of their own, so from this IP even their right password waits.
+        assert_429(await login(attacker, bystander.email, TEST_PASSWORD))
+        # The victim has no streak of their own: their right password works from the very same IP.
+        ok = await login(attacker, victim.email, TEST_PASSWORD)
+        assert ok.status_code == 200, ok.text
     assert await throttle(session, f"email:{victim.email}") is None
-    # The victim, from their own address, is not affected by the attacker's IP lock.
+    # Known and unknown addresses are counted apart.
+    assert (await throttle(session, f"ip-known:{shared_ip}")).failures == 1
+    # From elsewhere, the bystander's one failure locks nothing.
     async with asgi_client(app, ip=unique_ip()) as own:
-        assert (await login(own, victim.email, TEST_PASSWORD)).status_code == 200
+        assert (await login(own, bystander.email, TEST_PASSWORD)).status_code == 200
+
+
+async def test_failures_against_known_addresses_lock_that_ip_for_accounts_with_a_streak(
+    app, signup, settings, session, frozen
+) -> None:
+    users = [await signup() for _ in range(settings.login_failures_before_delay)]
+    ip = unique_ip()
+    async with asgi_client(app, ip=ip) as sprayer:
+        for user in users:  # one guess per account: no account reaches its own lock
+            assert (await login(sprayer, user.email, WRONG)).status_code == 401
+        assert (await throttle(session, f"ip-known:{ip}")).locked_until is not None
+        assert await throttle(session, f"ip-unknown:{ip}") is None
+        # Every account it guessed at is now closed to this IP, right password or not.
+        assert_429(await login(sprayer, users[0].email, TEST_PASSWORD))
 
 
 async def test_failures_further_apart_than_the_window_start_a_new_streak(app, session, frozen) -> None:
@@ -170,10 +197,10 @@ async def test_failures_further_apart_than_the_window_start_a_new_streak(app, se
     async with asgi_client(app, ip=office_ip) as office:
         for _ in range(3):
             assert (await login(office, f"typo-{uuid.uuid4().hex[:6]}@example.com", WRONG)).status_code == 401
-        assert (await throttle(session, f"ip:{office_ip}")).failures == 3
+        assert (await throttle(session, f"ip-unknown:{office_ip}")).failures == 3
         frozen.shift(FAILURE_STREAK_WINDOW + timedelta(seconds=1))
         assert (await login(office, f"typo-{uuid.uuid4().hex[:6]}@example.com", WRONG)).status_code == 401
-    assert (await throttle(session, f"ip:{office_ip}")).failures == 1
+    assert (await throttle(session, f"ip-unknown:{office_ip}")).failures == 1
 
 
 async def test_failure_count_is_committed_despite_the_401(app, signup, session, frozen) -> None:
@@ -183,11 +210,11 @@ async def test_failure_count_is_committed_despite_the_401(app, signup, session, 
         response = await login(c, user.email, WRONG)
     assert response.status_code == 401
     by_email = await throttle(session, f"email:{user.email}")
-    by_ip = await throttle(session, f"ip:{ip}")
+    by_ip = await throttle(session, f"ip-known:{ip}")
     assert by_email is not None and by_email.failures == 1 and by_email.locked_until is None
     assert by_ip is not None and by_ip.failures == 1
     assert by_email.last_failure_at == datetime.now(UTC)
-    # Only the count was kept: the refused request started no login session (sign-up's is the only one).
+    # Only the count was kept: the refused request started no login session (sign-up's sign-in is the only one).
     sessions = select(func.count()).select_from(AuthSession).where(AuthSession.user_id == uuid.UUID(user.user_id))
     assert await session.scalar(sessions) == 1
     async with asgi_client(app, ip=ip) as c:
@@ -260,7 +287,7 @@ async def test_fourth_signup_from_one_ip_within_the_window_is_429(app_factory, s
             response = await c.post(
                 "/v1/auth/signup", json={"email": email, "password": TEST_PASSWORD, "account_name": "Burst"}
             )
-            assert response.status_code == 201, response.text
+            assert response.status_code == 202, response.text
         refused = await c.post(
             "/v1/auth/signup", json={"email": emails[3], "password": TEST_PASSWORD, "account_name": "Burst"}
         )
@@ -274,7 +301,7 @@ async def test_fourth_signup_from_one_ip_within_the_window_is_429(app_factory, s
         response = await other.post(
             "/v1/auth/signup", json={"email": emails[3], "password": TEST_PASSWORD, "account_name": "Burst"}
         )
-        assert response.status_code == 201, response.text
+        assert response.status_code == 202, response.text
 
 
 async def test_fourth_login_from_one_ip_is_429_even_with_the_right_password(app_factory, signup) -> None:

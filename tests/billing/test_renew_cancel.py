@@ -24,7 +24,7 @@ from tests.billing.helpers import (
     stored_subscription,
     wait_until_blocked,
 )
-from tests.conftest import asgi_client
+from tests.conftest import TEST_PASSWORD, asgi_client, committed_email_reader, sign_up
 
 T0 = datetime(2031, 3, 10, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -198,18 +198,15 @@ async def _race(settings, container, *, keys: tuple[str, str]) -> tuple[list, di
     application = create_app(settings, container)
     async with asgi_client(application) as c:
         email = f"race-{uuid.uuid4().hex[:10]}@example.com"
-        password = "a sturdy test passphrase"
         with time_machine.travel(T0, tick=False):
-            signed = await c.post("/v1/auth/signup", json={"email": email, "password": password,
-                                                            "account_name": "Race"})
-            assert signed.status_code == 201, signed.text
-            account_id = signed.json()["account"]["id"]
-            headers = {"Authorization": f"Bearer {signed.json()['access_token']}"}
+            signed = await sign_up(c, committed_email_reader(container), email, "Race")
+            account_id = signed.account_id
+            headers = signed.headers
             sub = (await c.post(f"/v1/accounts/{account_id}/checkout", json={"plan": "free"}, headers=headers))
             sub = sub.json()["subscription"]
         url = f"/v1/accounts/{account_id}/subscriptions/{sub['id']}/renew"
         with time_machine.travel(T0 + IN_THE_WINDOW, tick=False):
-            login = await c.post("/v1/auth/login", json={"email": email, "password": password})
+            login = await c.post("/v1/auth/login", json={"email": email, "password": TEST_PASSWORD})
             headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
             async with container.database.engine.connect() as holder:
                 await holder.execute(text("SELECT 1 FROM subscriptions WHERE id = :id FOR UPDATE"), {"id": sub["id"]})

@@ -24,7 +24,7 @@ from tests.billing.helpers import (
     stored_subscription,
     wait_until_blocked,
 )
-from tests.conftest import TEST_PASSWORD, asgi_client
+from tests.conftest import asgi_client, committed_email_reader, sign_up
 
 T0 = datetime(2031, 3, 10, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -221,20 +221,16 @@ async def test_concurrent_admin_renewals_of_one_period_add_one_period(settings, 
         signed = []
         for who in ("customer", "operator"):
             email = f"{who}-{uuid.uuid4().hex[:10]}@example.com"
-            response = await c.post(
-                "/v1/auth/signup", json={"email": email, "password": TEST_PASSWORD, "account_name": who.title()}
-            )
-            assert response.status_code == 201, response.text
-            signed.append(response.json())
+            signed.append(await sign_up(c, committed_email_reader(container), email, who.title()))
         customer, operator = signed
         async with container.database.sessionmaker() as s, s.begin():
-            await s.execute(update(User).where(User.id == uuid.UUID(operator["user"]["id"]))
+            await s.execute(update(User).where(User.id == uuid.UUID(operator.user_id))
                             .values(is_platform_admin=True))
-            await s.execute(update(Account).where(Account.id == uuid.UUID(customer["account"]["id"]))
+            await s.execute(update(Account).where(Account.id == uuid.UUID(customer.account_id))
                             .values(billing_mode=BillingMode.invoice))
-        owner_headers = {"Authorization": f"Bearer {customer['access_token']}"}
-        admin_headers = {"Authorization": f"Bearer {operator['access_token']}"}
-        checkout = await c.post(f"/v1/accounts/{customer['account']['id']}/checkout", json={"plan": "pro"},
+        owner_headers = customer.headers
+        admin_headers = operator.headers
+        checkout = await c.post(f"/v1/accounts/{customer.account_id}/checkout", json={"plan": "pro"},
                                 headers=owner_headers)
         sid = checkout.json()["subscription"]["id"]
         sub = (await c.post(f"/v1/admin/subscriptions/{sid}/mark-paid", headers=admin_headers)).json()

@@ -40,7 +40,7 @@ def smtp_settings(settings: Settings, port: int, **overrides: Any) -> Settings:
 
 
 async def outbox_email(
-    session: AsyncSession, to: str = "reader@example.com", *, template: str = "welcome", **values: str
+    session: AsyncSession, to: str = "reader@example.com", *, template: str = "signup_existing", **values: str
 ) -> EmailOutbox:
     values = values or {"account_name": "Outbox Co", "base_url": "https://cp.example.com"}
     subject, body = render(template, values)
@@ -70,9 +70,9 @@ async def test_deliver_sends_through_smtp(session, settings) -> None:
     assert received.mail_from == "noreply@localhost"
     assert received.message["To"] == "reader@example.com"
     assert received.message["From"] == "JusHostIt <noreply@localhost>"
-    assert received.message["Subject"] == "Welcome to JusHostIt"
+    assert received.message["Subject"] == "Someone tried to sign up with your address"
     assert received.message["Message-ID"] == f"<{email.id}@jushostit>"
-    assert 'your account "Outbox Co" is ready. Sign in at https://cp.example.com.' in received.body
+    assert "already has a user" in received.body and "reset it at https://cp.example.com." in received.body
     stored = await reload(session, email.id)
     assert (stored.status, stored.attempts, stored.sent_at, stored.last_error) == (EmailStatus.sent, 1, now, None)
     # Sent once: a second delivery of the same id does nothing.
@@ -209,12 +209,13 @@ async def test_templates_render_from_the_real_flows(client, session, signup) -> 
             select(EmailOutbox).where(EmailOutbox.to_address.in_(["tmpl-owner@example.com", "tmpl-guest@example.com"]))
         )).all()
     }
-    assert set(rows) == {"welcome", "magic_link", "invite"} and set(rows) <= set(TEMPLATES)
+    assert set(rows) == {"verify_email", "magic_link", "invite"} and set(rows) <= set(TEMPLATES)
     for email in rows.values():
         assert "$" not in email.subject and "$" not in email.body
         assert email.status == EmailStatus.pending and email.attempts == 0
-    assert rows["welcome"].subject == "Welcome to JusHostIt"
-    assert '"Template Co"' in rows["welcome"].body and "http://testserver" in rows["welcome"].body
+    assert rows["verify_email"].subject == "Confirm your address for JusHostIt"
+    assert '"Template Co"' in rows["verify_email"].body and "within 48 hours" in rows["verify_email"].body
+    assert re.search(r"http://testserver/auth/verify-email\?token=jhv_[A-Za-z0-9_\-]{20,}", rows["verify_email"].body)
     assert rows["magic_link"].subject == "Your sign-in link"
     assert re.search(r"http://testserver/auth/magic-link\?token=jhm_[A-Za-z0-9_\-]{20,}", rows["magic_link"].body)
     assert "expires in 15 minutes" in rows["magic_link"].body
@@ -248,7 +249,7 @@ async def test_procrastinate_worker_delivers_a_committed_email(container, worker
     address = f"worker-{uuid.uuid4().hex[:8]}@example.com"
     async with container.database.unit_of_work() as s:
         queued = await service.queue_email(
-            s, to=address, template="welcome", values={"account_name": "Worker Co", "base_url": "https://w.example"}
+            s, to=address, template="signup_existing", values={"account_name": "Worker Co", "base_url": "https://w.example"}
         )
         email_id = queued.id
     try:
@@ -266,8 +267,8 @@ async def test_procrastinate_worker_delivers_a_committed_email(container, worker
 
         delivered = [m for m in worker_smtp.sink.messages if m.rcpt_tos == [address]]
         assert len(delivered) == 1
-        assert delivered[0].message["Subject"] == "Welcome to JusHostIt"
-        assert '"Worker Co"' in delivered[0].body
+        assert delivered[0].message["Subject"] == "Someone tried to sign up with your address"
+        assert "reset it at https://w.example." in delivered[0].body
         async with container.database.sessionmaker() as s:
             stored = await s.get(EmailOutbox, email_id)
             assert stored is not None and stored.status == EmailStatus.sent and stored.attempts == 1

@@ -23,7 +23,13 @@ from jushostit.accounts.schemas import (
     MemberRead,
     MemberUpdate,
 )
-from jushostit.auth.dependencies import AccountAccess, Principal, require_account, require_user
+from jushostit.auth.dependencies import (
+    AccountAccess,
+    Principal,
+    check_email_verified,
+    require_account,
+    require_user,
+)
 from jushostit.auth.scopes import Scope
 from jushostit.billing.facts import load_entitlement_inputs
 from jushostit.kit.db import SessionDep, utcnow
@@ -123,6 +129,7 @@ async def remove_member(user_id: uuid.UUID, access: MembersWriter, session: Sess
     responses=responses(400, 401, 403, 404, 409, 422),
 )
 async def create_invite(body: InviteCreate, access: MembersManager, session: SessionDep) -> InviteRead:
+    check_email_verified(access.principal)
     invite = await service.create_invite(
         session,
         container.current().settings,

@@ -117,7 +117,7 @@ def public(*, rate_limit: bool = False) -> Callable[..., Awaitable[None]]:
             return
         item = parse(container.current().settings.auth_rate_limit)
         route = request.scope.get("route")
-        key = (request.client.host if request.client else "unknown", getattr(route, "path", request.url.path))
+        key = (context.client_ip.get() or "unknown", getattr(route, "path", request.url.path))
         if not await _limiter.hit(item, *key):
             stats = await _limiter.get_window_stats(item, *key)
             retry_after = int(stats.reset_time - utcnow().timestamp()) + 1
@@ -140,6 +140,16 @@ def check_account_access(principal: Principal, role: Role, scope: Scope, min_rol
         raise Forbidden(f"API key lacks the scope {scope}", code="insufficient_scope")
     if ROLE_RANK[role] < ROLE_RANK[min_role]:
         raise Forbidden(f"This needs the {min_role} role in the account", code="insufficient_role")
+
+
+def check_email_verified(principal: Principal) -> None:
+    """Spending money, minting keys and inviting people wait until the address is proven."""
+    if not principal.user.email_verified:
+        raise Forbidden(
+            "Confirm your e-mail address first: open the link we e-mailed you, or ask for a new one with "
+            "POST /v1/auth/verify-email/resend",
+            code="email_unverified",
+        )
 
 
 def require_user(scope: Scope | None = None, *, session_only: bool = False) -> Callable[..., Awaitable[Principal]]:

@@ -6,9 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from jushostit import container
-from jushostit.accounts.schemas import AccountRead
 from jushostit.auth import service
-from jushostit.auth.dependencies import Principal, public, require_user
+from jushostit.auth.dependencies import Principal, check_email_verified, public, require_user
 from jushostit.auth.repository import AuthRepository
 from jushostit.auth.schemas import (
     ApiKeyCreate,
@@ -20,16 +19,18 @@ from jushostit.auth.schemas import (
     MagicLinkRequest,
     MembershipRead,
     MeRead,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     RefreshRequest,
+    SignupAccepted,
     SignupRequest,
     TokenPair,
     UserRead,
+    VerifyEmailRequest,
 )
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
-from jushostit.kit.schemas import ResponseModel
-from jushostit.models import Role
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
@@ -44,35 +45,65 @@ def auth_config() -> service.AuthConfig:
     return service.AuthConfig(c.settings, c.jwt_secret)
 
 
-class SignupResponse(ResponseModel):
-    user: UserRead
-    account: AccountRead
-    access_token: str
-    refresh_token: str
-    token_type: str = "bearer"
-    expires_in: int
+SIGNUP_ACCEPTED = (
+    "Check your e-mail: we sent a link to confirm the address. You can sign in now; checkout, API keys and "
+    "invites wait until the address is confirmed."
+)
 
 
 @router.post(
     "/auth/signup",
-    status_code=status.HTTP_201_CREATED,
-    response_model=SignupResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SignupAccepted,
     dependencies=[RateLimited],
-    responses=responses(400, 409, 413, 422, 429),
+    responses=responses(400, 413, 422, 429),
 )
-async def signup(body: SignupRequest, session: SessionDep) -> SignupResponse:
-    user, account, tokens = await service.signup(
-        session, auth_config(), email=body.email, password=body.password, account_name=body.account_name
-    )
-    return SignupResponse(
-        user=UserRead.model_validate(user),
-        account=AccountRead(
-            id=account.id, name=account.name, status=account.status, suspension_reasons=account.suspension_reasons,
-            role=Role.owner, created_at=account.created_at,
-            billing={"billing_mode": account.billing_mode, "billing_email": account.billing_email},
-        ),
-        **tokens.model_dump(),
-    )
+async def signup(body: SignupRequest, session: SessionDep) -> SignupAccepted:
+    """Create a user and their account, and e-mail a confirmation link; then sign in with `/v1/auth/login`.
+    The answer is the same when the address already has a user (its owner is e-mailed instead)."""
+    await service.signup(session, auth_config(), email=body.email, password=body.password,
+                         account_name=body.account_name)
+    return SignupAccepted(message=SIGNUP_ACCEPTED)
+
+
+@router.post("/auth/verify-email", response_model=UserRead, dependencies=[RateLimited],
+             responses=responses(401, 422, 429))
+async def verify_email(body: VerifyEmailRequest, session: SessionDep) -> UserRead:
+    """Confirm the address with the token from the e-mailed link (single use)."""
+    return UserRead.model_validate(await service.verify_email(session, token=body.token))
+
+
+@router.post(
+    "/auth/verify-email/resend",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_class=Response,
+    responses=responses(401, 403, 409),
+)
+async def resend_verification(principal: SignedIn, session: SessionDep) -> Response:
+    """E-mail a new confirmation link (at most a few per address per hour)."""
+    await service.resend_verification(session, auth_config(), user=principal.user)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post(
+    "/auth/password-reset",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_class=Response,
+    dependencies=[RateLimited],
+    responses=responses(400, 422, 429),
+)
+async def request_password_reset(body: PasswordResetRequest, session: SessionDep) -> Response:
+    """E-mail a reset link (30 minutes, single use) if the address has a user; the answer is the same if not."""
+    await service.request_password_reset(session, auth_config(), email=body.email)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post("/auth/password-reset/confirm", response_model=TokenPair, dependencies=[RateLimited],
+             responses=responses(400, 401, 422, 429))
+async def reset_password(body: PasswordResetConfirm, session: SessionDep) -> TokenPair:
+    """Set a new password with the e-mailed token: signs out every session, then signs in. `revoked` says
+    what was revoked."""
+    return await service.reset_password(session, auth_config(), token=body.token, password=body.password)
 
 
 @router.post("/auth/login", response_model=TokenPair, dependencies=[RateLimited], responses=responses(401, 422, 429))
@@ -124,6 +155,7 @@ async def me(principal: AnyUser, session: SessionDep) -> MeRead:
     "/me/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, responses=responses(400, 401, 403, 422)
 )
 async def create_api_key(body: ApiKeyCreate, principal: SignedIn, session: SessionDep) -> ApiKeyCreated:
+    check_email_verified(principal)
     key, plaintext = await service.create_api_key(session, user=principal.user, data=body)
     return ApiKeyCreated(**ApiKeyRead.model_validate(key).model_dump(), key=plaintext)
 

@@ -7,6 +7,7 @@ from importlib import resources
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
+from zxcvbn import zxcvbn
 
 from jushostit.config import Settings
 
@@ -26,8 +27,9 @@ def common_passwords() -> frozenset[str]:
     return frozenset(line.strip().lower() for line in text.splitlines() if line and not line.startswith("#"))
 
 
-def password_problem(password: str, *, email: str, min_length: int) -> str | None:
-    """Why a password is refused, or None. Length counts characters, not bytes."""
+def password_problem(password: str, *, email: str, min_length: int, min_score: int) -> str | None:
+    """Why a password is refused, or None. Length counts characters, not bytes; then zxcvbn's estimate of how
+    guessable it is (0-4, knowing the address) must reach `min_score` (refuses `aaaaaaaaaa` and ten spaces)."""
     if len(password) < min_length:
         return f"Password must be at least {min_length} characters long"
     if len(password) > 256:
@@ -36,4 +38,9 @@ def password_problem(password: str, *, email: str, min_length: int) -> str | Non
         return "Password is too common"
     if password.lower() in {email.lower(), email.split("@")[0].lower()}:
         return "Password must not be your email address"
+    estimate = zxcvbn(password, user_inputs=[email, email.split("@")[0]])
+    if estimate["score"] < min_score:
+        feedback = estimate["feedback"]
+        hint = " ".join(filter(None, [feedback.get("warning"), *feedback.get("suggestions", [])]))
+        return f"Password is too easy to guess. {hint}".strip()
     return None

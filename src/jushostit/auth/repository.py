@@ -17,6 +17,8 @@ from jushostit.models import (
     ApiKey,
     AuthSession,
     AuthThrottle,
+    EmailToken,
+    EmailTokenPurpose,
     MagicLink,
     Membership,
     OIDCIdentity,
@@ -138,6 +140,29 @@ class AuthRepository:
             .returning(MagicLink.user_id)
         )
 
+    # e-mailed tokens (address verification, password reset) --------------------------------------------------
+    async def consume_email_token(self, hashed: str, purpose: EmailTokenPurpose, now: datetime) -> uuid.UUID | None:
+        """Mark the token used if it is unused, unexpired and for this purpose (compare-and-set); return its user."""
+        return await self.session.scalar(
+            update(EmailToken)
+            .where(
+                EmailToken.token_hash == hashed,
+                EmailToken.purpose == purpose.value,
+                EmailToken.used_at.is_(None),
+                EmailToken.expires_at > now,
+            )
+            .values(used_at=now)
+            .returning(EmailToken.user_id)
+        )
+
+    async def retire_email_tokens(self, user_id: uuid.UUID, purpose: EmailTokenPurpose, now: datetime) -> None:
+        """Spend every open token of this purpose (a completed reset voids the other reset links)."""
+        await self.session.execute(
+            update(EmailToken)
+            .where(EmailToken.user_id == user_id, EmailToken.purpose == purpose.value, EmailToken.used_at.is_(None))
+            .values(used_at=now)
+        )
+
     # API keys ------------------------------------------------------------------------------------------------
     async def active_api_key(self, hashed: str, now: datetime) -> tuple[ApiKey, User] | None:
         row = (await self.session.execute(_ACTIVE_API_KEY, {"token_hash": hashed, "now": now})).first()
@@ -197,6 +222,7 @@ class AuthRepository:
         removed = 0
         for stmt in (
             delete(MagicLink).where(MagicLink.expires_at < stale_before),
+            delete(EmailToken).where(EmailToken.expires_at < stale_before),
             delete(RefreshToken).where(RefreshToken.expires_at < stale_before),
             delete(AuthThrottle).where(
                 AuthThrottle.last_failure_at < stale_before,

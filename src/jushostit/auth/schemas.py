@@ -46,11 +46,49 @@ class MagicLinkConsume(RequestModel):
     token: OpaqueToken
 
 
+class Revoked(ResponseModel):
+    """What a sign-in or reset took away from the user (also e-mailed to them)."""
+
+    password: bool = Field(description="The old password no longer works (removed or replaced).")
+    sessions: int = Field(description="Signed-in sessions that were signed out.")
+    api_keys: int = Field(description="API keys that were revoked.")
+
+    @property
+    def anything(self) -> bool:
+        return self.password or self.sessions > 0 or self.api_keys > 0
+
+    def describe(self) -> str:
+        parts = ["the old password no longer works"] if self.password else []
+        parts += [f"{self.sessions} signed-in session(s) were signed out"] if self.sessions else []
+        parts += [f"{self.api_keys} API key(s) were revoked"] if self.api_keys else []
+        return ", ".join(parts) or "nothing was revoked"
+
+
 class TokenPair(ResponseModel):
     access_token: str
     refresh_token: str
     token_type: str = "bearer"
     expires_in: int
+    revoked: Revoked | None = Field(
+        default=None, description="Set when this sign-in or reset revoked the user's earlier credentials."
+    )
+
+
+class SignupAccepted(ResponseModel):
+    message: str
+
+
+class VerifyEmailRequest(RequestModel):
+    token: OpaqueToken
+
+
+class PasswordResetRequest(RequestModel):
+    email: EmailAddress
+
+
+class PasswordResetConfirm(RequestModel):
+    token: OpaqueToken
+    password: Password
 
 
 class UserRead(ResponseModel):

@@ -18,7 +18,7 @@ from jushostit.accounts import service as accounts_service
 from jushostit.audit import service as audit
 from jushostit.auth.passwords import hasher_for, password_problem
 from jushostit.auth.repository import AuthRepository
-from jushostit.auth.schemas import ApiKeyCreate, TokenPair
+from jushostit.auth.schemas import ApiKeyCreate, Revoked, TokenPair
 from jushostit.auth.scopes import API_KEY_PREFIX, Scope
 from jushostit.auth.tokens import AccessClaims, issue_access_token
 from jushostit.config import Settings
@@ -28,16 +28,18 @@ from jushostit.kit.db import utcnow
 from jushostit.kit.email_address import normalize_email
 from jushostit.kit.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from jushostit.models import (
-    Account,
     ApiKey,
     AuthSession,
     AuthThrottle,
+    EmailToken,
+    EmailTokenPurpose,
     MagicLink,
     OIDCIdentity,
     RefreshToken,
+    Role,
     User,
 )
-from jushostit.notifications.service import queue_email
+from jushostit.notifications.service import address_has_room, queue_email
 
 
 @dataclass(frozen=True)
@@ -136,39 +138,98 @@ async def logout(session: AsyncSession, *, session_id: uuid.UUID) -> None:
 
 async def signup(
     session: AsyncSession, config: AuthConfig, *, email: str, password: str, account_name: str
-) -> tuple[User, Account, TokenPair]:
+) -> None:
+    """Create an unverified user and their account, and e-mail a confirmation link. The answer is the same
+    whether or not the address already has a user (no account enumeration): an existing owner gets an e-mail
+    saying someone tried, and nothing changes."""
     email = normalize_email(email)
-    problem = password_problem(password, email=email, min_length=config.settings.password_min_length)
-    if problem:
-        raise BadRequest(problem, code="weak_password")
+    _check_password(config, password, email=email)
+    hashed = await config.hash_password(password)  # both ways, so timing does not tell them apart either
     repository = AuthRepository(session)
-    if await repository.user_by_email(email) is not None:
-        raise Conflict("An account with this email already exists", code="email_taken")
-    user = User(email=email, password_hash=await config.hash_password(password))
-    try:
-        await repository.add(user)
-    except IntegrityError as error:  # a concurrent sign-up with the same address won the unique constraint
-        raise Conflict("An account with this email already exists", code="email_taken") from error
+    user: User | None = None
+    if await repository.user_by_email(email) is None:
+        user = User(email=email, password_hash=hashed)
+        try:
+            async with session.begin_nested():
+                await repository.add(user)
+        except IntegrityError:  # a concurrent sign-up with the same address won the unique constraint
+            user = None
+    if user is None:
+        if await _room_for(session, config, email):
+            await queue_email(session, to=email, template="signup_existing",
+                              values={"base_url": config.settings.base_url})
+        return
     context.actor.set(context.Actor("user", user.id))
     account = await accounts_service.create_account(session, owner=user, name=account_name)
     await audit.record(session, action="user.signup", target_type="user", target_id=user.id, account_id=account.id,
                        after={"email": email, "account_name": account.name})
-    await queue_email(
-        session,
-        to=email,
-        template="welcome",
-        values={"account_name": account.name, "base_url": config.settings.base_url},
+    await _send_verification(session, config, user, account_name=account.name)
+
+
+def _check_password(config: AuthConfig, password: str, *, email: str) -> None:
+    settings = config.settings
+    problem = password_problem(password, email=email, min_length=settings.password_min_length,
+                               min_score=settings.password_min_score)
+    if problem:
+        raise BadRequest(problem, code="weak_password")
+
+
+# Templates that e-mail a link on request of anyone who knows the address: at most so many per address per hour.
+ADDRESS_LIMITED_TEMPLATES = frozenset({"verify_email", "signup_existing", "magic_link", "password_reset"})
+
+
+async def _room_for(session: AsyncSession, config: AuthConfig, address: str) -> bool:
+    return await address_has_room(session, to=address, templates=ADDRESS_LIMITED_TEMPLATES,
+                                  per_hour=config.settings.emails_per_address_per_hour)
+
+
+async def _email_token(
+    session: AsyncSession, user: User, purpose: EmailTokenPurpose, ttl_seconds: int, prefix: str
+) -> str:
+    token = new_token(prefix)
+    await AuthRepository(session).add(
+        EmailToken(user_id=user.id, purpose=purpose.value, token_hash=token_hash(token),
+                   expires_at=utcnow() + timedelta(seconds=ttl_seconds))
     )
-    tokens = await start_session(session, config, user, method="password")
-    return user, account, tokens
+    return token
+
+
+async def _send_verification(session: AsyncSession, config: AuthConfig, user: User, *, account_name: str) -> None:
+    settings = config.settings
+    if not await _room_for(session, config, user.email):
+        return
+    ttl = settings.email_verification_ttl_seconds
+    token = await _email_token(session, user, EmailTokenPurpose.verify_email, ttl, "jhv_")
+    await queue_email(session, to=user.email, template="verify_email", values={
+        "account_name": account_name, "hours": str(ttl // 3600), "base_url": settings.base_url,
+        "link": f"{settings.base_url}/auth/verify-email?token={token}",
+    })
+
+
+async def resend_verification(session: AsyncSession, config: AuthConfig, *, user: User) -> None:
+    if user.email_verified:
+        raise Conflict("This address is already verified", code="already_verified")
+    memberships = await AuthRepository(session).memberships_of(user.id)
+    owned = [account.name for account, role in memberships if role == Role.owner]
+    await _send_verification(session, config, user, account_name=owned[0] if owned else user.email)
+
+
+async def verify_email(session: AsyncSession, *, token: str) -> User:
+    """The mailbox owner confirms the sign-up made with their address (single use, expiring)."""
+    repository = AuthRepository(session)
+    user_id = await repository.consume_email_token(token_hash(token), EmailTokenPurpose.verify_email, utcnow())
+    user = await repository.user_by_id(user_id) if user_id else None
+    if user is None:
+        raise InvalidToken("This confirmation link is invalid, expired or already used")
+    if not user.email_verified:
+        user.email_verified = True
+        await audit.record(session, action="user.email_verified", target_type="user", target_id=user.id,
+                           actor=context.Actor("user", user.id))
+    return user
 
 
 # Failures further apart than this do not add up (a shared office IP is not locked forever).
 FAILURE_STREAK_WINDOW = timedelta(hours=1)
-
-
-def _throttle_keys(email: str, ip: str | None) -> list[str]:
-    return [_throttle_key("email", email)] + ([_throttle_key("ip", ip)] if ip else [])
 
 
 def _throttle_key(kind: str, value: str) -> str:
@@ -188,24 +249,54 @@ def _lock_delay(failures: int, settings: Settings) -> int:
     return min(2**over, settings.login_max_delay_seconds)
 
 
+def _sign_in_address(email: str) -> str:
+    """The address as sign-up stored it (same normalisation); anything that is no address stays as typed, and
+    simply matches no user."""
+    try:
+        return normalize_email(email)
+    except BadRequest:
+        return email.strip().lower()
+
+
 async def login(session: AsyncSession, config: AuthConfig, *, email: str, password: str) -> TokenPair:
-    email = email.strip().lower()
+    """Three failure streaks, counted apart: the address's own, and per client IP one for known and one for
+    unknown addresses. The address's own streak locks it (escalating); a locked IP is refused unless the
+    password is right for an address with no streak of its own, so nobody sharing an IP (an office, a load
+    balancer) can lock a real user out, and a wrong guess from a locked IP never reveals whether the address
+    exists (429 either way)."""
+    email = _sign_in_address(email)
     ip = context.client_ip.get()
     repository = AuthRepository(session)
     now = utcnow()
-    keys = _throttle_keys(email, ip)
-    locked = [t for t in await repository.throttles(keys) if t.locked_until and t.locked_until > now]
-    if locked:
-        wait = max(int((t.locked_until - now).total_seconds()) + 1 for t in locked if t.locked_until)
-        raise TooManyRequests("Too many failed sign-ins; try again later", retry_after=wait)
+    address_key = _throttle_key("email", email)
+    ip_keys = {known: _throttle_key(f"ip-{'known' if known else 'unknown'}", ip) for known in (True, False)} if ip \
+        else {}
+    throttles = {t.key: t for t in await repository.throttles([address_key, *ip_keys.values()])}
+    address_streak = throttles.get(address_key)
+    if address_streak and address_streak.locked_until and address_streak.locked_until > now:
+        raise _locked(address_streak.locked_until, now)
+    ip_locks = [t.locked_until for key, t in throttles.items()
+                if key != address_key and t.locked_until and t.locked_until > now]
 
     user = await repository.user_by_email(email)
     valid = await config.password_matches(password, user.password_hash if user else None)
-    if user is None or not valid:
-        await _count_failure(session, config.settings, keys, email=email, user=user, now=now)
-        raise InvalidCredentials("Invalid email or password")
-    await repository.clear_throttle(keys[0])
-    return await start_session(session, config, user, method="password")
+    has_streak = address_streak is not None and address_streak.last_failure_at > now - FAILURE_STREAK_WINDOW
+    if user is not None and valid:
+        if ip_locks and has_streak:
+            raise _locked(max(ip_locks), now)  # right, but not from here for now: no failure to count
+        await repository.clear_throttle(address_key)
+        return await start_session(session, config, user, method="password")
+    keys = [address_key] + ([ip_keys[user is not None]] if ip_keys else [])
+    await _count_failure(session, config.settings, keys, email=email, user=user, now=now)
+    if ip_locks:
+        raise _locked(max(ip_locks), now, keep_transaction=True)
+    raise InvalidCredentials("Invalid email or password")
+
+
+def _locked(until: datetime, now: datetime, *, keep_transaction: bool = False) -> TooManyRequests:
+    wait = int((until - now).total_seconds()) + 1
+    return TooManyRequests("Too many failed sign-ins; try again later", retry_after=wait,
+                           keep_transaction=keep_transaction)
 
 
 _dummy_hashes: dict[int, str] = {}
@@ -241,10 +332,11 @@ async def _count_failure(
 
 
 async def request_magic_link(session: AsyncSession, config: AuthConfig, *, email: str) -> None:
-    """Always answers the same way; only an existing user gets an email (no account enumeration)."""
+    """Always answers the same way; only an existing user gets an email (no account enumeration), and an
+    address gets at most so many such e-mails an hour."""
     email = normalize_email(email)
     user = await AuthRepository(session).user_by_email(email)
-    if user is None:
+    if user is None or not await _room_for(session, config, email):
         return
     token = new_token("jhm_")
     ttl = config.settings.magic_link_ttl_seconds
@@ -260,31 +352,96 @@ async def request_magic_link(session: AsyncSession, config: AuthConfig, *, email
 
 
 async def consume_magic_link(session: AsyncSession, config: AuthConfig, *, token: str) -> TokenPair:
+    """Sign in. On a verified address that is all it does; on a never-verified one it is the first proof of the
+    mailbox, which evicts what an unproven sign-up set up (see prove_mailbox) and says so."""
     repository = AuthRepository(session)
     user_id = await repository.consume_magic_link(token_hash(token), utcnow())
     user = await repository.user_by_id(user_id) if user_id else None
     if user is None:
         raise InvalidToken("This sign-in link is invalid, expired or already used")
-    await prove_mailbox(session, user, how="magic_link")
-    return await start_session(session, config, user, method="magic_link")
+    revoked = await prove_mailbox(session, config, user, how="magic_link")
+    tokens = await start_session(session, config, user, method="magic_link")
+    return tokens.model_copy(update={"revoked": revoked})
 
 
-async def prove_mailbox(session: AsyncSession, user: User, *, how: str) -> None:
-    """The mailbox owner has just shown up (a magic link, a provider's verified email). If the user was never
-    verified, whoever signed up with that address before may not be the mailbox owner: their password, sessions
-    and API keys go, so a squatter cannot keep a way into the real owner's user."""
+async def prove_mailbox(session: AsyncSession, config: AuthConfig, user: User, *, how: str) -> Revoked | None:
+    """The mailbox owner has just shown up (a magic link, a provider's verified email, a password reset). If
+    the address was never verified, whoever signed up with it may not be the mailbox owner: their password,
+    sessions and API keys go, so a squatter cannot keep a way into the real owner's user. A verified address
+    changes nothing. Returns what was revoked (also e-mailed to the address), or None."""
     if user.email_verified:
-        return
+        return None
     repository = AuthRepository(session)
-    had_password = user.password_hash is not None
+    now = utcnow()
+    revoked = Revoked(
+        password=user.password_hash is not None,
+        sessions=await repository.revoke_all_sessions(user.id, now, "mailbox_owner_signed_in"),
+        api_keys=await repository.revoke_all_api_keys(user.id, now),
+    )
     user.password_hash = None
     user.email_verified = True
-    sessions = await repository.revoke_all_sessions(user.id, utcnow(), "mailbox_owner_signed_in")
-    keys = await repository.revoke_all_api_keys(user.id, utcnow())
     await audit.record(
         session, action="user.mailbox_proven", target_type="user", target_id=user.id,
-        after={"how": how, "password_removed": had_password, "sessions_revoked": sessions, "api_keys_revoked": keys},
+        after={"how": how, "password_removed": revoked.password, "sessions_revoked": revoked.sessions,
+               "api_keys_revoked": revoked.api_keys},
     )
+    if not revoked.anything:
+        return None
+    await _tell_revoked(session, config, user, revoked, why="Your address was proven for the first time, so "
+                        "whatever was set up before it was proven has been removed")
+    return revoked
+
+
+async def _tell_revoked(session: AsyncSession, config: AuthConfig, user: User, revoked: Revoked, *, why: str) -> None:
+    await queue_email(session, to=user.email, template="access_revoked",
+                      values={"what": f"{why}: {revoked.describe()}.", "base_url": config.settings.base_url})
+
+
+# --- password reset -----------------------------------------------------------------------------------------
+
+
+async def request_password_reset(session: AsyncSession, config: AuthConfig, *, email: str) -> None:
+    """Same answer for every address; an existing user gets a single-use link (at most so many an hour)."""
+    email = normalize_email(email)
+    user = await AuthRepository(session).user_by_email(email)
+    if user is None or not await _room_for(session, config, email):
+        return
+    ttl = config.settings.password_reset_ttl_seconds
+    token = await _email_token(session, user, EmailTokenPurpose.reset_password, ttl, "jhp_")
+    await queue_email(session, to=email, template="password_reset", values={
+        "link": f"{config.settings.base_url}/auth/reset-password?token={token}", "minutes": str(ttl // 60),
+    })
+
+
+async def reset_password(session: AsyncSession, config: AuthConfig, *, token: str, password: str) -> TokenPair:
+    """Set a new password with a reset link (single use; a refused password leaves the link usable). Every
+    session of the user is signed out and the other reset links die; the mailbox is proven by the link, so on
+    a never-verified address the squatter's API keys go too. Signs in with the new password."""
+    repository = AuthRepository(session)
+    now = utcnow()
+    user_id = await repository.consume_email_token(token_hash(token), EmailTokenPurpose.reset_password, now)
+    user = await repository.user_by_id(user_id) if user_id else None
+    if user is None:
+        raise InvalidToken("This reset link is invalid, expired or already used")
+    _check_password(config, password, email=user.email)  # raises before commit: the link stays unspent
+    was_verified = user.email_verified
+    revoked = Revoked(
+        password=user.password_hash is not None,
+        sessions=await repository.revoke_all_sessions(user.id, now, "password_reset"),
+        api_keys=0 if was_verified else await repository.revoke_all_api_keys(user.id, now),
+    )
+    await repository.retire_email_tokens(user.id, EmailTokenPurpose.reset_password, now)
+    user.password_hash = await config.hash_password(password)
+    user.email_verified = True
+    await audit.record(
+        session, action="user.password_reset", target_type="user", target_id=user.id,
+        actor=context.Actor("user", user.id),
+        after={"sessions_revoked": revoked.sessions, "api_keys_revoked": revoked.api_keys,
+               "email_verified_now": not was_verified},
+    )
+    await _tell_revoked(session, config, user, revoked, why="Your password was reset")
+    tokens = await start_session(session, config, user, method="password_reset")
+    return tokens.model_copy(update={"revoked": revoked})
 
 
 # --- OIDC ---------------------------------------------------------------------------------------------------
@@ -322,7 +479,7 @@ async def oidc_login(session: AsyncSession, config: AuthConfig, claims: OIDCClai
         except IntegrityError as error:
             raise Conflict("This identity was linked by a concurrent sign-in; sign in again", code="oidc_link_raced") from error
     context.actor.set(context.Actor("user", user.id))
-    await prove_mailbox(session, user, how=f"oidc:{claims.provider}")
+    revoked = await prove_mailbox(session, config, user, how=f"oidc:{claims.provider}")
     try:
         await repository.add(
             OIDCIdentity(
@@ -343,7 +500,8 @@ async def oidc_login(session: AsyncSession, config: AuthConfig, claims: OIDCClai
         account_id=account_id,
         after={"provider": claims.provider, "issuer": claims.issuer, "subject": claims.subject},
     )
-    return await start_session(session, config, user, method=f"oidc:{claims.provider}")
+    tokens = await start_session(session, config, user, method=f"oidc:{claims.provider}")
+    return tokens.model_copy(update={"revoked": revoked})
 
 
 # --- API keys -----------------------------------------------------------------------------------------------
@@ -398,9 +556,7 @@ async def create_platform_admin(session: AsyncSession, config: AuthConfig, *, em
         user.is_platform_admin = True
         outcome = "granted to existing user"
     else:
-        problem = password_problem(password, email=email, min_length=config.settings.password_min_length)
-        if problem:
-            raise BadRequest(problem, code="weak_password")
+        _check_password(config, password, email=email)
         user = User(email=email, password_hash=await config.hash_password(password), is_platform_admin=True,
                     email_verified=True)
         await repository.add(user)

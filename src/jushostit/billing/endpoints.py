@@ -8,7 +8,13 @@ from fastapi import APIRouter, Body, Depends, status
 from fastapi.responses import Response
 
 from jushostit import container
-from jushostit.auth.dependencies import AccountAccess, Principal, require_account, require_admin
+from jushostit.auth.dependencies import (
+    AccountAccess,
+    Principal,
+    check_email_verified,
+    require_account,
+    require_admin,
+)
 from jushostit.auth.scopes import Scope
 from jushostit.billing import service
 from jushostit.billing.provider import PaymentProvider, payment_provider
@@ -88,7 +94,8 @@ async def checkout(
     idempotency: IdempotencyDep,
 ) -> Response:
     """A free plan is active at once (30 days); a paid plan is pending until paid (`checkout_url` says where,
-    when the provider has a payment page). Honours `Idempotency-Key`."""
+    when the provider has a payment page). Honours `Idempotency-Key`. Needs a verified e-mail address."""
+    check_email_verified(access.principal)
 
     async def run() -> CheckoutRead:
         outcome = await service.checkout(

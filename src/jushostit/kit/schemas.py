@@ -54,8 +54,12 @@ def _has_nul(value: Any) -> bool:
 
 
 # A name people read (accounts, API keys): no control characters, which would break email headers and logs.
+# A name shown to other people (an account, a key): no control characters (C0, C1), no bidirectional marks,
+# embeddings, overrides or isolates (which can make "gnp.exe" read as "exe.png"), no zero-width characters and
+# no line or paragraph separators (which can hide or fake text in a list or an e-mail).
+DISPLAY_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]+$"
 DisplayName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=DISPLAY_NAME_PATTERN)
 ]
 
 # The longest address SMTP can deliver to (RFC 5321's 256-octet path less its angle brackets).

@@ -6,6 +6,7 @@ from jushostit.models.audit_entry import AuditEntry
 from jushostit.models.auth_session import AuthSession, RefreshToken
 from jushostit.models.auth_throttle import AuthThrottle
 from jushostit.models.email_outbox import EmailOutbox, EmailStatus
+from jushostit.models.email_token import EmailToken, EmailTokenPurpose
 from jushostit.models.idempotency_key import IdempotencyKey
 from jushostit.models.instance import Instance
 from jushostit.models.invite import Invite
@@ -28,6 +29,8 @@ __all__ = [
     "BillingMode",
     "EmailOutbox",
     "EmailStatus",
+    "EmailToken",
+    "EmailTokenPurpose",
     "IdempotencyKey",
     "Instance",
     "Invite",

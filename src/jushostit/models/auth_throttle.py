@@ -9,7 +9,8 @@ from jushostit.kit.db import Base, UTCDateTime
 
 
 class AuthThrottle(Base):
-    """Failed sign-ins per key (`user:<id>` or `ip:<address>`), shared by every API replica."""
+    """Failed sign-ins per key (`email:<address>`, `ip-known:<ip>`, `ip-unknown:<ip>`), shared by every API
+    replica."""
 
     __tablename__ = "auth_throttles"
 

@@ -20,7 +20,10 @@ class EmailStatus(enum.StrEnum):
 
 class EmailOutbox(Base):
     __tablename__ = "email_outbox"
-    __table_args__ = (Index("ix_email_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_email_outbox_due", "status", "next_attempt_at"),
+        Index("ix_email_outbox_to_address_created_at", "to_address", "created_at"),  # the per-address limit
+    )
 
     id: Mapped[uuid.UUID] = id_column()
     to_address: Mapped[str] = mapped_column(String(320), nullable=False)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.models import EmailOutbox, EmailStatus
@@ -39,3 +39,19 @@ class OutboxRepository:
             .limit(limit)
         )
         return list((await self.session.scalars(stmt)).all())
+
+    async def count_to(self, address: str, templates: frozenset[str], since: datetime) -> int:
+        """E-mails of these templates queued to `address` since `since`, counted under a lock on the address
+        (held to the end of the transaction) so parallel requests cannot both pass a limit."""
+        await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                                   {"key": f"outbox:{address}"})
+        return int(
+            await self.session.scalar(
+                select(func.count()).select_from(EmailOutbox).where(
+                    EmailOutbox.to_address == address,
+                    EmailOutbox.template.in_(templates),
+                    EmailOutbox.created_at >= since,
+                )
+            )
+            or 0
+        )

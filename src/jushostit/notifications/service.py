@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.config import Settings
 from jushostit.kit import jobs
+from jushostit.kit.db import utcnow
 from jushostit.kit.logging import MAILBOX_EVENT
 from jushostit.models import EmailOutbox, EmailStatus
 from jushostit.notifications.repository import OutboxRepository
@@ -31,6 +32,16 @@ async def queue_email(session: AsyncSession, *, to: str, template: str, values: 
     )
     jobs.enqueue(DELIVER_TASK, email_id=str(email.id))
     return email
+
+
+async def address_has_room(session: AsyncSession, *, to: str, templates: frozenset[str], per_hour: int) -> bool:
+    """Whether `to` got fewer than `per_hour` e-mails of these templates in the last hour (no e-mail bombing of
+    one address from many clients). Holds a lock on the address until the caller's transaction ends."""
+    since = utcnow() - timedelta(hours=1)
+    if await OutboxRepository(session).count_to(to, templates, since) < per_hour:
+        return True
+    log.warning("email.address_limit_reached", templates=sorted(templates))
+    return False
 
 
 def retry_delay(attempts: int) -> timedelta:

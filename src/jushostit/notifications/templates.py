@@ -13,9 +13,36 @@ class EmailTemplate:
 
 
 TEMPLATES: dict[str, EmailTemplate] = {
-    "welcome": EmailTemplate(
-        Template("Welcome to $product"),
-        Template("Hello,\n\nyour account \"$account_name\" is ready. Sign in at $base_url.\n\n— $product\n"),
+    "verify_email": EmailTemplate(
+        Template("Confirm your address for $product"),
+        Template(
+            "Hello,\n\nsomeone (we hope you) signed up to $product with this address and created the account "
+            "\"$account_name\". Confirm the address within $hours hours:\n\n$link\n\nIf it was not you, do not "
+            "confirm: ask for a password reset at $base_url instead, and whatever was set up in your name goes.\n\n"
+            "— $product\n"
+        ),
+    ),
+    "signup_existing": EmailTemplate(
+        Template("Someone tried to sign up with your address"),
+        Template(
+            "Hello,\n\nsomeone tried to sign up to $product with this address, which already has a user. If it was "
+            "you, sign in instead; if you forgot your password, reset it at $base_url.\nIf it was not you, "
+            "nothing changed and you need not do anything.\n\n— $product\n"
+        ),
+    ),
+    "password_reset": EmailTemplate(
+        Template("Reset your password"),
+        Template(
+            "Hello,\n\nuse this link to choose a new password. It works once and expires in $minutes minutes:\n\n"
+            "$link\n\nEvery device signed in to your user will be signed out. If you did not ask for it, ignore "
+            "this email.\n\n— $product\n"
+        ),
+    ),
+    "access_revoked": EmailTemplate(
+        Template("Your sign-in details changed"),
+        Template(
+            "Hello,\n\n$what\n\nIf this was not you, reset your password at $base_url at once.\n\n— $product\n"
+        ),
     ),
     "magic_link": EmailTemplate(
         Template("Your sign-in link"),
