@@ -1,18 +1,24 @@
-"""The FastAPI application: routers, the error contract, request ids, logs, metrics and the body limit."""
+"""The FastAPI application: routers, the error contract, request ids, logs, metrics, the body limit and the
+API docs (the OpenAPI with its security schemes, Swagger UI served from the installed package)."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from importlib.util import find_spec
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,8 +30,10 @@ from jushostit.accounts.endpoints import router as accounts_router
 from jushostit.admin.endpoints import router as admin_router
 from jushostit.audit.endpoints import router as audit_router
 from jushostit.auth import oidc
-from jushostit.auth.dependencies import route_rule
+from jushostit.auth.dependencies import AUTH_RULE_ATTR, AuthRule, route_rule
 from jushostit.auth.endpoints import router as auth_router
+from jushostit.auth.scopes import API_KEY_PREFIX
+from jushostit.auth.scopes import Scope as ApiScope
 from jushostit.billing.endpoints import router as billing_router
 from jushostit.catalog.endpoints import router as catalog_router
 from jushostit.config import Settings
@@ -35,8 +43,10 @@ from jushostit.events.endpoints import router as events_router
 from jushostit.instances.endpoints import router as instances_router
 from jushostit.instances.repository import InstanceRepository
 from jushostit.kit import context, metrics
+from jushostit.kit.client_address import client_address
 from jushostit.kit.db import libpq_url
 from jushostit.kit.errors import AppError, ErrorResponse, error_payload
+from jushostit.models import Role
 from jushostit.runtime.local.router import LocalRouter, Route, RouteCache, Upstreams
 from jushostit.runtime.registry import local_driver
 
@@ -56,6 +66,9 @@ HTTP_ERROR_CODES = {
 
 
 API_DESCRIPTION = """Billing state is the single source of truth for infrastructure entitlement.
+
+**Authentication**: `Authorization: Bearer <access token>` (a signed-in user) or `Authorization: Bearer jhi_…`
+(an API key, limited to its scopes); see each operation's security and the `apiKey` scheme for the scopes.
 
 **Errors**: every error, on every route, is `{"error": {"code": "...", "message": "...", "details": ...}}`
 (`ErrorResponse`). `code` is stable and machine-readable; `message` is for people; `details` is null, a list of
@@ -93,8 +106,9 @@ class BodyTooLarge(StarletteHTTPException):
 class RequestContextMiddleware:
     """Request id, client IP, access log (path without query string) and metrics by route template."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, trusted_proxies: Sequence[IPv4Network | IPv6Network] = ()) -> None:
         self.app = app
+        self.trusted_proxies = trusted_proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,9 +118,10 @@ class RequestContextMiddleware:
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if incoming and len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
         client = scope.get("client")
+        forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
         tokens = (
             context.request_id.set(request_id),
-            context.client_ip.set(client[0] if client else None),
+            context.client_ip.set(client_address(client[0] if client else None, forwarded, self.trusted_proxies)),
             context.actor.set(context.ANONYMOUS),
         )
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -345,8 +360,152 @@ def document_errors_in_contract_shape(document: dict[str, Any]) -> None:
             schemas.pop(name, None)
 
 
+# --- security: what each route's auth rule asks for, in the OpenAPI -------------------------------------------
+
+ACCESS_TOKEN_SCHEME = "accessToken"
+API_KEY_SCHEME = "apiKey"
+
+# What each API key scope lets a key do, for the docs. The scopes themselves, and which operations need each,
+# come from auth.scopes and the routes' own rules; a scope missing here is still documented by its operations.
+SCOPE_MEANINGS = {
+    "account:read": "Read the account: its status, entitlement and (owners and admins) billing settings.",
+    "account:write": "Change the account's settings (name, billing email).",
+    "members:read": "List the account's members and invites.",
+    "members:write": "Invite members, change their roles, remove them, revoke invites.",
+    "billing:read": "Read the account's subscriptions.",
+    "billing:write": "Check out a plan, renew and cancel subscriptions.",
+    "instances:read": "List instances, read their status and logs, stream the account's events.",
+    "instances:write": "Order, restart and delete instances.",
+    "instances:secrets": "Read an instance's credentials (generated passwords and keys).",
+    "admin": "Platform administration (the key's user must also be a platform admin).",
+}
+
+
+class AuthRequirement:
+    """A route's auth rule as the OpenAPI tells it: who may call, and the API key scope and account role needed."""
+
+    def __init__(
+        self, rule: AuthRule, scope: str | None = None, min_role: Role | None = None, session_only: bool = False
+    ) -> None:
+        self.rule = rule
+        self.scope = scope
+        self.min_role = min_role
+        self.session_only = session_only
+
+    def security(self) -> list[dict[str, list[str]]]:
+        """The OpenAPI security requirement: one of the schemes (an empty list: none needed)."""
+        if self.rule is AuthRule.public:
+            return []
+        if self.session_only:
+            return [{ACCESS_TOKEN_SCHEME: []}]
+        return [{ACCESS_TOKEN_SCHEME: []}, {API_KEY_SCHEME: [self.scope] if self.scope else []}]
+
+    def sentence(self) -> str:
+        key = f"API keys need the `{self.scope}` scope." if self.scope else "Any of their API keys."
+        if self.rule is AuthRule.public:
+            return "Public: no authentication."
+        if self.rule is AuthRule.admin:
+            return f"A platform admin. {key}"
+        if self.rule is AuthRule.user:
+            if self.session_only:
+                return "A signed-in user (access token); API keys are refused."
+            if self.scope is None:
+                return "A signed-in user (access token) or any of their API keys."
+            return f"A signed-in user (access token) or an API key. {key}"
+        role = "" if self.min_role in (None, Role.member) else f" with the `{self.min_role}` role or above"
+        return f"A member of the account{role}; anyone else gets 404. {key}"
+
+
+def _rule_dependency(dependant: Any) -> Callable[..., Any] | None:
+    """The dependency that declared the route's auth rule (as auth.dependencies.route_rule finds it)."""
+    call = dependant.call
+    if call is not None and getattr(call, AUTH_RULE_ATTR, None) is not None:
+        return call
+    for sub in dependant.dependencies:
+        found = _rule_dependency(sub)
+        if found is not None:
+            return found
+    return None
+
+
+def auth_requirement(route: APIRoute) -> AuthRequirement | None:
+    """Read from the dependency itself: the factories (`require_user(scope)`, `require_account(scope, min_role)`,
+    ...) keep their arguments in the dependency's closure."""
+    call = _rule_dependency(route.dependant)
+    if call is None:
+        return None
+    rule = AuthRule(getattr(call, AUTH_RULE_ATTR))
+    given = inspect.getclosurevars(call).nonlocals
+    scope = given.get("scope")
+    if rule is AuthRule.admin and scope is None:
+        scope = ApiScope.admin  # require_admin: API keys need the admin scope too
+    min_role = given.get("min_role")
+    return AuthRequirement(
+        rule,
+        scope=str(scope) if scope is not None else None,
+        min_role=Role(min_role) if min_role is not None else None,
+        session_only=bool(given.get("session_only", False)),
+    )
+
+
+def _scopes_description(granted: dict[str, list[str]]) -> str:
+    lines = [
+        (
+            f"An API key (`{API_KEY_PREFIX}…`, created with `POST /v1/me/api-keys`), sent as "
+            f"`Authorization: Bearer {API_KEY_PREFIX}…`. A key holds only the scopes it was given; a signed-in "
+            "session holds them all. Account routes also need the caller's role in the account, whatever the key. "
+            "Scopes:"
+        ),
+        "",
+    ]
+    for scope in ApiScope:
+        meaning = SCOPE_MEANINGS.get(scope.value, "See the operations that need it.")
+        operations = ", ".join(f"`{label}`" for label in granted.get(scope.value, [])) or "none yet"
+        lines.append(f"- `{scope.value}`: {meaning} Needed by: {operations}.")
+    return "\n".join(lines)
+
+
+def document_security(document: dict[str, Any], routes: Iterable[APIRoute]) -> None:
+    """Security schemes (the access token and the API key, both `Authorization: Bearer`), each operation's
+    security and the scope it needs (`security: []` for public ones), and every scope with its meaning."""
+    granted: dict[str, list[str]] = {}
+    for route in routes:
+        requirement = auth_requirement(route)
+        item = document.get("paths", {}).get(route.path_format)
+        if requirement is None or item is None:
+            continue
+        for method in sorted(route.methods or ()):
+            operation = item.get(method.lower())
+            if operation is None:
+                continue
+            operation["security"] = requirement.security()
+            auth = f"**Authorization:** {requirement.sentence()}"
+            description = operation.get("description")
+            operation["description"] = f"{description}\n\n{auth}" if description else auth
+            if requirement.scope and not requirement.session_only:
+                granted.setdefault(requirement.scope, []).append(f"{method} {route.path_format}")
+    components = document.setdefault("components", {})
+    components["securitySchemes"] = {
+        ACCESS_TOKEN_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A signed-in user's access token (from `POST /v1/auth/login`, `/v1/auth/signup`, "
+            "`/v1/auth/refresh`, a magic link or OIDC), sent as `Authorization: Bearer <token>`. It expires after "
+            "15 minutes and holds every scope.",
+        },
+        API_KEY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": f"{API_KEY_PREFIX}… API key",
+            "description": _scopes_description(granted),
+            "x-scopes": {scope.value: SCOPE_MEANINGS.get(scope.value, "") for scope in ApiScope},
+        },
+    }
+
+
 def customise_openapi(app: FastAPI) -> None:
-    """The OpenAPI FastAPI builds, with the error contract."""
+    """The OpenAPI FastAPI builds, with the error contract and the security of every operation."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -354,9 +513,53 @@ def customise_openapi(app: FastAPI) -> None:
             return app.openapi_schema
         document = build()
         document_errors_in_contract_shape(document)
+        document_security(document, api_routes())
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --- the docs page, served from the installed swagger-ui-py package (no CDN: it works offline) ---------------
+
+DOCS_ASSETS_PATH = "/docs/assets"
+SWAGGER_UI_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
+
+
+def swagger_ui_dir() -> Path:
+    """swagger-ui-py's copy of the Swagger UI distribution (its Python module is not imported)."""
+    spec = find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def install_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI, its assets served by the app itself). ReDoc is not offered: FastAPI's page loads it and
+    its fonts from CDNs."""
+    directory = swagger_ui_dir()
+    missing = [name for name in SWAGGER_UI_ASSETS if not (directory / name).is_file()]
+    if missing:
+        raise RuntimeError(f"swagger-ui-py lacks {', '.join(missing)} in {directory}")
+
+    async def swagger_ui_page(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} — API docs",
+            swagger_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS_PATH}/favicon-32x32.png",
+            # No validator badge: it would send the OpenAPI's address to validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    async def swagger_ui_asset(request: Request) -> FileResponse:
+        name = request.path_params["name"]
+        if name not in SWAGGER_UI_ASSETS:
+            raise StarletteHTTPException(404, "Not Found")
+        return FileResponse(directory / name, headers={"Cache-Control": "public, max-age=86400"})
+
+    app.add_route("/docs", swagger_ui_page, methods=["GET"], include_in_schema=False)
+    app.add_route(DOCS_ASSETS_PATH + "/{name}", swagger_ui_asset, methods=["GET"], include_in_schema=False)
 
 
 def check_route_rules(routes: Iterable[APIRoute] | None = None) -> None:
@@ -389,6 +592,9 @@ def create_app(settings: Settings, container: Container) -> FastAPI:
         version="1",
         lifespan=lifespan,
         description=API_DESCRIPTION,
+        docs_url=None,  # install_docs serves /docs from the installed package, not a CDN
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.database = container.database
     app.state.broker = broker
@@ -398,6 +604,7 @@ def create_app(settings: Settings, container: Container) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     customise_openapi(app)
+    install_docs(app)
     # authlib keeps OIDC state and nonce in this signed cookie between login and callback.
     app.add_middleware(
         SessionMiddleware,
@@ -412,5 +619,5 @@ def create_app(settings: Settings, container: Container) -> FastAPI:
     app.add_middleware(
         LocalRouter, driver=local_driver(settings), routes=RouteCache(instance_route), upstreams=upstreams
     )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, trusted_proxies=settings.trusted_proxies)
     return app
