@@ -47,6 +47,7 @@ from jushostit.kit.client_address import client_address
 from jushostit.kit.db import libpq_url
 from jushostit.kit.errors import AppError, ErrorResponse, error_payload
 from jushostit.models import Role
+from jushostit.pages.endpoints import router as pages_router
 from jushostit.runtime.local.router import LocalRouter, Route, RouteCache, Upstreams
 from jushostit.runtime.registry import local_driver
 
@@ -601,8 +602,10 @@ def create_app(settings: Settings, container: Container) -> FastAPI:
     app.state.oauth = oidc.build_registry(settings)
     install_error_handlers(app)
     check_route_rules()
+    check_route_rules(route for route in pages_router.routes if isinstance(route, APIRoute))
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(pages_router)  # the pages e-mailed links open: HTML, outside the API and its OpenAPI
     customise_openapi(app)
     install_docs(app)
     # authlib keeps OIDC state and nonce in this signed cookie between login and callback.

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import Invite, Membership, Role, User
+from jushostit.models import Account, Invite, Membership, Role, User
 
 
 class AccountRepository:
@@ -73,6 +73,9 @@ class AccountRepository:
         return await self.session.scalar(
             select(Invite).where(Invite.account_id == account_id, Invite.id == invite_id).with_for_update()
         )
+
+    async def account(self, account_id: uuid.UUID) -> Account | None:
+        return await self.session.get(Account, account_id)
 
     async def open_invite_by_token(self, hashed: str, now: datetime) -> Invite | None:
         return await self.session.scalar(

@@ -140,6 +140,16 @@ async def revoke_invite(session: AsyncSession, *, account_id: uuid.UUID, invite_
     return invite
 
 
+async def open_invite(session: AsyncSession, *, token: str) -> tuple[Invite, Account]:
+    """The open invite a token names (locked for this transaction), with its account."""
+    repository = AccountRepository(session)
+    invite = await repository.open_invite_by_token(token_hash(token), utcnow())
+    account = await repository.account(invite.account_id) if invite else None
+    if invite is None or account is None:
+        raise NotFound("This invite is invalid, expired, revoked or already used", code="invite_invalid")
+    return invite, account
+
+
 async def accept_invite(session: AsyncSession, *, user: User, token: str) -> Invite:
     repository = AccountRepository(session)
     invite = await repository.open_invite_by_token(token_hash(token), utcnow())

@@ -444,6 +444,31 @@ async def reset_password(session: AsyncSession, config: AuthConfig, *, token: st
     return tokens.model_copy(update={"revoked": revoked})
 
 
+# --- invites opened from the mailbox ---------------------------------------------------------------------------
+
+
+async def user_for_invite(session: AsyncSession, *, email: str) -> tuple[User, bool]:
+    """An invite's link was opened, so its mailbox is proven: the user with that address, or a new one
+    (verified, without a password: they sign in by magic link or choose a password by reset). Returns the user
+    and whether it was created. A user who never confirmed their address must do that first: joining a team on
+    an unproven sign-up would hand the team to whoever made it."""
+    repository = AuthRepository(session)
+    user = await repository.user_by_email(email)
+    if user is not None:
+        if not user.email_verified:
+            raise Forbidden(
+                "Confirm your e-mail address first (open the link we sent when you signed up, or sign in and ask "
+                "for a new one), then open this invite again",
+                code="email_unverified",
+            )
+        return user, False
+    user = User(email=email, email_verified=True)
+    await repository.add(user)
+    await audit.record(session, action="user.created_by_invite", target_type="user", target_id=user.id,
+                       after={"email": email}, actor=context.Actor("user", user.id))
+    return user, True
+
+
 # --- OIDC ---------------------------------------------------------------------------------------------------
 
 
