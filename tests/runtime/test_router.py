@@ -271,3 +271,44 @@ async def test_bodies_and_forwarded_headers_reach_the_instance(echo: Site) -> No
     assert streamed.status_code == 200 and streamed.content == b"first second third"
     assert streamed.headers["seen-transfer-encoding"] == "chunked"
     assert echo.upstreams.connections_made == 1  # both on one kept-alive connection
+
+
+async def test_the_router_passes_an_upstream_501_through(tmp_path: Path) -> None:
+    # http.server answers 501 to a POST without reading its body and closes the connection: with a large body
+    # the write fails after the answer arrived, which must still reach the client as the upstream's own status.
+    for protocol, template in (("1.0", TEMPLATES["static-site"]), ("1.1", keep_alive_site())):  # as shipped, kept alive
+        async for made in make_site(tmp_path / protocol, ttl=0.5, template=template):
+            for size in (0, 5_000_000):
+                refused = await made.client.post("/", headers={"Host": HOST}, content=b"x" * size)
+                assert refused.status_code == 501, (size, refused.text)
+                assert "Unsupported method" in refused.text
+            assert (await made.get("/")).status_code == 200  # nothing of the unread body is taken for a request
+
+
+@pytest.fixture
+async def fronted(site: Site) -> AsyncIterator[str]:
+    """The router behind a real uvicorn on loopback, configured as `serve` runs it; yields its base URL."""
+    import uvicorn
+
+    router = LocalRouter(api, driver=site.driver, routes=site.cache, upstreams=site.upstreams)
+    server = uvicorn.Server(uvicorn.Config(router, host="127.0.0.1", port=0, log_config=None, access_log=False,
+                                           lifespan="off", server_header=False))
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started or task.done(), "uvicorn to start")
+        assert not task.done(), task
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_the_router_sends_one_date_header_and_not_the_upstreams_server_header(fronted: str) -> None:
+    async with httpx.AsyncClient(base_url=fronted) as client:
+        for response in (await client.get("/", headers={"Host": HOST}),
+                         await client.post("/", headers={"Host": HOST}, content=b"x")):
+            assert response.status_code in (200, 501)
+            assert len(response.headers.get_list("date")) == 1, response.headers
+            assert "server" not in response.headers, response.headers  # SimpleHTTP/0.6 Python/3.x stays inside
+            assert "SimpleHTTP" not in str(response.headers.raw)

@@ -1,7 +1,9 @@
 """The local runtime's router on the serve port: `Host: <slug>.localhost[:port]` reaches that instance.
 
-Requests are streamed both ways, each chunk passed on as it comes, with the usual forwarded headers. The
-router's own answers are in the API's error shape: a stopped instance answers 503 (`service_suspended`), an
+Requests are streamed both ways, each chunk passed on as it comes, with the usual forwarded headers; the
+upstream's answer is read while the request body is still being sent, so its status reaches the client as it
+was given (a 501 or a 413 sent before the body was read stays what it is). The upstream's Date and Server
+headers are not passed on (the server in front sets the date). The router's own answers are in the API's error shape: a stopped instance answers 503 (`service_suspended`), an
 unknown host 404, an instance that does not answer 502. Everything else goes to the API.
 
 The router asks for routes; it does not know where instances are recorded: the app gives it a RouteCache
@@ -35,8 +37,10 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-autho
               b"transfer-encoding", b"upgrade", b"host", b"content-length"}
 # Not forwarded either: what the router sets itself, and Expect (the server already answered 100-continue).
 REQUEST_DROPPED = HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
-# A response body is passed on as it came (chunked framing aside), so its length still holds.
-RESPONSE_DROPPED = HOP_BY_HOP - {b"content-length"}
+# A response body is passed on as it came (chunked framing aside), so its length still holds. The server in front
+# (uvicorn) adds its own Date, so the upstream's would be a second one; the upstream's Server names its software
+# (and version) to anyone who asks, which is not ours to publish.
+RESPONSE_DROPPED = (HOP_BY_HOP - {b"content-length"}) | {b"date", b"server"}
 # What an unavailable instance's host answers (503, Retry-After), by its observed status: the error contract's
 # code and message.
 SUSPENDED = ("service_suspended", "This service is suspended.")
@@ -265,25 +269,52 @@ class Upstreams:
 
 async def _exchange(connection: _Connection, head: bytes, body: str | None, receive: Receive, send: Send,
                     head_only: bool, *, retry_if_stale: bool) -> bool:
-    """One request and its answer on one connection; True if the connection may be used again."""
+    """One request and its answer on one connection; True if the connection may be used again.
+
+    The client's body is sent while the answer is read: an upstream may answer before reading it all (a 501 for
+    a method it does not know, a 413) and close the connection. Read only after sending, its answer would be
+    lost when the write fails (asyncio's reader then raises instead of returning what it already holds), and the
+    client would get a 502 for the upstream's own status."""
     reader, writer = connection.reader, connection.writer
     answer = _Answer()
     parser = answer.parser
     started = False
     received = False
+    client_gone = False
     reads = 0
+    relay = asyncio.current_task()
     watcher: asyncio.Task[None] | None = None
+    sender: asyncio.Task[None] | None = None
+
+    def on_client_gone() -> None:
+        nonlocal client_gone
+        client_gone = True
+        if relay is not None:
+            relay.cancel()
+
+    def read_deadline() -> float | None:
+        """No read deadline while the client's body is still being sent (a slow upload is not a silent upstream)."""
+        return None if sender is not None and not sender.done() else asyncio.get_running_loop().time() + READ_TIMEOUT_SECONDS
+
     try:
         async with asyncio.timeout(None) as deadline:
+
+            async def send_body(chunked: bool) -> None:
+                try:
+                    await _send_body(writer, receive, chunked=chunked)
+                except _ClientGone:
+                    on_client_gone()
+                    return
+                except OSError:
+                    pass  # the instance stopped reading: it may have answered already (a refusal), read on
+                deadline.reschedule(asyncio.get_running_loop().time() + READ_TIMEOUT_SECONDS)
+
             try:
                 writer.write(head)
                 if body is not None:
-                    try:
-                        await _send_body(writer, receive, chunked=body == "chunked")
-                    except OSError:
-                        pass  # the instance stopped reading: it may have answered already (a refusal), read on
+                    sender = asyncio.create_task(send_body(body == "chunked"))
                 while True:
-                    deadline.reschedule(asyncio.get_running_loop().time() + READ_TIMEOUT_SECONDS)
+                    deadline.reschedule(read_deadline())
                     data = await reader.read(READ_SIZE)
                     reads += 1
                     if data:
@@ -309,9 +340,13 @@ async def _exchange(connection: _Connection, head: bytes, body: str | None, rece
                         if answer.complete:
                             if not chunks:
                                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                            return answer.keep_alive and data != b""
-                        if reads == WATCH_AFTER_READS and watcher is None:
-                            watcher = asyncio.create_task(_until_disconnected(receive, asyncio.current_task()))
+                            # Answered before the whole body was read: what is left of it would be taken for
+                            # the next request.
+                            body_sent = sender is None or (sender.done() and not client_gone)
+                            return answer.keep_alive and data != b"" and body_sent
+                        # The client's messages are read by one task at a time: the sender's, then the watcher's.
+                        if reads >= WATCH_AFTER_READS and watcher is None and (sender is None or sender.done()):
+                            watcher = asyncio.create_task(_until_disconnected(receive, on_client_gone))
             except (OSError, httptools.HttpParserError) as error:
                 if retry_if_stale and not received and connection.used:
                     raise _Stale from error
@@ -324,17 +359,15 @@ async def _exchange(connection: _Connection, head: bytes, body: str | None, rece
         if not started:
             raise BadGateway("the upstream did not answer in time") from error
         return False
-    except _ClientGone:
-        return False
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if watcher is not None and watcher.done() and not watcher.cancelled() and task is not None:
-            task.uncancel()  # the watcher's cancel: the client went away, stop reading for nobody
+        if client_gone and relay is not None:
+            relay.uncancel()  # our own cancel: the client went away, stop reading for nobody
             return False
         raise
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        for task in (watcher, sender):
+            if task is not None:
+                task.cancel()  # not awaited: nothing here may wait (see on_client_gone)
 
 
 def _until_close(headers: list[tuple[bytes, bytes]], parser: httptools.HttpResponseParser, head_only: bool) -> bool:
@@ -360,11 +393,10 @@ async def _send_body(writer: asyncio.StreamWriter, receive: Receive, *, chunked:
             return
 
 
-async def _until_disconnected(receive: Receive, relay: asyncio.Task[object] | None) -> None:
+async def _until_disconnected(receive: Receive, on_gone: Callable[[], None]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-    if relay is not None:
-        relay.cancel()
+    on_gone()
 
 
 def _request_head(scope: Scope, host: bytes) -> tuple[bytes, str | None]:
