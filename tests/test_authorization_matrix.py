@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import jushostit.app as app_module
-from jushostit.app import api_routes, check_route_rules, create_app
+from jushostit.app import api_routes, check_route_rules, create_app, page_routes
 from jushostit.auth.dependencies import AuthRule, public, require_user, route_rule
 from jushostit.models import Account, Instance, Invite, Membership, Role, Subscription, User
 from tests.conftest import TEST_PASSWORD, Signup
@@ -240,7 +240,9 @@ def test_openapi_operations_are_exactly_the_routes_and_all_declare_a_rule(app) -
     declared = {(method, route.path) for route in api_routes() for method in route.methods}
     mounted = {(method, route.path) for route in mounted_api_routes(app) for method in route.methods}
     assert documented == declared, "a route is hidden from the OpenAPI, or documented without being in ROUTERS"
-    assert mounted == declared, "the app serves an API route that is not in ROUTERS"
+    pages = {(method, route.path) for route in page_routes() for method in route.methods}
+    assert mounted == declared | pages, "the app serves an API route that is not in ROUTERS (or the pages)"
+    assert all(route_rule(route.dependant) is AuthRule.public for route in page_routes())
     assert [op.label for op in operations(app) if op.rule is None] == []
     # The matrix below has something to check for each kind of rule.
     assert {op.rule for op in operations(app)} == set(AuthRule)

@@ -326,6 +326,11 @@ ROUTERS = (
 )
 
 
+def page_routes() -> list[APIRoute]:
+    """The HTML pages e-mailed links open: served beside the API, not part of its OpenAPI."""
+    return [route for route in pages_router.routes if isinstance(route, APIRoute)]
+
+
 def api_routes() -> list[APIRoute]:
     return [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
 
@@ -602,7 +607,7 @@ def create_app(settings: Settings, container: Container) -> FastAPI:
     app.state.oauth = oidc.build_registry(settings)
     install_error_handlers(app)
     check_route_rules()
-    check_route_rules(route for route in pages_router.routes if isinstance(route, APIRoute))
+    check_route_rules(page_routes())
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(pages_router)  # the pages e-mailed links open: HTML, outside the API and its OpenAPI
