@@ -68,7 +68,7 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
 async def list_accounts(
     session: SessionDep,
     page: Annotated[PageParams, Depends(page_params)],
-    failing: Annotated[bool, Query(description="Only accounts whose last reconcile failed")] = False,
+    failing: Annotated[bool, Query(description="Only accounts whose last reconcile failed or with a failing instance")] = False,
 ) -> AdminAccountPage:
     rows = await AdminRepository(session).accounts(after=page.after_uuid(), limit=page.limit + 1, failing_only=failing)
     items, cursor = split_page(rows, page, "id")

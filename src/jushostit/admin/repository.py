@@ -3,10 +3,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by, array_agg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.models import Account, Instance
+
+
+def failing_instance() -> ColumnElement[bool]:
+    """An instance that is not working: observed `failed` (a permanent problem such as a template the runtime
+    cannot run carries a reason but no error) or whose last apply failed (an error, whatever the status)."""
+    return (Instance.observed_status == "failed") | Instance.last_error.is_not(None)
 
 
 class AdminRepository:
@@ -21,7 +28,7 @@ class AdminRepository:
             stmt = stmt.where(
                 Account.reconcile_error.is_not(None)
                 | Account.id.in_(
-                    select(Instance.account_id).where(Instance.last_error.is_not(None), Instance.deleted_at.is_(None))
+                    select(Instance.account_id).where(failing_instance(), Instance.deleted_at.is_(None))
                 )
             )
         return list((await self.session.scalars(stmt)).all())
@@ -29,13 +36,18 @@ class AdminRepository:
     async def instance_health(
         self, account_ids: list[uuid.UUID]
     ) -> dict[uuid.UUID, tuple[int, int, str | None, datetime | None]]:
-        """Per account: (instances, failing, latest error, latest reconcile)."""
+        """Per account, over its instances not deleted: (instances, failing, the error — or else the reason — of
+        the failing one reconciled last, latest reconcile)."""
+        problem = func.coalesce(Instance.last_error, Instance.status_reason)
+        latest_problem = array_agg(
+            aggregate_order_by(problem, Instance.last_reconciled_at.desc().nulls_last(), Instance.id)
+        ).filter(failing_instance())
         rows = await self.session.execute(
             select(
                 Instance.account_id,
                 func.count(),
-                func.count().filter(Instance.last_error.is_not(None)),
-                func.max(Instance.last_error),
+                func.count().filter(failing_instance()),
+                latest_problem[1],
                 func.max(Instance.last_reconciled_at),
             )
             .where(Instance.account_id.in_(account_ids), Instance.deleted_at.is_(None))

@@ -33,9 +33,10 @@ class AdminAccountRead(ResponseModel):
     level: str
     reasons: list[str]
     access: str
-    instances: int
-    failing_instances: int
-    last_error: str | None = Field(description="The latest error of one of its instances (full text, admins only)")
+    instances: int = Field(description="Its instances not deleted")
+    failing_instances: int = Field(description="Of those, the ones observed `failed` or whose last apply failed")
+    last_error: str | None = Field(description="The problem of the failing instance reconciled last: its error "
+                                   "(full text, admins only), or else its status reason")
     last_reconciled_at: datetime | None
     reconcile_error: str | None = Field(description="Why the account's last reconcile pass failed (full text); "
                                         "cleared by the next pass that succeeds")
