@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import locale
 import os
 import resource
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -292,3 +295,40 @@ async def test_a_graceful_stop_leaves_alone_what_another_worker_started_since(dr
         assert page(driver, iid).status_code == 200
     finally:
         await other.shutdown()
+
+
+async def test_accounts_are_kept_apart(driver: LocalDriver) -> None:
+    other_account, mine, theirs = uuid.UUID(int=8), uuid.uuid4(), uuid.uuid4()
+    await converged(driver, AccountState(ACCOUNT, (desired(mine),)))
+    try:
+        await converged(driver, AccountState(other_account, (desired(theirs, name="theirs"),)))
+
+        again = await driver.apply(AccountState(ACCOUNT, (desired(mine),)))  # theirs is not ours to stop
+        assert again.writes == 0 and set(again.instances) == {mine}
+        assert set((await driver.observe(ACCOUNT)).instances) == {mine}
+        await driver.destroy(ACCOUNT)
+        assert driver.port_of(other_account, theirs) is not None
+        assert (await driver.observe(other_account)).instances[theirs].status == "running"
+    finally:
+        await driver.destroy(other_account)
+
+
+async def test_a_recorded_pid_now_used_by_another_process_is_not_taken_for_ours(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    await converged(driver, AccountState(ACCOUNT, (desired(iid),)))
+    await driver.restart(iid)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        # The pid was reused: the process with it started half a second after the one run.json recorded.
+        started = psutil.Process(stranger.pid).create_time() - 0.5
+        (driver.instance_dir(ACCOUNT, iid) / "run.json").write_text(json.dumps(
+            {"pid": stranger.pid, "started": started, "port": 9, "throttled": False}))
+
+        assert driver.port_of(ACCOUNT, iid) is None
+        assert (await driver.observe(ACCOUNT)).instances[iid].status == "stopped"
+        _, observed = await converged(driver, AccountState(ACCOUNT, (desired(iid),)))
+        assert observed.instances[iid].status == "running" and page(driver, iid).status_code == 200
+        assert stranger.poll() is None  # started a process of its own; the stranger was left alone
+    finally:
+        stranger.kill()
+        stranger.wait()
