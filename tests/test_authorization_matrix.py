@@ -461,7 +461,8 @@ async def test_a_platform_admins_api_key_without_the_admin_scope_is_refused(app,
     created = await client.post("/v1/me/api-keys", json={"name": "narrow", "scopes": ["account:read"]}, headers=admin.headers)
     assert created.status_code == 201, created.text
     narrow = {"Authorization": f"Bearer {created.json()['key']}"}
-    values = {"account_id": admin.account_id, "plan_code": "starter", "subscription_id": str(uuid.uuid4())}
+    values = {"account_id": admin.account_id, "plan_code": "starter", "subscription_id": str(uuid.uuid4()),
+              "user_id": str(uuid.uuid4())}
     for op in operations(app):
         if op.rule is AuthRule.admin:
             assert_error(await call(app, client, op, values, narrow), 403, "admin_required")

@@ -11,10 +11,12 @@ from jushostit.admin.repository import AdminRepository
 from jushostit.admin.schemas import (
     AdminAccountPage,
     AdminAccountRead,
+    AdminUserRead,
     BillingModeUpdate,
     ReconcileRequested,
     SuspendRequest,
     UnsuspendRequest,
+    UserSuspendRequest,
 )
 from jushostit.auth.dependencies import require_admin
 from jushostit.billing.facts import entitlement_inputs, instance_facts
@@ -22,7 +24,7 @@ from jushostit.billing.repository import BillingRepository
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import NotFound, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
-from jushostit.models import Account
+from jushostit.models import Account, User
 from jushostit.reconcile.repository import ReconcileRepository
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin())])
@@ -33,6 +35,13 @@ async def _account(session: SessionDep, account_id: uuid.UUID) -> Account:
     if account is None:
         raise NotFound("Account not found")
     return account
+
+
+async def _user(session: SessionDep, user_id: uuid.UUID) -> User:
+    user = await AdminRepository(session).user_for_update(user_id)
+    if user is None:
+        raise NotFound("User not found")
+    return user
 
 
 async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccountRead]:
@@ -105,3 +114,17 @@ async def set_billing_mode(account_id: uuid.UUID, body: BillingModeUpdate, sessi
         session, account=await _account(session, account_id), billing_mode=body.billing_mode
     )
     return (await _read(session, [account]))[0]
+
+
+@router.post("/users/{user_id}/suspend", response_model=AdminUserRead, responses=responses(401, 403, 404, 409, 422))
+async def suspend_user(user_id: uuid.UUID, body: UserSuspendRequest, session: SessionDep) -> AdminUserRead:
+    """Refuse the user every sign-in and every request (401 `user_suspended`); their open event streams end."""
+    user = await service.suspend_user(session, user=await _user(session, user_id), note=body.note)
+    return AdminUserRead.model_validate(user)
+
+
+@router.post("/users/{user_id}/unsuspend", response_model=AdminUserRead, responses=responses(401, 403, 404, 409))
+async def unsuspend_user(user_id: uuid.UUID, session: SessionDep) -> AdminUserRead:
+    """Lift the suspension: the user's sessions and API keys work again."""
+    user = await service.unsuspend_user(session, user=await _user(session, user_id))
+    return AdminUserRead.model_validate(user)

@@ -7,7 +7,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by, array_agg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import Account, Instance
+from jushostit.models import Account, Instance, User
 
 
 def failing_instance() -> ColumnElement[bool]:
@@ -54,3 +54,9 @@ class AdminRepository:
             .group_by(Instance.account_id)
         )
         return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows.all()}
+
+    async def user_for_update(self, user_id: uuid.UUID) -> User | None:
+        """The user, locked until the transaction ends (one suspension or unsuspension at a time)."""
+        return await self.session.scalar(
+            select(User).where(User.id == user_id).with_for_update().execution_options(populate_existing=True)
+        )

@@ -14,6 +14,10 @@ class SuspendRequest(RequestModel):
     note: Note | None = None
 
 
+class UserSuspendRequest(RequestModel):
+    note: Note | None = None
+
+
 class UnsuspendRequest(RequestModel):
     reason: FromJsonString[SuspensionReason]
 
@@ -53,3 +57,12 @@ class AdminAccountPage(ResponseModel):
 class ReconcileRequested(ResponseModel):
     account_id: uuid.UUID
     queued: bool
+
+
+class AdminUserRead(ResponseModel):
+    id: uuid.UUID
+    email: str
+    is_platform_admin: bool
+    suspended_at: datetime | None = Field(description="Set while the user is suspended: no sign-in, and every "
+                                          "token and API key of theirs answers 401 `user_suspended`")
+    created_at: datetime

@@ -1,4 +1,4 @@
-"""Platform-admin actions on accounts. Each is a fact change: audited, then a reconcile is requested."""
+"""Platform-admin actions on accounts (each a fact change: audited, then a reconcile is requested) and on users."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
 from jushostit.events.repository import EventRepository
+from jushostit.kit import context
+from jushostit.kit.db import utcnow
 from jushostit.kit.errors import Conflict
-from jushostit.models import Account, AccountStatus, BillingMode, SuspensionReason
+from jushostit.models import Account, AccountStatus, BillingMode, SuspensionReason, User
 from jushostit.triggers import request_reconcile
 
 
@@ -62,3 +64,24 @@ async def set_billing_mode(session: AsyncSession, *, account: Account, billing_m
                            account_id=account.id, before={"billing_mode": before}, after={"billing_mode": billing_mode})
         request_reconcile(account.id)  # the dunning grace depends on it
     return account
+
+
+async def suspend_user(session: AsyncSession, *, user: User, note: str | None) -> User:
+    """The user can no longer sign in or authenticate; their open event streams end (a database trigger announces
+    it). Sessions and API keys are kept: unsuspending restores them. Suspending a suspended user changes nothing."""
+    if user.id == context.actor.get().id:
+        raise Conflict("Platform admins cannot suspend themselves", code="cannot_suspend_self")
+    if user.suspended_at is None:
+        user.suspended_at = utcnow()
+        await audit.record(session, action="admin.user_suspended", target_type="user", target_id=user.id,
+                           before={"suspended": False}, after={"suspended": True, "note": note})
+    return user
+
+
+async def unsuspend_user(session: AsyncSession, *, user: User) -> User:
+    if user.suspended_at is None:
+        raise Conflict("The user is not suspended", code="not_suspended")
+    user.suspended_at = None
+    await audit.record(session, action="admin.user_unsuspended", target_type="user", target_id=user.id,
+                       before={"suspended": True}, after={"suspended": False})
+    return user

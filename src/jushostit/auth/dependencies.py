@@ -78,7 +78,17 @@ def _bearer(request: Request) -> str | None:
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 
 
+class UserSuspended(Unauthorized):
+    code = "user_suspended"
+
+
+def _refuse_suspended(user: User) -> None:
+    if user.suspended_at is not None:
+        raise UserSuspended("This user is suspended; contact the platform's operators")
+
+
 async def authenticate(request: Request, session: SessionDep) -> Principal | None:
+    """The caller of a valid token or API key, None without one; a suspended user is refused (401)."""
     token = _bearer(request)
     if token is None:
         return None
@@ -90,6 +100,7 @@ async def authenticate(request: Request, session: SessionDep) -> Principal | Non
         if found is None:
             return None
         key, user = found
+        _refuse_suspended(user)
         if key.last_used_at is None or now - key.last_used_at > API_KEY_TOUCH_INTERVAL:
             await repository.touch_api_key(key, now)
         principal = Principal(user, api_key_id=key.id, scopes=frozenset(key.scopes))
@@ -101,6 +112,7 @@ async def authenticate(request: Request, session: SessionDep) -> Principal | Non
         user = await repository.user_with_live_session(claims.user_id, claims.session_id)
         if user is None:
             return None
+        _refuse_suspended(user)
         principal = Principal(user, session_id=claims.session_id)
         context.actor.set(context.Actor("user", user.id))
     return principal

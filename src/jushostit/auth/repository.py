@@ -27,7 +27,8 @@ from jushostit.models import (
     User,
 )
 
-# The statements of the authenticated hot path, built once (building one costs more than running it).
+# The statements of the authenticated hot path, built once (building one costs more than running it). They load
+# the user whatever its suspension: the caller tells a suspended user (401 `user_suspended`) from a bad token.
 _USER_WITH_LIVE_SESSION = (
     select(User)
     .join(AuthSession, AuthSession.user_id == User.id)
@@ -65,14 +66,20 @@ class AuthRepository:
     async def principal_is_live(
         self, user_id: uuid.UUID, session_id: uuid.UUID | None, api_key_id: uuid.UUID | None, now: datetime
     ) -> bool:
-        """The login session (or API key) a caller authenticated with is still valid."""
+        """The login session (or API key) a caller authenticated with is still valid and the user not suspended:
+        one query."""
         if session_id is not None:
-            return await self.user_with_live_session(user_id, session_id) is not None
+            user = await self.user_with_live_session(user_id, session_id)
+            return user is not None and user.suspended_at is None
         key = await self.session.scalar(
-            select(ApiKey.id).where(
+            select(ApiKey.id)
+            .join(User, User.id == ApiKey.user_id)
+            .where(
                 ApiKey.id == api_key_id,
+                ApiKey.user_id == user_id,
                 ApiKey.revoked_at.is_(None),
                 (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+                User.suspended_at.is_(None),
             )
         )
         return key is not None

@@ -20,3 +20,6 @@ class User(Base):
     is_platform_admin: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     created_at: Mapped[datetime] = created_at_column()
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by a platform admin: the user cannot sign in nor authenticate (tokens and API keys answer 401
+    # `user_suspended`) until unsuspended; their sessions and keys are kept and work again afterwards.
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
