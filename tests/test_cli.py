@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,3 +260,48 @@ def test_admin_create_prompts_for_the_password_when_none_is_given(
 
     again = invoke(["admin", "create", "--email", email, "--password", ADMIN_PASSWORD], env=env)
     assert again.exit_code == 0 and "already exists" in again.stdout
+
+
+JUSHOSTIT = Path(sys.executable).parent / "jushostit"
+
+
+def run_cli(*args: str, data_dir: Path, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script as an operator runs it: a process of its own, on a clean environment, with
+    every warning Python would hide by default shown (a deprecation must not reach an operator either way)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JUSHOSTIT_") and k != "DATABASE_URL"}
+    clean.update(JUSHOSTIT_DATA_DIR=str(data_dir), PYTHONWARNINGS="default", LC_ALL="C.UTF-8", **env)
+    return subprocess.run([str(JUSHOSTIT), *args], env=clean, capture_output=True, text=True, timeout=120,
+                          cwd=cwd or data_dir.parent)
+
+
+@pytest.mark.parametrize(("setting", "value", "says"), [
+    ("JUSHOSTIT_DB_POOL_SIZE", "abc", "valid integer"),
+    ("JUSHOSTIT_TRUSTED_PROXIES", "nonsense", "'nonsense' is not an IP address or network"),
+    ("JUSHOSTIT_TRUSTED_PROXIES", "10.0.0.0/8, 300.1.1.1", "'300.1.1.1' is not an IP address or network"),
+    ("JUSHOSTIT_OIDC_PROVIDERS", "{not json", "not valid JSON"),
+    ("DATABASE_URL", "not-a-url-canary", "not a database URL"),
+])
+def test_a_bad_setting_prints_one_clear_line_without_a_traceback(
+    tmp_path: Path, setting: str, value: str, says: str
+) -> None:
+    data_dir = tmp_path / "data"
+
+    result = run_cli("serve", data_dir=data_dir, **{setting: value})
+
+    assert result.returncode == 1, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"jushostit: invalid configuration {setting}: ") and says in lines[0], lines[0]
+    assert "see docs/configuration.md" in lines[0]
+    assert "canary" not in result.stderr  # values are not repeated (a URL may hold a password)
+    assert result.stdout == ""
+    assert not data_dir.exists(), "refused before anything started"
+
+
+def test_the_cli_starts_without_deprecation_warnings(tmp_path: Path) -> None:
+    # `serve` imports the whole application (authlib's OIDC client included) before it reads the settings; a
+    # refused setting stops it right after, so its stderr holds all the import-time notices there are.
+    result = run_cli("serve", data_dir=tmp_path / "data", JUSHOSTIT_DB_POOL_SIZE="abc")
+    assert "Warning" not in result.stderr and "deprecated" not in result.stderr, result.stderr
+    helped = run_cli("admin", "create", "--help", data_dir=tmp_path / "data")
+    assert helped.returncode == 0 and helped.stderr == "", helped.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 import warnings
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsError
 
 from jushostit.config import Settings, get_settings
 from jushostit.kit.logging import configure_logging
@@ -164,28 +166,63 @@ def _exit_on_sigterm(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _quiet_third_party_notices() -> None:
+    """Keep notices that say nothing to an operator out of every command's output, each filtered narrowly."""
+    # authlib 1.9.x (pyproject pins authlib<2) warns at import when the optional `httpx2` package is absent and
+    # it falls back to httpx, which is the client we use and pin. Its AuthlibDeprecationWarning is forced
+    # visible by authlib.deprecate's own `simplefilter("always", ...)`, run when that module is first imported
+    # and put in front of any filter added earlier; so import it first and put ours in front of it, for that
+    # category and message only. Drop this when authlib no longer warns (or when we move to httpx2).
+    from authlib.deprecate import AuthlibDeprecationWarning
+
+    warnings.filterwarnings(
+        "ignore", message=r"The httpx module is deprecated; please use httpx2 instead", category=AuthlibDeprecationWarning
+    )
+    # pgserver (pinned 0.6.0) says so when it falls back to a runtime dir of its own; nothing to act on.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+
 def main() -> None:
     # Exit through Python on SIGTERM so `finally` blocks and atexit run and an embedded PostgreSQL this
     # command attached to is released (or stopped, when it was the last user), not orphaned (REFERENCE §4).
     # serve and worker replace this with their own graceful handlers.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    # Third-party notices that say nothing to an operator (authlib's httpx→httpx2 move; pgserver's fallback
-    # runtime dir when XDG_RUNTIME_DIR is unset) stay out of the output.
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    _quiet_third_party_notices()
     try:
         cli()
     except ValidationError as error:
         if error.title != Settings.__name__:
             raise
         raise SystemExit(configuration_error(error)) from None
+    except SettingsError as error:  # a value the settings source could not even decode (JSON of a dict)
+        raise SystemExit(undecodable_setting(error)) from None
+
+
+def setting_name(field: str) -> str:
+    """A setting's field as the operator sets it: its environment variable."""
+    if field.isupper():  # named by its alias, as it was set (DATABASE_URL)
+        return field
+    return "DATABASE_URL" if field == "database_url" else f"JUSHOSTIT_{field.upper()}"
 
 
 def configuration_error(error: ValidationError) -> str:
-    """A refused configuration, one line per setting, named as it is set (the environment variable)."""
-    lines = ["jushostit: the configuration is invalid (see docs/configuration.md):"]
+    """A refused configuration: one line per setting, named as it is set (the environment variable), without
+    its value (it may be a secret) and without a traceback."""
+    problems: dict[str, list[str]] = {}
     for problem in error.errors():
         field = str(problem["loc"][0]) if problem["loc"] else ""
-        name = f"JUSHOSTIT_{field.upper()}" if field else "configuration"
-        lines.append(f"  {name}: {problem['msg'].removeprefix('Value error, ')}")
-    return "\n".join(lines)
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        found = problems.setdefault(setting_name(field) if field else "", [])
+        if message not in found:
+            found.append(message)
+    return "\n".join(
+        f"jushostit: invalid configuration{f' {name}' if name else ''}: {'; '.join(messages)} "
+        "(see docs/configuration.md)"
+        for name, messages in problems.items()
+    )
+
+
+def undecodable_setting(error: SettingsError) -> str:
+    found = re.search(r'field "([a-z_]+)"', str(error))
+    name = setting_name(found.group(1)) if found else "a setting"
+    return f"jushostit: invalid configuration {name}: not valid JSON (see docs/configuration.md)"

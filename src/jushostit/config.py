@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 from functools import lru_cache
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -82,6 +82,19 @@ class Settings(BaseSettings):
 
     oidc_providers: dict[str, OIDCProvider] = Field(default_factory=dict)
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                make_url(value)
+            except ArgumentError:  # the value is not repeated: it may hold a password
+                raise ValueError("not a database URL (postgresql://user:password@host:5432/name)") from None
+        return value
+
     @field_validator("oidc_providers", mode="before")
     @classmethod
     def _parse_providers(cls, value: Any) -> Any:
@@ -92,11 +105,24 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_networks(cls, value: Any) -> Any:
-        # Comma-separated CIDRs (a bare address is a /32 or /128), or a JSON list of them.
+        # Comma-separated CIDRs (a bare address is a /32 or /128), or a JSON list of them. Each is parsed here, so
+        # a wrong one is named in one clear message (not once per IP version).
         if isinstance(value, str):
             if value.strip().startswith("["):
-                return json.loads(value)
-            return [part.strip() for part in value.split(",") if part.strip()]
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise ValueError("not a valid JSON list of networks") from None
+            else:
+                value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            networks = []
+            for part in value:
+                try:
+                    networks.append(ip_network(str(part).strip(), strict=False))
+                except ValueError:
+                    raise ValueError(f"{str(part)[:100]!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+            return networks
         return value
 
     @model_validator(mode="after")
