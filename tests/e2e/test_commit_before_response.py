@@ -53,6 +53,6 @@ async def test_the_request_transaction_commits_before_the_response_starts(
                   "account_name": "Order"},
         )
 
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
     assert "commit" in commits
-    assert commits.index("commit") < commits.index("response 201"), commits
+    assert commits.index("commit") < commits.index("response 202"), commits

@@ -73,7 +73,7 @@ class Operator:
             self.admin = {"Authorization": f"Bearer {login(self.base, email)}"}
 
     def customer_with_a_site(self) -> tuple[dict[str, str], str, dict[str, Any]]:
-        customer = signup(self.base, f"owner-{uuid.uuid4().hex[:8]}@example.com")
+        customer = signup(self.serve, f"owner-{uuid.uuid4().hex[:8]}@example.com")
         headers = {"Authorization": f"Bearer {customer['access_token']}"}
         account_id = customer["account"]["id"]
         checkout = httpx.post(f"{self.base}/v1/accounts/{account_id}/checkout", json={"plan": "free"}, headers=headers)

@@ -19,7 +19,7 @@ STATUS_BUDGET = 10.0  # seconds from the action to the observed effect
 def test_customer_lifecycle_on_the_local_runtime(serve: Serve) -> None:
     serve.start(FIRST_START_BUDGET)
     base = serve.base_url
-    customer = signup(base, f"owner-{uuid.uuid4().hex[:8]}@example.com")
+    customer = signup(serve, f"owner-{uuid.uuid4().hex[:8]}@example.com")
     headers = {"Authorization": f"Bearer {customer['access_token']}"}
     account_id = customer["account"]["id"]
 

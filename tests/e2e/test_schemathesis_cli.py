@@ -46,7 +46,7 @@ def test_schemathesis_cli_finds_no_server_error_and_no_schema_violation(serve: S
     serve.start(FIRST_START_BUDGET)
     base = serve.base_url
     email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
-    account_id = signup(base, email)["account"]["id"]
+    account_id = signup(serve, email)["account"]["id"]
     promoted = serve.run("admin", "create", "--email", email, "--password", PASSWORD)
     assert promoted.returncode == 0, promoted.stderr
     key = httpx.post(

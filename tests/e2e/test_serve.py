@@ -37,6 +37,7 @@ JUSHOSTIT = Path(sys.executable).parent / "jushostit"
 FIRST_START_BUDGET = 30.0  # issue 3, "Done means": /readyz 200 within 30 s on an empty data dir
 RESTART_BUDGET = 10.0  # ... and within 10 s on restart
 STOP_BUDGET = 30.0
+EMAIL_BUDGET = 30.0  # from the request to the e-mail in the log: the email worker delivers it
 COMMAND_TIMEOUT = 120.0
 PASSWORD = "a sturdy e2e passphrase"
 
@@ -224,14 +225,38 @@ def serve(workdir: Path) -> Iterator[Serve]:
         kill_postgres_of(process.pgdata)
 
 
-def signup(base_url: str, email: str) -> dict[str, Any]:
+def signup(serve: Serve, email: str) -> dict[str, Any]:
+    """Sign up as a newcomer does on the embedded defaults: the confirmation e-mail is in serve's log (no SMTP
+    configured), its link's page has one button, then sign in. Returns the user, their account and a token."""
+    base_url = serve.base_url
     response = httpx.post(
         f"{base_url}/v1/auth/signup",
         json={"email": email, "password": PASSWORD, "account_name": "E2E Hosting"},
         timeout=30,
     )
-    assert response.status_code == 201, response.text
-    return response.json()
+    assert response.status_code == 202, response.text
+    link = wait_for(lambda: mailbox_link(serve, email, "/auth/verify-email"), EMAIL_BUDGET, "confirmation e-mail")
+    with httpx.Client(timeout=30) as browser:
+        page = browser.get(link)
+        assert page.status_code == 200, page.text
+        fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page.text))
+        confirmed = browser.post(f"{base_url}/auth/verify-email", data=fields)
+        assert confirmed.status_code == 200 and "is confirmed" in confirmed.text, confirmed.text
+    token = login(base_url, email)
+    profile = me(base_url, token)
+    return {"user": profile["user"], "account": {"id": profile["memberships"][0]["account_id"]},
+            "access_token": token}
+
+
+def mailbox_link(serve: Serve, email: str, path: str) -> str:
+    """The newest link to `path` in an e-mail to `email` that serve wrote to its log (its mailbox)."""
+    links = []
+    for line in serve.stderr_path.read_text(errors="replace").splitlines() + serve.stdout().splitlines():
+        if '"email.delivered_to_log"' not in line or email not in line:
+            continue
+        body = json.loads(line).get("body", "")
+        links += re.findall(rf"http\S+{re.escape(path)}\?token=\S+", body)
+    return links[-1] if links else ""
 
 
 def login(base_url: str, email: str, password: str = PASSWORD) -> str:
@@ -264,7 +289,7 @@ def test_first_start_http_signals_restart_and_no_postgres_left(serve: Serve) -> 
     assert "embedded PostgreSQL" in announcement and str(serve.data_dir) in announcement
 
     email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
-    created = signup(serve.base_url, email)
+    created = signup(serve, email)
     token = login(serve.base_url, email)
     profile = me(serve.base_url, token)
     assert profile["user"]["email"] == email
@@ -287,7 +312,7 @@ def test_first_start_http_signals_restart_and_no_postgres_left(serve: Serve) -> 
 def test_after_sigkill_the_next_start_works_and_stops_the_orphaned_server(serve: Serve) -> None:
     serve.start(FIRST_START_BUDGET)
     email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
-    signup(serve.base_url, email)
+    signup(serve, email)
     killed_pid = serve.proc.pid if serve.proc else 0
     serve.kill()  # SIGKILL: no Python cleanup runs in serve
 
@@ -346,7 +371,7 @@ def test_commands_share_the_running_server_and_audit_verify_names_a_row_edited_b
     serve.start(FIRST_START_BUDGET)
     serve_pid = serve.proc.pid if serve.proc else 0
     owner = f"owner-{uuid.uuid4().hex[:8]}@example.com"
-    signup(serve.base_url, owner)
+    signup(serve, owner)
 
     migrated = serve.run("migrate")
     assert migrated.returncode == 0, migrated.stderr
