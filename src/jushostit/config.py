@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
 
     max_body_bytes: int = 1_048_576
+    sse_max_streams_per_user: int = Field(default=5, ge=1)
     db_pool_size: int = Field(default=5, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
     email_worker_concurrency: int = Field(default=1, ge=1)
