@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import uuid
@@ -305,3 +306,36 @@ def test_the_cli_starts_without_deprecation_warnings(tmp_path: Path) -> None:
     assert "Warning" not in result.stderr and "deprecated" not in result.stderr, result.stderr
     helped = run_cli("admin", "create", "--help", data_dir=tmp_path / "data")
     assert helped.returncode == 0 and helped.stderr == "", helped.stderr
+
+
+def test_admin_create_refuses_a_data_dir_without_a_database_instead_of_creating_one(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "not-the-servers"
+    env: dict[str, str | None] = {"DATABASE_URL": None, "JUSHOSTIT_DATABASE_URL": None,
+                                  "JUSHOSTIT_DATA_DIR": str(elsewhere)}
+    for command in (["admin", "create", "--email", "admin@example.com", "--password", ADMIN_PASSWORD],
+                    ["audit", "verify"], ["keys", "rotate"]):
+        result = invoke(command, env=env)
+        assert result.exit_code == 1, result.output
+        assert f"there is no JusHostIt database in {elsewhere}" in result.stderr
+        assert "--data-dir" in result.stderr and "Traceback" not in result.output
+    assert not (elsewhere / "pg").exists(), "no second, empty database was created"
+
+
+def test_the_admin_create_command_serve_prints_reaches_its_database(
+    scratch_database_url: str, tmp_path: Path
+) -> None:
+    from jushostit.config import Settings
+    from jushostit.server import first_admin_command
+
+    served = Settings(data_dir=tmp_path / "served", database_url=scratch_database_url)
+    printed = first_admin_command(served)
+    assert printed.endswith("(with the same DATABASE_URL set)")
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    args = shlex.split(printed.split("  (")[0].replace("you@example.com", email))
+    assert args[:3] == ["jushostit", "admin", "create"] and str((tmp_path / "served").resolve()) in args
+
+    env = {**cli_env(scratch_database_url, tmp_path / "unused"), "JUSHOSTIT_DATA_DIR": None}
+    result = invoke([*args[1:], "--password", ADMIN_PASSWORD], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert admin_row(scratch_database_url, email) is not None

@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 import warnings
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,40 +27,65 @@ cli.add_typer(audit_cli, name="audit")
 cli.add_typer(keys_cli, name="keys")
 
 
-def _settings() -> Settings:
+# Every command takes the data directory, so the one serve prints (absolute) works from anywhere.
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", file_okay=False,
+                 help="Data directory: its embedded PostgreSQL and generated keys (JUSHOSTIT_DATA_DIR, default ./var)."),
+]
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
     settings = get_settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
     configure_logging(settings.log_level)
     return settings
+
+
+def _require_a_database(settings: Settings) -> None:
+    """Commands that work on an existing database never create an embedded one where there is none (an admin
+    created in a fresh ./var would be in a database no server uses)."""
+    if settings.database_url or (settings.data_dir / "pg" / "PG_VERSION").exists():
+        return
+    typer.echo(
+        f"Error: there is no JusHostIt database in {settings.data_dir.resolve()}. Pass the data directory serve "
+        "uses (--data-dir, or JUSHOSTIT_DATA_DIR; serve prints the exact command when it starts), or set "
+        "DATABASE_URL.",
+        err=True,
+    )
+    raise typer.Exit(1)
 
 
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (JUSHOSTIT_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (JUSHOSTIT_PORT).")] = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Run the API and a job worker; starts the embedded PostgreSQL when DATABASE_URL is unset."""
     from jushostit import server
 
-    settings = _settings()
+    settings = _settings(data_dir)
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     raise typer.Exit(asyncio.run(server.serve(settings.model_copy(update=overrides))))
 
 
 @cli.command()
-def worker() -> None:
+def worker(data_dir: DataDir = None) -> None:
     """Run job workers only (scale-out); the API runs elsewhere."""
     from jushostit import server
 
-    raise typer.Exit(asyncio.run(server.worker(_settings())))
+    raise typer.Exit(asyncio.run(server.worker(_settings(data_dir))))
 
 
 @cli.command()
-def migrate() -> None:
+def migrate(data_dir: DataDir = None) -> None:
     """Apply pending database migrations (serve and worker also do this on start)."""
     from jushostit import container
     from jushostit.kit import migrate as migrations
 
-    settings = _settings()
+    settings = _settings(data_dir)
     typer.echo("Applying migrations…")
     with container.database_url(settings) as url:
         migrations.upgrade(url)
@@ -67,9 +93,12 @@ def migrate() -> None:
 
 
 @cli.command("config")
-def show_config() -> None:
+def show_config(data_dir: DataDir = None) -> None:
     """Print the effective configuration, secrets masked."""
-    typer.echo(json.dumps(masked_settings(get_settings()), indent=2, sort_keys=True))
+    settings = get_settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    typer.echo(json.dumps(masked_settings(settings), indent=2, sort_keys=True))
 
 
 def masked_settings(settings: Settings) -> dict[str, Any]:
@@ -94,13 +123,16 @@ def masked_settings(settings: Settings) -> dict[str, Any]:
 def admin_create(
     email: Annotated[str, typer.Option(help="Email of the platform admin.")],
     password: Annotated[str | None, typer.Option(help="Password; prompted for when omitted.")] = None,
+    data_dir: DataDir = None,
 ) -> None:
-    """Create a platform admin, or make an existing user one."""
+    """Create a platform admin, or make an existing user one, in the database of an existing data directory
+    (serve prints the exact command) or DATABASE_URL's."""
     from jushostit.auth import service
     from jushostit.bootstrap import open_container
     from jushostit.kit.errors import AppError
 
-    settings = _settings()
+    settings = _settings(data_dir)
+    _require_a_database(settings)
     if password is None:
         # typer.prompt hides the input (getpass underneath) and can be driven by click's test runner.
         password = typer.prompt("Password", hide_input=True)
@@ -123,13 +155,14 @@ def admin_create(
 
 
 @audit_cli.command("verify")
-def audit_verify() -> None:
+def audit_verify(data_dir: DataDir = None) -> None:
     """Check the audit hash chain; exits 1 and names the first entry that does not match."""
     from jushostit.audit import service
     from jushostit.audit.repository import AuditRepository
     from jushostit.bootstrap import open_container
 
-    settings = _settings()
+    settings = _settings(data_dir)
+    _require_a_database(settings)
 
     async def run() -> tuple[int, service.ChainProblem | None]:
         async with open_container(settings) as c, c.database.sessionmaker() as session:
@@ -146,12 +179,13 @@ def audit_verify() -> None:
 
 
 @keys_cli.command("rotate")
-def keys_rotate() -> None:
+def keys_rotate(data_dir: DataDir = None) -> None:
     """Re-encrypt every stored secret with the first key of JUSHOSTIT_SECRET_KEYS."""
     from jushostit.bootstrap import open_container
     from jushostit.vault import service
 
-    settings = _settings()
+    settings = _settings(data_dir)
+    _require_a_database(settings)
 
     async def run() -> int:
         async with open_container(settings) as c:

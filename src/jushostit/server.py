@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import signal
 from collections.abc import Iterator
 
@@ -128,14 +129,24 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
     return 1 if crashed else 0
 
 
+def first_admin_command(settings: Settings) -> str:
+    """The exact command that creates a platform admin in this server's database, from any directory: the data
+    dir made absolute (the default `./var` is relative to where serve was started) and quoted for a shell."""
+    command = f"jushostit admin create --email you@example.com --data-dir {shlex.quote(str(settings.data_dir.resolve()))}"
+    return command + ("  (with the same DATABASE_URL set)" if settings.database_url else "")
+
+
 async def _announce(server: uvicorn.Server, settings: Settings) -> None:
     while not server.started:
         await asyncio.sleep(0.05)
-    database = "embedded PostgreSQL in " + str(settings.data_dir / "pg") if not settings.database_url else "DATABASE_URL"
+    database = (
+        "embedded PostgreSQL in " + str(settings.data_dir.resolve() / "pg") if not settings.database_url
+        else "DATABASE_URL"
+    )
     print(
         f"JusHostIt is listening on http://{settings.host}:{settings.port}  (database: {database})\n"
         f"  API docs: http://{settings.host}:{settings.port}/docs\n"
-        f"  Create the first platform admin:  jushostit admin create --email you@example.com\n"
+        f"  Create the first platform admin:  {first_admin_command(settings)}\n"
         f"  Stop with Ctrl-C.",
         flush=True,
     )
