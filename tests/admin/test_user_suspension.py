@@ -10,6 +10,7 @@ import uuid
 from sqlalchemy import select
 
 from jushostit.models import AuditEntry, User
+from tests.conftest import TEST_PASSWORD, token_in
 
 
 async def test_a_suspended_user_gets_401_user_suspended_with_a_token_and_an_api_key_until_unsuspended(
@@ -90,3 +91,29 @@ async def test_an_admin_cannot_suspend_themselves_nor_unsuspend_an_active_user(c
     assert active.status_code == 409 and active.json()["error"]["code"] == "not_suspended", active.text
     assert unknown.status_code == 404, unknown.text
     assert (await client.get("/v1/me", headers=operator.headers)).status_code == 200
+
+
+async def test_a_suspended_user_cannot_sign_in_by_any_way_or_refresh_until_unsuspended(
+    client, signup, admin, last_email
+) -> None:
+    operator = await admin()
+    customer = await signup()
+    credentials = {"email": customer.email, "password": TEST_PASSWORD}
+    await client.post("/v1/auth/magic-link", json={"email": customer.email})
+    link = token_in(await last_email(customer.email, "magic_link"))
+    suspended = await client.post(f"/v1/admin/users/{customer.user_id}/suspend", json={}, headers=operator.headers)
+    assert suspended.status_code == 200, suspended.text
+
+    refused = await client.post("/v1/auth/login", json=credentials)
+    wrong = await client.post("/v1/auth/login", json={**credentials, "password": "not the right passphrase"})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "user_suspended", refused.text
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_credentials"  # no oracle
+    by_link = await client.post("/v1/auth/magic-link/consume", json={"token": link})
+    assert by_link.status_code == 401 and by_link.json()["error"]["code"] == "user_suspended"
+    renewed = await client.post("/v1/auth/refresh", json={"refresh_token": customer.refresh_token})
+    assert renewed.status_code == 401 and renewed.json()["error"]["code"] == "user_suspended"
+
+    await client.post(f"/v1/admin/users/{customer.user_id}/unsuspend", headers=operator.headers)
+    assert (await client.post("/v1/auth/login", json=credentials)).status_code == 200
+    assert (await client.post("/v1/auth/magic-link/consume", json={"token": link})).status_code == 200  # unspent
+    assert (await client.post("/v1/auth/refresh", json={"refresh_token": customer.refresh_token})).status_code == 200

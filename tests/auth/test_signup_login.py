@@ -135,3 +135,13 @@ async def test_expired_access_token_is_refused(client, signup) -> None:
     later = datetime.now(UTC) + timedelta(minutes=16)
     with time_machine.travel(later, tick=False):
         assert (await client.get("/v1/me", headers=user.headers)).status_code == 401
+
+
+@pytest.mark.parametrize("length", [72, 73, 256])
+async def test_a_long_passphrase_is_accepted_up_to_the_limit(client, length) -> None:
+    """The strength estimator scores 72 characters at most; longer passphrases are judged by their start."""
+    passphrase = ("correct horse battery staple " * 10)[:length]
+    response = await client.post("/v1/auth/signup", json={
+        "email": f"long-{length}@example.com", "password": passphrase, "account_name": "Long"})
+    assert response.status_code == 202, response.text
+

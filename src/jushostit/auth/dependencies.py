@@ -22,6 +22,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from jushostit import container
 from jushostit.auth.repository import AuthRepository
 from jushostit.auth.scopes import API_KEY_PREFIX, Scope
+from jushostit.auth.service import refuse_suspended
 from jushostit.auth.tokens import read_access_token
 from jushostit.kit import context
 from jushostit.kit.crypto import token_hash
@@ -78,15 +79,6 @@ def _bearer(request: Request) -> str | None:
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 
 
-class UserSuspended(Unauthorized):
-    code = "user_suspended"
-
-
-def _refuse_suspended(user: User) -> None:
-    if user.suspended_at is not None:
-        raise UserSuspended("This user is suspended; contact the platform's operators")
-
-
 async def authenticate(request: Request, session: SessionDep) -> Principal | None:
     """The caller of a valid token or API key, None without one; a suspended user is refused (401)."""
     token = _bearer(request)
@@ -100,7 +92,7 @@ async def authenticate(request: Request, session: SessionDep) -> Principal | Non
         if found is None:
             return None
         key, user = found
-        _refuse_suspended(user)
+        refuse_suspended(user)
         if key.last_used_at is None or now - key.last_used_at > API_KEY_TOUCH_INTERVAL:
             await repository.touch_api_key(key, now)
         principal = Principal(user, api_key_id=key.id, scopes=frozenset(key.scopes))
@@ -112,7 +104,7 @@ async def authenticate(request: Request, session: SessionDep) -> Principal | Non
         user = await repository.user_with_live_session(claims.user_id, claims.session_id)
         if user is None:
             return None
-        _refuse_suspended(user)
+        refuse_suspended(user)
         principal = Principal(user, session_id=claims.session_id)
         context.actor.set(context.Actor("user", user.id))
     return principal

@@ -27,6 +27,9 @@ def common_passwords() -> frozenset[str]:
     return frozenset(line.strip().lower() for line in text.splitlines() if line and not line.startswith("#"))
 
 
+ZXCVBN_MAX_LENGTH = 72
+
+
 def password_problem(password: str, *, email: str, min_length: int, min_score: int) -> str | None:
     """Why a password is refused, or None. Length counts characters, not bytes; then zxcvbn's estimate of how
     guessable it is (0-4, knowing the address) must reach `min_score` (refuses `aaaaaaaaaa` and ten spaces)."""
@@ -38,7 +41,8 @@ def password_problem(password: str, *, email: str, min_length: int, min_score: i
         return "Password is too common"
     if password.lower() in {email.lower(), email.split("@")[0].lower()}:
         return "Password must not be your email address"
-    estimate = zxcvbn(password, user_inputs=[email, email.split("@")[0]])
+    # zxcvbn refuses to score more than 72 characters; a passphrase that long has shown its strength by then.
+    estimate = zxcvbn(password[:ZXCVBN_MAX_LENGTH], user_inputs=[email, email.split("@")[0]])
     if estimate["score"] < min_score:
         feedback = estimate["feedback"]
         hint = " ".join(filter(None, [feedback.get("warning"), *feedback.get("suggestions", [])]))

@@ -71,6 +71,16 @@ class InvalidToken(Unauthorized):
     code = "invalid_token"
 
 
+class UserSuspended(Unauthorized):
+    code = "user_suspended"
+
+
+def refuse_suspended(user: User) -> None:
+    """A platform admin suspended this user: no sign-in, no token, no API key works until unsuspended."""
+    if user.suspended_at is not None:
+        raise UserSuspended("This user is suspended; contact the platform's operators")
+
+
 class RefreshTokenReused(Unauthorized):
     code = "refresh_token_reused"
     keep_transaction = True  # the revoked family must stay revoked
@@ -80,6 +90,7 @@ class RefreshTokenReused(Unauthorized):
 
 
 async def start_session(session: AsyncSession, config: AuthConfig, user: User, *, method: str) -> TokenPair:
+    refuse_suspended(user)  # every way in (password, magic link, reset, OIDC) ends here
     now = utcnow()
     auth_session = AuthSession(user_id=user.id, method=method)
     await AuthRepository(session).add(auth_session)
@@ -124,6 +135,9 @@ async def refresh(session: AsyncSession, config: AuthConfig, *, refresh_token: s
         raise RefreshTokenReused("Refresh token was already used; the session has been revoked")
     if auth_session.revoked_at is not None or token.expires_at <= now:
         raise InvalidToken("Refresh token expired or revoked")
+    user = await repository.user_by_id(auth_session.user_id)
+    assert user is not None  # sessions are deleted with their user
+    refuse_suspended(user)
     token.rotated_at = now
     return await _issue_tokens(session, config, auth_session.user_id, auth_session.id, now)
 
