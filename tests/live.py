@@ -41,6 +41,7 @@ from jushostit.models import (
     Instance,
     Membership,
     Role,
+    ServiceTemplate,
     StoredSecret,
     User,
 )
@@ -156,6 +157,22 @@ class Live:
         response = await self.order(who, name, template)
         assert response.status_code == 201, response.text
         return response.json()
+
+    async def placed(self, who: Signup, name: str, template: str) -> dict[str, Any]:
+        """An instance of a template that ordering refuses today (one this runtime cannot run), as an order
+        accepted earlier left it — or as one whose template changed since: its row, then a reconcile pass (which
+        also generates the template's values). Returns it as the API shows it."""
+        async with self.container.database.unit_of_work() as session:
+            spec = await session.scalar(select(ServiceTemplate.spec).where(ServiceTemplate.code == template))
+            assert spec is not None, template
+            instance = Instance(account_id=uuid.UUID(who.account_id), template_code=template, name=name,
+                                slug=f"{name}-{uuid.uuid4().hex[:6]}", tier=spec["default_tier"],
+                                desired_level="running", observed_status="provisioning")
+            session.add(instance)
+            await session.flush()
+            instance_id = str(instance.id)
+        await self.reconcile(who.account_id)
+        return await self.instance(who, instance_id)
 
     # --- acting -------------------------------------------------------------------------------------------
     async def work(self, **options: Any) -> None:

@@ -99,11 +99,20 @@ async def test_catalog_is_public_and_says_what_runs_locally(client) -> None:
     shipped = {s.code: s for s in loader.load_templates()}
     for code in BUILTIN_TEMPLATES:
         item, spec = items[code], shipped[code]
-        assert set(item) == {"code", "name", "kind", "description", "tiers", "default_tier", "runs_locally"}
+        assert set(item) == {"code", "name", "kind", "description", "tiers", "default_tier", "runs_locally",
+                             "available", "unavailable_reason"}
         assert (item["name"], item["kind"], item["default_tier"]) == (spec.name, spec.kind, spec.default_tier)
         assert item["tiers"] == {k: v.model_dump() for k, v in spec.tiers.items()}
         assert "env" not in item and "image" not in item  # the public catalog shows no internals
     assert [t["code"] for t in await _all_pages(client, "/v1/catalog", limit=2)] == sorted(items)
+
+
+async def test_the_catalog_marks_the_templates_this_runtime_cannot_run(client) -> None:
+    items = {t["code"]: t for t in (await client.get("/v1/catalog", params={"limit": 100})).json()["items"]}
+    assert (items["static-site"]["available"], items["static-site"]["unavailable_reason"]) == (True, None)
+    for code in BUILTIN_TEMPLATES - {"static-site"}:  # container images: the local runtime runs processes only
+        assert (items[code]["available"], items[code]["unavailable_reason"]) == (
+            False, "template not runnable on the local runtime"), code
 
 
 # --- admin: plans -----------------------------------------------------------------------------------------

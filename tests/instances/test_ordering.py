@@ -1,6 +1,7 @@
 """Ordering instances: quotas and entitlement are checked, every refusal is a clear error in the contract's
 shape and creates nothing (no instance row, no secrets, no audit entry, no reconcile); a template the local
-runtime cannot run is accepted and reported `failed` — never faked as running."""
+runtime cannot run is refused at order time (409 `template_unavailable`, marked in the catalog), and one that
+exists anyway (ordered before) is reported `failed` — never faked as running."""
 
 from __future__ import annotations
 
@@ -102,22 +103,32 @@ async def test_concurrent_orders_with_one_name_create_one_instance(live: Live) -
     assert (await _footprint(live, owner))[0] == 1
 
 
-async def test_a_template_without_a_process_form_is_accepted_and_reported_failed(live: Live) -> None:
-    admin = await live.admin()
+async def test_a_template_this_runtime_cannot_run_is_refused_at_order_and_counts_nothing(live: Live) -> None:
     owner = await live.signup("Blog Co")
-    await live.set_billing_mode(owner, BillingMode.prepaid)  # pro is sold to card, invoice and prepaid accounts
-    pending = (await live.checkout(owner, "pro"))["subscription"]
-    assert pending["status"] == "pending"
-    _error(await live.order(owner, "blog", template="wordpress"), 409, "not_entitled")  # not paid yet
-    paid = await live.client.post(f"/v1/admin/subscriptions/{pending['id']}/mark-paid", headers=admin.headers)
-    assert paid.status_code == 200 and paid.json()["status"] == "active"
+    await live.checkout(owner, "free")  # one instance
+    await live.work()
 
-    blog = await live.ordered(owner, "blog", template="wordpress")
-    assert (await _footprint(live, owner))[1] > 0  # its generated credentials are stored (encrypted)
+    catalog = {t["code"]: t for t in (await live.client.get("/v1/catalog", params={"limit": 100})).json()["items"]}
+    assert catalog["wordpress"]["available"] is False and catalog["wordpress"]["unavailable_reason"] == NOT_RUNNABLE
+    for code in ("wordpress", "ghost", "n8n", "browserless"):
+        error = _error(await live.order(owner, code, template=code), 409, "template_unavailable")
+        assert error["details"] == {"reason": NOT_RUNNABLE} and "cannot run on this server" in error["message"]
+    assert await _footprint(live, owner) == (0, 0, 0)  # no row, no secrets, no audit entry
+    assert await live.queued(owner.account_id) == 0  # and no reconcile
+
+    # Nothing was counted against the quota: the plan's one instance is still there to order.
+    await live.ordered(owner, "site")
+
+
+async def test_an_instance_whose_template_cannot_run_here_is_reported_failed(live: Live) -> None:
+    admin = await live.admin()
+    owner = await live.paid_starter(admin, "Blog Co")
+    blog = await live.placed(owner, "blog", "wordpress")  # ordered before such orders were refused
     await live.work()
     body = await live.instance(owner, blog["id"])
     assert body["status"] == "failed" and body["status_reason"] == NOT_RUNNABLE
     assert body["desired_level"] == "running" and body["last_reconciled_at"] is not None
+    assert (await _footprint(live, owner))[1] > 0  # its generated credentials were stored (encrypted)
     assert (await live.page(blog["slug"])).status_code == 503
     assert not live.instance_dir(blog).exists() and processes_in(live.settings.data_dir) == []
     assert await live.emails_of(owner, "instance_ready") == []

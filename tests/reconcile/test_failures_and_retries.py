@@ -144,7 +144,7 @@ async def test_deadlines_are_scheduled_even_when_the_pass_fails(live: Live) -> N
 
 async def test_a_permanent_problem_is_recorded_and_not_retried(live: Live) -> None:
     owner = await live.paid_starter(await live.admin(), "Not Runnable Here")
-    blog = await live.ordered(owner, "blog", template="wordpress")  # no local process form
+    blog = await live.placed(owner, "blog", "wordpress")  # no local process form (ordered before that was refused)
     await live.work()
     body = await live.until_status(owner, blog["id"], "failed")
     assert body["status_reason"] == "template not runnable on the local runtime" and body["last_error"] is None

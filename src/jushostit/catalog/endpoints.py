@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Path, status
 
 from jushostit.auth.dependencies import public, require_admin
 from jushostit.catalog import service
+from jushostit.catalog.availability import unavailable_reason
 from jushostit.catalog.repository import CatalogRepository
 from jushostit.catalog.schemas import (
     CatalogItem,
@@ -65,6 +66,7 @@ def _plan_fields(plan: Plan) -> dict[str, object]:
 
 def catalog_item(template: ServiceTemplate) -> CatalogItem:
     spec = service.template_spec(template)
+    unavailable = unavailable_reason(spec)
     return CatalogItem(
         code=spec.code,
         name=spec.name,
@@ -73,6 +75,8 @@ def catalog_item(template: ServiceTemplate) -> CatalogItem:
         tiers=spec.tiers,
         default_tier=spec.default_tier,
         runs_locally=spec.process is not None,
+        available=unavailable is None,
+        unavailable_reason=unavailable,
     )
 
 
@@ -101,7 +105,8 @@ async def list_plans(session: SessionDep, page: Paging) -> PlanPage:
 
 @router.get("/catalog", response_model=CatalogPage, dependencies=[Depends(public())], responses=responses(400))
 async def list_catalog(session: SessionDep, page: Paging) -> CatalogPage:
-    """The services that can be ordered."""
+    """The services that can be ordered; `available: false` (with `unavailable_reason`) marks those this
+    server's runtime cannot run, which ordering refuses."""
     rows = await CatalogRepository(session).templates(include_retired=False, after=page.after, limit=page.limit + 1)
     items, cursor = split_page(rows, page, "code")
     return CatalogPage(items=[catalog_item(t) for t in items], next_cursor=cursor)

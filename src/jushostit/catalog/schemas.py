@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
@@ -151,6 +152,9 @@ class CatalogItem(ResponseModel):
     tiers: dict[str, Resources]
     default_tier: str
     runs_locally: bool  # has a `process` form, so the local runtime can run it
+    available: bool = Field(description="This server's runtime can run it; otherwise ordering it is refused "
+                            "(409 `template_unavailable`)")
+    unavailable_reason: str | None = Field(description="Why it cannot run here (null when available)")
 
 
 class CatalogPage(ResponseModel):

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jushostit.audit import service as audit
 from jushostit.billing.facts import instance_facts, load_entitlement_inputs
 from jushostit.billing.repository import BillingRepository
+from jushostit.catalog.availability import unavailable_reason
 from jushostit.catalog.spec import TemplateSpec
 from jushostit.config import Settings
 from jushostit.entitlement import Quotas
@@ -68,6 +69,10 @@ async def order(
     template = readable_template(template_row.spec)
     if template is None:
         raise Conflict(f"The template {data.template!r} is unavailable", code="template_unavailable")
+    unavailable = unavailable_reason(template)
+    if unavailable is not None:  # refused before anything is created or counted against the quota
+        raise Conflict(f"The template {data.template!r} cannot run on this server: {unavailable}",
+                       code="template_unavailable", details={"reason": unavailable})
     tier = data.tier or template.default_tier
     if tier not in template.tiers:
         raise BadRequest(f"Unknown tier {tier!r}; choose one of {sorted(template.tiers)}", code="unknown_tier")

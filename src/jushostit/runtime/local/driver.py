@@ -25,11 +25,11 @@ import httpx
 import psutil
 import structlog
 
+from jushostit.catalog.availability import NOT_RUNNABLE, unavailable_reason
 from jushostit.runtime.protocol import AccountState, DesiredInstance, Observed, ObservedInstance
 
 log = structlog.get_logger(__name__)
 
-NOT_RUNNABLE = "template not runnable on the local runtime"
 LOOPBACK = "127.0.0.1"
 HEALTH_TIMEOUT_SECONDS = 2.0
 STOP_TIMEOUT_SECONDS = 5.0
@@ -176,8 +176,10 @@ class LocalDriver:
             if directory.exists():
                 writes += await self._kill_strays(directory)
             return ObservedInstance("stopped", instance.problem), writes
-        if instance.template is None or instance.template.process is None:
-            return ObservedInstance("failed", instance.problem or NOT_RUNNABLE), 0
+        # A template this runtime cannot run (no process form, its program not installed): failed, not retried.
+        if instance.template is None or instance.template.process is None or unavailable_reason(instance.template):
+            reason = instance.problem or (unavailable_reason(instance.template) if instance.template else None)
+            return ObservedInstance("failed", reason or NOT_RUNNABLE), 0
         process = instance.template.process
         writes = self._ensure_data(directory, instance)
         if running and record is not None and record.throttled != instance.throttled:
