@@ -1,7 +1,7 @@
 """users can be suspended; every change that takes access away is announced on the access-change channel
 
-Revision ID: 0008
-Revises: 0009 (which landed first)
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-29
 
 Open event streams (GET /v1/events) outlive their request, so they must learn at once when the access they were
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0009"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
