@@ -17,10 +17,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import structlog.testing
 
 from jushostit.catalog.loader import load_templates
 from jushostit.runtime.local.driver import NOT_RUNNABLE, LocalDriver
-from jushostit.runtime.protocol import AccountState, DesiredInstance, Observed
+from jushostit.runtime.protocol import AccountState, DesiredInstance, Observed, ObservedInstance
 from tests.live import eventually
 
 TEMPLATES = {t.code: t for t in load_templates()}
@@ -332,3 +333,43 @@ async def test_a_recorded_pid_now_used_by_another_process_is_not_taken_for_ours(
     finally:
         stranger.kill()
         stranger.wait()
+
+
+async def test_one_broken_instance_does_not_keep_its_siblings_from_converging(driver: LocalDriver) -> None:
+    broken, sibling = uuid.uuid4(), uuid.uuid4()
+    static = TEMPLATES["static-site"]
+    assert static.process is not None
+    escaping = static.model_copy(update={"process": static.process.model_copy(
+        update={"seed_files": {"../outside.txt": "not in the data directory"}})})
+    state = AccountState(ACCOUNT, (dataclasses.replace(desired(broken, name="broken"), template=escaping),
+                                   desired(sibling)))
+
+    observed = await driver.apply(state)
+
+    assert observed.instances[broken] == ObservedInstance(
+        "failed", "the runtime could not apply it",
+        error="ValueError: seed file '../outside.txt' escapes the data directory")
+    assert observed.instances[sibling].status in {"provisioning", "running"}
+    assert observed.writes == 2  # the sibling's data seeded and its process started; nothing for the broken one
+    assert not (driver.instance_dir(ACCOUNT, broken) / "outside.txt").exists()
+    await eventually(lambda: driver.port_of(ACCOUNT, sibling) is not None, "the sibling to run")
+
+
+async def test_a_stopped_instance_leaves_no_run_record(driver: LocalDriver) -> None:
+    """run.json names running instances only: it is what every other process reads (see the module's doc)."""
+    iid = uuid.uuid4()
+    await converged(driver, AccountState(ACCOUNT, (desired(iid),)))
+    run = driver.instance_dir(ACCOUNT, iid) / "run.json"
+    assert run.exists()
+    await driver.restart(iid)
+    assert not run.exists()
+
+
+async def test_stopping_logs_which_instance_and_process_it_stopped(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    await converged(driver, AccountState(ACCOUNT, (desired(iid),)))
+    record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
+    assert record is not None
+    with structlog.testing.capture_logs() as logged:
+        await driver.restart(iid)
+    assert {"event": "local.stopped", "instance_id": str(iid), "pid": record.pid, "log_level": "info"} in logged
