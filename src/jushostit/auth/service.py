@@ -283,8 +283,8 @@ async def login(session: AsyncSession, config: AuthConfig, *, email: str, passwo
     repository = AuthRepository(session)
     now = utcnow()
     address_key = _throttle_key("email", email)
-    ip_keys = {known: _throttle_key(f"ip-{'known' if known else 'unknown'}", ip) for known in (True, False)} if ip \
-        else {}
+    # Keyed by "is the address known?".
+    ip_keys = {True: _throttle_key("ip-known", ip), False: _throttle_key("ip-unknown", ip)} if ip else {}
     throttles = {t.key: t for t in await repository.throttles([address_key, *ip_keys.values()])}
     address_streak = throttles.get(address_key)
     if address_streak and address_streak.locked_until and address_streak.locked_until > now:
