@@ -199,8 +199,10 @@ async def test_observe_tells_throttled_running_and_stopped_instances_apart(drive
         return AccountState(ACCOUNT, (desired(throttled, throttled=True, name="slow"), desired(running),
                                       desired(stopped, run=paused_runs, name="paused"), desired(died, name="crashy")))
 
-    await converged(driver, state(paused_runs=True))
-    await driver.apply(state(paused_runs=False))  # stopped by us: its directory stays, without a run.json
+    first, _ = await converged(driver, state(paused_runs=True))
+    assert first.writes == 8  # every instance's data seeded and process started, each counted
+    # Stopped by us: its directory stays, without a run.json.
+    assert (await driver.apply(state(paused_runs=False))).writes == 1
     record = driver._read_run(driver.instance_dir(ACCOUNT, died))
     assert record is not None
     os.killpg(record.pid, signal.SIGKILL)  # died behind our back: its run.json still names it
@@ -213,13 +215,14 @@ async def test_observe_tells_throttled_running_and_stopped_instances_apart(drive
     assert seen.writes == 0
 
 
-async def test_an_instance_no_longer_desired_is_stopped_once(driver: LocalDriver) -> None:
-    iid = uuid.uuid4()
-    await converged(driver, AccountState(ACCOUNT, (desired(iid),)))
-    assert (await driver.apply(AccountState(ACCOUNT, ()))).writes == 1
-    again = await driver.apply(AccountState(ACCOUNT, ()))  # its directory stays, with no process to stop
+async def test_instances_no_longer_desired_are_stopped_once(driver: LocalDriver) -> None:
+    one, two = uuid.uuid4(), uuid.uuid4()
+    await converged(driver, AccountState(ACCOUNT, (desired(one), desired(two, name="two"))))
+    assert (await driver.apply(AccountState(ACCOUNT, ()))).writes == 2  # each stop counted
+    assert driver.port_of(ACCOUNT, one) is None and driver.port_of(ACCOUNT, two) is None
+    again = await driver.apply(AccountState(ACCOUNT, ()))  # their directories stay, with no process to stop
     assert again.writes == 0 and again.instances == {}
-    assert (driver.instance_dir(ACCOUNT, iid) / "data" / "index.html").exists()
+    assert (driver.instance_dir(ACCOUNT, one) / "data" / "index.html").exists()
 
 
 async def test_unknown_instances_have_no_logs_and_restarting_one_does_nothing(driver: LocalDriver) -> None:
