@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import locale
@@ -20,7 +21,7 @@ import pytest
 import structlog.testing
 
 from jushostit.catalog.loader import load_templates
-from jushostit.runtime.local.driver import NOT_RUNNABLE, LocalDriver
+from jushostit.runtime.local.driver import NOT_RUNNABLE, STOP_TIMEOUT_SECONDS, LocalDriver
 from jushostit.runtime.protocol import AccountState, DesiredInstance, Observed, ObservedInstance
 from tests.live import eventually
 
@@ -304,6 +305,8 @@ async def test_a_graceful_stop_leaves_alone_what_another_worker_started_since(dr
 async def test_accounts_are_kept_apart(driver: LocalDriver) -> None:
     other_account, mine, theirs = uuid.UUID(int=8), uuid.uuid4(), uuid.uuid4()
     await converged(driver, AccountState(ACCOUNT, (desired(mine),)))
+    record = driver._read_run(driver.instance_dir(ACCOUNT, mine))
+    assert record is not None
     try:
         await converged(driver, AccountState(other_account, (desired(theirs, name="theirs"),)))
 
@@ -311,6 +314,7 @@ async def test_accounts_are_kept_apart(driver: LocalDriver) -> None:
         assert again.writes == 0 and set(again.instances) == {mine}
         assert set((await driver.observe(ACCOUNT)).instances) == {mine}
         await driver.destroy(ACCOUNT)
+        assert not record.alive() and not driver.account_dir(ACCOUNT).exists()  # all of it gone, only it
         assert driver.port_of(other_account, theirs) is not None
         assert (await driver.observe(other_account)).instances[theirs].status == "running"
     finally:
@@ -364,8 +368,10 @@ async def test_a_stopped_instance_leaves_no_run_record(driver: LocalDriver) -> N
     await converged(driver, AccountState(ACCOUNT, (desired(iid),)))
     run = driver.instance_dir(ACCOUNT, iid) / "run.json"
     assert run.exists()
+    began = time.monotonic()
     await driver.restart(iid)
     assert not run.exists()
+    assert time.monotonic() - began < STOP_TIMEOUT_SECONDS  # a process that heeds SIGTERM is not waited out
 
 
 async def test_stopping_logs_which_instance_and_process_it_stopped(driver: LocalDriver) -> None:
@@ -376,3 +382,29 @@ async def test_stopping_logs_which_instance_and_process_it_stopped(driver: Local
     with structlog.testing.capture_logs() as logged:
         await driver.restart(iid)
     assert {"event": "local.stopped", "instance_id": str(iid), "pid": record.pid, "log_level": "info"} in logged
+
+
+# Ignores SIGTERM, says so once it does, and idles (no braces: commands are templates).
+STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ignoring SIGTERM', flush=True); time.sleep(600)")
+
+
+async def test_a_process_ignoring_sigterm_is_killed_after_the_stop_timeout(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    static = TEMPLATES["static-site"]
+    assert static.process is not None
+    stubborn = static.model_copy(update={"process": static.process.model_copy(
+        update={"command": ["{python}", "-c", STUBBORN]})})
+    await driver.apply(AccountState(ACCOUNT, (dataclasses.replace(desired(iid), template=stubborn),)))
+    record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
+    assert record is not None
+
+    async def ignoring() -> bool:
+        return "ignoring SIGTERM" in await driver.logs(iid, tail=5)
+
+    await eventually(ignoring, "the process to ignore SIGTERM")
+
+    began = time.monotonic()
+    await asyncio.wait_for(driver.restart(iid), timeout=STOP_TIMEOUT_SECONDS + 10)
+    assert time.monotonic() - began >= STOP_TIMEOUT_SECONDS  # it had its grace period first
+    assert not record.alive()
