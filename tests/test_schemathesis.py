@@ -36,6 +36,7 @@ from jushostit.app import api_routes
 from jushostit.auth.dependencies import AuthRule, route_rule
 from jushostit.models import User
 from tests.streaming import first_response, is_streaming
+from tests.test_authorization_matrix import documented_path
 
 CHECKS = [
     not_a_server_error,
@@ -47,7 +48,8 @@ CHECKS = [
 ]
 
 OPERATIONS = sorted(
-    (f"{method} {route.path}", route_rule(route.dependant)) for route in api_routes() for method in route.methods
+    (f"{method} {documented_path(route.path)}", route_rule(route.dependant))
+    for route in api_routes() for method in route.methods
 )
 LABELS = [label for label, _ in OPERATIONS]
 RULES = dict(OPERATIONS)

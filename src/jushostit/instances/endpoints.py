@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 
 from jushostit import container
 from jushostit.auth.dependencies import (
@@ -17,6 +19,7 @@ from jushostit.auth.dependencies import (
     require_account,
 )
 from jushostit.auth.scopes import Scope
+from jushostit.config import Settings
 from jushostit.idempotency import IdempotencyDep
 from jushostit.instances import service
 from jushostit.instances.repository import InstanceRepository
@@ -24,6 +27,7 @@ from jushostit.instances.schemas import (
     Credential,
     Credentials,
     DeleteWhen,
+    FileWritten,
     InstanceCreate,
     InstancePage,
     InstanceRead,
@@ -33,7 +37,7 @@ from jushostit.kit.db import SessionDep, read_only
 from jushostit.kit.errors import NotFound, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Account, Instance, Role
-from jushostit.runtime.registry import driver_for, instance_address
+from jushostit.runtime.registry import driver_for, instance_address, local_driver
 
 router = APIRouter(prefix="/v1", tags=["instances"])
 
@@ -64,6 +68,10 @@ def require_instance(scope: Scope, min_role: Role = Role.member):  # noqa: ANN20
 InstanceReader = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_read))]
 InstanceWriter = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_write))]
 InstanceSecrets = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_secrets, Role.admin))]
+# Longer paths than the service accepts (1,024) are refused by it with 422 `invalid_path`, naming the rule.
+FilePath = Annotated[str, PathParam(max_length=4096)]
+DEFAULT_MAX_BODY_BYTES = Settings.model_fields["max_body_bytes"].default
+InstanceFilesWriter = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_write, Role.admin))]
 AccountInstancesReader = Annotated[AccountAccess, Depends(require_account(Scope.instances_read))]
 AccountInstancesWriter = Annotated[AccountAccess, Depends(require_account(Scope.instances_write))]
 
@@ -167,3 +175,24 @@ async def instance_credentials(access: InstanceSecrets, session: SessionDep) -> 
     values = await service.credentials(session, container.current().secret_box, instance=access.instance)
     url, _ = instance_address(container.current().settings, access.instance.slug)
     return Credentials(url=url, values=[Credential(name=n, value=v) for n, v in values])
+
+
+@router.put(
+    "/instances/{instance_id}/files/{path:path}",
+    response_model=FileWritten,
+    responses={**responses(401, 403, 404, 409, 413, 422), 201: {"model": FileWritten, "description": "Created"}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary", "maxLength": DEFAULT_MAX_BODY_BYTES,
+                   "description": "The file's content; at most JUSHOSTIT_MAX_BODY_BYTES (1 MiB by default)"}}}}},
+)
+async def put_file(access: InstanceFilesWriter, path: FilePath, request: Request, session: SessionDep) -> Response:
+    """Upload one file of a site that serves files (static-site): the raw body is the file's content, `path` where
+    it goes under the site's root (served at `/<path>`; folders are created). 201 when new, 200 when replaced.
+    Owners and admins of the account (`instances:write`); at most JUSHOSTIT_MAX_BODY_BYTES (413 beyond)."""
+    content = await request.body()
+    settings = container.current().settings
+    root = local_driver(settings).instance_dir(access.instance.account_id, access.instance.id) / "data"
+    relative, created = await service.write_file(session, instance=access.instance, site_root=root, path=path,
+                                                 content=content)
+    written = FileWritten(path=relative, size=len(content), created=created)
+    return JSONResponse(written.model_dump(mode="json"), status_code=201 if created else 200)

@@ -60,3 +60,9 @@ class LogLines(ResponseModel):
 
 
 DeleteWhen = Literal["now", "period_end"]
+
+
+class FileWritten(ResponseModel):
+    path: str = Field(description="Where the file is, relative to the site's root (served at `/<path>`)")
+    size: int = Field(description="Bytes written")
+    created: bool = Field(description="True: a new file (201); false: an existing one replaced (200)")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +24,7 @@ from jushostit.instances.schemas import DeleteWhen, InstanceCreate
 from jushostit.kit import jobs
 from jushostit.kit.crypto import SecretBox
 from jushostit.kit.db import utcnow
-from jushostit.kit.errors import BadRequest, Conflict, NotFound
+from jushostit.kit.errors import AppError, BadRequest, Conflict, NotFound
 from jushostit.models import Account, Instance
 from jushostit.notifications.service import queue_email
 from jushostit.triggers import request_reconcile
@@ -177,3 +180,86 @@ async def send_expiry_notices(session: AsyncSession, settings: Settings, *, now:
                               values={"name": instance.name, "ends": f"{ends:%Y-%m-%d %H:%M} UTC"})
             sent += 1
     return sent
+
+
+# --- files of sites that serve them ---------------------------------------------------------------------------
+
+MAX_FILE_PATH = 1024
+MAX_PATH_SEGMENT = 255
+
+
+class InvalidFilePath(AppError):
+    status_code = 422
+    code = "invalid_path"
+
+
+def serves_files(template: TemplateSpec | None) -> bool:
+    """A template whose process serves its data directory as the site (static-site): files uploaded there are
+    what it serves."""
+    return template is not None and template.process is not None and "{data_dir}" in template.process.command
+
+
+def checked_file_path(path: str) -> tuple[str, ...]:
+    """The path's segments, relative and inside the site: no absolute path, no `..` or `.`, no empty segment,
+    no NUL or control characters, no backslash, a sane length."""
+    if not path or len(path) > MAX_FILE_PATH:
+        raise InvalidFilePath(f"The file path must be 1 to {MAX_FILE_PATH} characters")
+    if path.startswith("/") or "\\" in path or any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise InvalidFilePath("The file path must be relative, without backslashes or control characters")
+    segments = tuple(path.split("/"))
+    if any(s in ("", ".", "..") or len(s) > MAX_PATH_SEGMENT for s in segments):
+        raise InvalidFilePath(f"Each part of the file path must be a name of 1 to {MAX_PATH_SEGMENT} characters, "
+                              "not '.' or '..'")
+    return segments
+
+
+def _write_inside(root: Path, segments: tuple[str, ...], content: bytes) -> bool:
+    """Write `content` to root/segments without following a symbolic link anywhere below root (a link placed
+    in the site must not lead a write outside it). Returns True when the file is new."""
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for name in segments[:-1]:
+            try:
+                os.mkdir(name, 0o755, dir_fd=directory)
+            except FileExistsError:
+                pass
+            try:
+                inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            except (NotADirectoryError, OSError) as error:  # a file, or a link (ELOOP), where a folder should be
+                raise InvalidFilePath(f"{name!r} in the path is not a folder of the site") from error
+            os.close(directory)
+            directory = inner
+        existed = True
+        try:
+            os.stat(segments[-1], dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            existed = False
+        try:
+            handle = os.open(segments[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644,
+                             dir_fd=directory)
+        except OSError as error:  # a link (ELOOP) or a folder (EISDIR) by that name
+            raise InvalidFilePath(f"{segments[-1]!r} is not a file of the site") from error
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+        return not existed
+    finally:
+        os.close(directory)
+
+
+async def write_file(
+    session: AsyncSession, *, instance: Instance, site_root: Path, path: str, content: bytes
+) -> tuple[str, bool]:
+    """Put one file of a site that serves files (audited). Returns (its relative path, created?)."""
+    template_row = await InstanceRepository(session).template(instance.template_code)
+    template = readable_template(template_row.spec) if template_row is not None else None
+    if not serves_files(template):
+        raise Conflict(f"The {instance.template_code!r} service does not serve uploaded files",
+                       code="files_not_supported")
+    segments = checked_file_path(path)
+    if not site_root.is_dir():
+        raise Conflict("The site is not ready for files yet; try again once it has started", code="not_ready")
+    created = await asyncio.to_thread(_write_inside, site_root, segments, content)
+    relative = "/".join(segments)
+    await audit.record(session, action="instance.file_written", target_type="instance", target_id=instance.id,
+                       account_id=instance.account_id, after={"path": relative, "size": len(content), "created": created})
+    return relative, created
