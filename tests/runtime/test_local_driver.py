@@ -408,3 +408,44 @@ async def test_a_process_ignoring_sigterm_is_killed_after_the_stop_timeout(drive
     await asyncio.wait_for(driver.restart(iid), timeout=STOP_TIMEOUT_SECONDS + 10)
     assert time.monotonic() - began >= STOP_TIMEOUT_SECONDS  # it had its grace period first
     assert not record.alive()
+
+
+async def test_an_adopted_process_ignoring_sigterm_is_killed_too(driver: LocalDriver, tmp_path: Path) -> None:
+    iid = uuid.uuid4()
+    static = TEMPLATES["static-site"]
+    assert static.process is not None
+    stubborn = static.model_copy(update={"process": static.process.model_copy(
+        update={"command": ["{python}", "-c", STUBBORN]})})
+    crashed = LocalDriver(tmp_path / "instances")  # started it, then died: the process is not our child
+    await crashed.apply(AccountState(ACCOUNT, (dataclasses.replace(desired(iid), template=stubborn),)))
+    record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
+    assert record is not None
+
+    async def ignoring() -> bool:
+        return "ignoring SIGTERM" in await driver.logs(iid, tail=5)
+
+    await eventually(ignoring, "the process to ignore SIGTERM")
+    await asyncio.wait_for(driver.restart(iid), timeout=STOP_TIMEOUT_SECONDS + 10)
+    await eventually(lambda: not record.alive(), "the killed process to be gone")
+
+
+async def test_a_stray_in_a_stopped_instance_is_killed_and_counted(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    await converged(driver, AccountState(ACCOUNT, (desired(iid),)))
+    await driver.restart(iid)  # stopped; then a process no run.json names turns up in its data directory
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True,
+                             cwd=driver.instance_dir(ACCOUNT, iid) / "data")
+    try:
+        observed = await driver.apply(AccountState(ACCOUNT, (desired(iid, run=False),)))
+        assert observed.writes == 1 and observed.instances[iid].status == "stopped"
+        stray.wait(timeout=5)  # gone: raises TimeoutExpired while it still runs (the driver reaped it)
+    finally:
+        stray.kill()
+        stray.wait()
+
+
+async def test_a_stopped_instance_reports_why_it_cannot_run(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    broken = dataclasses.replace(desired(iid, run=False), template=None, problem="its template is missing")
+    observed = await driver.apply(AccountState(ACCOUNT, (broken,)))
+    assert observed.instances[iid] == ObservedInstance("stopped", "its template is missing")
