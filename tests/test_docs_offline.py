@@ -110,7 +110,7 @@ def test_the_openapi_declares_an_access_token_and_an_api_key(app) -> None:
 
 def test_every_operation_declares_its_security_and_public_ones_none(app) -> None:
     document = app.openapi()
-    rules = {(method, route.path): route_rule(route.dependant) for route in api_routes() for method in route.methods}
+    rules = {(method, route.path_format): route_rule(route.dependant) for route in api_routes() for method in route.methods}
     schemes = set(document["components"]["securitySchemes"])
     for method, path, operation in operations(document):
         label = f"{method.upper()} {path}"
