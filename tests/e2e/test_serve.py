@@ -77,9 +77,10 @@ def base_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def postgres_processes(pgdata: Path) -> list[psutil.Process]:
-    """Live processes whose command line or working directory points into `pgdata`."""
-    marker = str(pgdata.resolve())
+def processes_under(folder: Path) -> list[psutil.Process]:
+    """Live processes whose command line or working directory points into `folder` (a PostgreSQL data dir, the
+    instances of a data dir)."""
+    marker = str(folder.resolve())
     found = []
     for proc in psutil.process_iter():
         try:
@@ -96,12 +97,12 @@ def postgres_processes(pgdata: Path) -> list[psutil.Process]:
 
 def assert_no_postgres_left(pgdata: Path) -> None:
     def gone() -> bool:
-        return not postgres_processes(pgdata)
+        return not processes_under(pgdata)
 
     try:
         wait_for(gone, 15, f"every postgres process of {pgdata} to exit")
     except AssertionError:
-        left = [(p.pid, p.cmdline()) for p in postgres_processes(pgdata)]
+        left = [(p.pid, p.cmdline()) for p in processes_under(pgdata)]
         raise AssertionError(f"postgres processes left behind for {pgdata}: {left}") from None
 
 
@@ -193,9 +194,10 @@ class Serve:
         )
 
 
-def kill_postgres_of(pgdata: Path) -> list[psutil.Process]:
-    """Last resort in teardown: never leave an embedded server running on this machine."""
-    leftovers = postgres_processes(pgdata)
+def kill_processes_under(folder: Path) -> list[psutil.Process]:
+    """Last resort in teardown: never leave an embedded server, or a tenant process a killed serve left behind,
+    running on this machine."""
+    leftovers = processes_under(folder)
     for proc in leftovers:
         try:
             proc.kill()
@@ -211,7 +213,8 @@ def workdir() -> Iterator[Path]:
     try:
         yield path
     finally:
-        kill_postgres_of(path / "data" / "pg")
+        kill_processes_under(path / "data" / "pg")
+        kill_processes_under(path / "data" / "instances")
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -222,7 +225,7 @@ def serve(workdir: Path) -> Iterator[Serve]:
         yield process
     finally:
         process.kill()
-        kill_postgres_of(process.pgdata)
+        kill_processes_under(process.pgdata)
 
 
 def signup(serve: Serve, email: str) -> dict[str, Any]:
@@ -280,7 +283,7 @@ def test_first_start_http_signals_restart_and_no_postgres_left(serve: Serve) -> 
     first = serve.start(FIRST_START_BUDGET)
     print(f"\nfirst start (empty data dir) to /readyz 200: {first:.2f} s")
     assert (serve.pgdata / "PG_VERSION").exists()
-    assert postgres_processes(serve.pgdata), "serve should run its own embedded PostgreSQL"
+    assert processes_under(serve.pgdata), "serve should run its own embedded PostgreSQL"
     announcement = wait_for(
         lambda: serve.stdout() if "jushostit admin create --email" in serve.stdout() else "",
         10, "the start-up announcement on stdout",
@@ -317,7 +320,7 @@ def test_after_sigkill_the_next_start_works_and_stops_the_orphaned_server(serve:
     serve.kill()  # SIGKILL: no Python cleanup runs in serve
 
     # The package orphans its server here (REFERENCE §4): postgres keeps running with a dead pid in its list.
-    assert postgres_processes(serve.pgdata), "expected the embedded server to survive a SIGKILL of serve"
+    assert processes_under(serve.pgdata), "expected the embedded server to survive a SIGKILL of serve"
     assert killed_pid in serve.handle_pids()
 
     # Only "it works" is claimed here; the restart-time budget is proven by the first test.
@@ -477,14 +480,14 @@ def test_sigterm_to_a_one_shot_command_does_not_orphan_the_server_it_started(wor
         )
     try:
         wait_for(lambda: attached(migrate), 60, "migrate to attach to the embedded server", interval=0.005)
-        assert postgres_processes(pgdata)
+        assert processes_under(pgdata)
         migrate.send_signal(signal.SIGTERM)
         assert migrate.wait(timeout=STOP_BUDGET) == 128 + signal.SIGTERM  # interrupted, exited through Python
     finally:
         if migrate.poll() is None:
             migrate.kill()
             migrate.wait(timeout=STOP_BUDGET)
-        leftovers = kill_postgres_of(pgdata)
+        leftovers = kill_processes_under(pgdata)
     assert not leftovers, "the interrupted command left its embedded PostgreSQL running"
     assert json.loads(handles.read_text() or "[]") == []
 
