@@ -291,8 +291,10 @@ async def fronted(site: Site) -> AsyncIterator[str]:
     import uvicorn
 
     router = LocalRouter(api, driver=site.driver, routes=site.cache, upstreams=site.upstreams)
+    # interface: the router is an ASGI 3 app; said outright, not guessed from its __call__ (which a mutation
+    # tool's wrapper hides).
     server = uvicorn.Server(uvicorn.Config(router, host="127.0.0.1", port=0, log_config=None, access_log=False,
-                                           lifespan="off", server_header=False))
+                                           lifespan="off", server_header=False, interface="asgi3"))
     task = asyncio.create_task(server.serve())
     try:
         await eventually(lambda: server.started or task.done(), "uvicorn to start")
