@@ -122,7 +122,7 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
         results = await asyncio.gather(server_task, *([worker_task] if worker_task else []), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                log.error("serve.task_failed", error_type=type(result).__name__, error=str(result))
+                log.error("serve.task_failed", error_type=type(result).__name__, exc_info=result)
         # Instances of the local runtime live as long as serve; the reconciler brings them back on the next start.
         await local_driver(settings).shutdown()
     log.info("serve.stopped", crashed=crashed)
