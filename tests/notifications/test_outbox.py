@@ -72,7 +72,7 @@ async def test_deliver_sends_through_smtp(session, settings) -> None:
     assert received.message["From"] == "JusHostIt <noreply@localhost>"
     assert received.message["Subject"] == "Someone tried to sign up with your address"
     assert received.message["Message-ID"] == f"<{email.id}@jushostit>"
-    assert "already has a user" in received.body and "reset it at https://cp.example.com." in received.body
+    assert "already has a user" in received.body and "https://cp.example.com/auth/forgot-password" in received.body
     stored = await reload(session, email.id)
     assert (stored.status, stored.attempts, stored.sent_at, stored.last_error) == (EmailStatus.sent, 1, now, None)
     # Sent once: a second delivery of the same id does nothing.
@@ -268,7 +268,7 @@ async def test_procrastinate_worker_delivers_a_committed_email(container, worker
         delivered = [m for m in worker_smtp.sink.messages if m.rcpt_tos == [address]]
         assert len(delivered) == 1
         assert delivered[0].message["Subject"] == "Someone tried to sign up with your address"
-        assert "reset it at https://w.example." in delivered[0].body
+        assert "https://w.example/auth/forgot-password" in delivered[0].body
         async with container.database.sessionmaker() as s:
             stored = await s.get(EmailOutbox, email_id)
             assert stored is not None and stored.status == EmailStatus.sent and stored.attempts == 1

@@ -153,3 +153,37 @@ async def test_link_tokens_never_reach_the_logs(client, signup, last_email, log_
     assert "/auth/verify-email" in logged  # the requests were logged...
     assert not [token for token in tokens if token in logged]  # ...without their tokens
     assert TEST_PASSWORD not in logged and NEW_PASSWORD not in logged
+
+
+async def test_forgot_password_page_e_mails_a_reset_link_and_answers_the_same_for_unknown_addresses(
+    client, signup, session, last_email
+) -> None:
+    user = await signup()
+    page = await client.get("/auth/forgot-password")
+    assert page.status_code == 200 and 'type="email"' in page.text
+    known = await press(client, page, email=user.email)
+    unknown = await press(client, await client.get("/auth/forgot-password"), email="nobody-at-all@example.com")
+    assert known.status_code == unknown.status_code == 200 and known.text == unknown.text
+    assert "/auth/reset-password?token=jhp_" in await last_email(user.email, "password_reset")
+
+
+async def test_every_link_in_our_e_mails_opens_a_page(client, signup, session, last_email) -> None:
+    """Whatever an e-mail tells a person to open answers 200 with a page (never a JSON 404)."""
+    owner = await signup(account_name="Links Co")
+    fresh = await signup(verified=False)
+    await client.post("/v1/auth/signup", json={"email": owner.email, "password": TEST_PASSWORD, "account_name": "X"})
+    await client.post("/v1/auth/magic-link", json={"email": owner.email})
+    await client.post("/v1/auth/password-reset", json={"email": owner.email})
+    await client.post(f"/v1/accounts/{owner.account_id}/invites", json={"email": "links-guest@example.com"},
+                      headers=owner.headers)
+    bodies = [await last_email(owner.email, template) for template in ("signup_existing", "magic_link", "password_reset")]
+    bodies += [await last_email(fresh.email, "verify_email"), await last_email("links-guest@example.com", "invite")]
+    reset = await client.post("/v1/auth/password-reset/confirm",
+                              json={"token": token_in(bodies[2]), "password": NEW_PASSWORD})
+    assert reset.status_code == 200
+    bodies.append(await last_email(owner.email, "access_revoked"))
+    links = {link for body in bodies for link in re.findall(r"http://testserver\S*", body)}
+    assert len(links) == 5, links  # forgot-password, verify, magic link, reset, invite
+    for link in links:
+        page = await client.get(link.removeprefix("http://testserver"))
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), (link, page.text)

@@ -18,7 +18,8 @@ TEMPLATES: dict[str, EmailTemplate] = {
         Template(
             "Hello,\n\nsomeone (we hope you) signed up to $product with this address and created the account "
             "\"$account_name\". Confirm the address within $hours hours:\n\n$link\n\nIf it was not you, do not "
-            "confirm: ask for a password reset at $base_url instead, and whatever was set up in your name goes.\n\n"
+            "confirm: ask for a password reset instead, and whatever was set up in your name goes:\n\n"
+            "$base_url/auth/forgot-password\n\n"
             "— $product\n"
         ),
     ),
@@ -26,8 +27,8 @@ TEMPLATES: dict[str, EmailTemplate] = {
         Template("Someone tried to sign up with your address"),
         Template(
             "Hello,\n\nsomeone tried to sign up to $product with this address, which already has a user. If it was "
-            "you, sign in instead; if you forgot your password, reset it at $base_url.\nIf it was not you, "
-            "nothing changed and you need not do anything.\n\n— $product\n"
+            "you, sign in instead; if you forgot your password, reset it here:\n\n$base_url/auth/forgot-password\n\n"
+            "If it was not you, nothing changed and you need not do anything.\n\n— $product\n"
         ),
     ),
     "password_reset": EmailTemplate(
@@ -41,7 +42,8 @@ TEMPLATES: dict[str, EmailTemplate] = {
     "access_revoked": EmailTemplate(
         Template("Your sign-in details changed"),
         Template(
-            "Hello,\n\n$what\n\nIf this was not you, reset your password at $base_url at once.\n\n— $product\n"
+            "Hello,\n\n$what\n\nIf this was not you, reset your password at once:\n\n"
+            "$base_url/auth/forgot-password\n\n— $product\n"
         ),
     ),
     "magic_link": EmailTemplate(

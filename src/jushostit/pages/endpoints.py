@@ -51,6 +51,7 @@ class Form:
     csrf: str
     button: str
     password: bool = False
+    email: bool = False
 
 
 def render(
@@ -80,7 +81,7 @@ def refused(error: AppError) -> HTMLResponse:
     return render("That did not work", error.message, status=status, error=True)
 
 
-async def posted_form(request: Request) -> dict[str, str]:
+async def posted_form(request: Request, *, with_token: bool = True) -> dict[str, str]:
     """The form, if it is a same-site POST carrying the page's CSRF value; AppError otherwise."""
     origin = request.headers.get("origin")
     if origin is not None and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
@@ -96,7 +97,7 @@ async def posted_form(request: Request) -> dict[str, str]:
         raise Forbidden("This page expired or was opened elsewhere: open the link from the e-mail again",
                         code="csrf_failed")
     token = fields.get("token", "")
-    if not token or len(token) > 512:
+    if with_token and (not token or len(token) > 512):
         raise BadRequest("The link is incomplete: open it from the e-mail again", code="invalid_token")
     return fields
 
@@ -186,6 +187,28 @@ async def reset_password(request: Request, session: SessionDep) -> HTMLResponse:
                                     "Set the new password", password=True))
         return refused(error)
     return render("Your password is changed", *revoked_lines(tokens), values=signed_in_values(tokens))
+
+
+@router.get("/auth/forgot-password", response_class=HTMLResponse)
+async def forgot_password_page() -> HTMLResponse:
+    return render("Forgot your password?", "We will e-mail you a link to choose a new one.",
+                  form=Form("/auth/forgot-password", "", secrets.token_urlsafe(32), "E-mail me a link", email=True))
+
+
+@router.post("/auth/forgot-password", response_class=HTMLResponse)
+async def forgot_password(request: Request, session: SessionDep) -> HTMLResponse:
+    c = container.current()
+    try:
+        fields = await posted_form(request, with_token=False)
+        async with session.begin_nested():
+            await auth_service.request_password_reset(
+                session, auth_service.AuthConfig(c.settings, c.jwt_secret), email=fields.get("email", "")[:254]
+            )
+    except AppError as error:
+        return refused(error)
+    # The same answer whether or not the address has a user.
+    return render("Check your e-mail", "If a user has this address, a link to choose a new password is on its way; "
+                  f"it works once, for {c.settings.password_reset_ttl_seconds // 60} minutes.")
 
 
 # --- join a team ---------------------------------------------------------------------------------------------------
