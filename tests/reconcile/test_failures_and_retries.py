@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from jushostit.kit.db import utcnow
 from jushostit.reconcile import service, tasks
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed, ObservedInstance
+from tests.conftest import Signup
 from tests.live import Live
 
 CLUSTER_ERROR = "cluster unreachable: https://10.0.0.5:6443"
@@ -23,13 +26,14 @@ CLUSTER_ERROR = "cluster unreachable: https://10.0.0.5:6443"
 class FailingFor:
     """The real local driver, except that applying the accounts in `failing` raises, as an unreachable runtime."""
 
-    def __init__(self, inner: LocalDriver, *failing: uuid.UUID) -> None:
+    def __init__(self, inner: LocalDriver, *failing: uuid.UUID, error: str = CLUSTER_ERROR) -> None:
         self.inner = inner
         self.failing = set(failing)
+        self.error = error
 
     async def apply(self, desired: AccountState) -> Observed:
         if desired.account_id in self.failing:
-            raise ConnectionError(CLUSTER_ERROR)
+            raise ConnectionError(self.error)
         return await self.inner.apply(desired)
 
     def __getattr__(self, name: str) -> object:
@@ -189,3 +193,120 @@ async def test_an_instance_counts_its_failed_passes_in_a_row_and_back_to_zero_on
     await service.reconcile_account(c.database, c.settings, c.secret_box, driver, account_id)
     row = await live.row(site["id"])
     assert (row.observed_status, row.last_error, row.failures) == ("running", None, 0)
+
+
+async def shown_to_admins(live: Live, admin: Signup, account_id: str) -> dict[str, Any]:
+    """The account as platform admins list it (every page walked)."""
+    params: dict[str, Any] = {"limit": 100}
+    while True:
+        listed = await live.client.get("/v1/admin/accounts", params=params, headers=admin.headers)
+        assert listed.status_code == 200, listed.text
+        for shown in listed.json()["items"]:
+            if shown["id"] == account_id:
+                return dict(shown)
+        assert listed.json()["next_cursor"], f"account {account_id} not listed"
+        params["cursor"] = listed.json()["next_cursor"]
+
+
+async def test_the_recorded_error_names_its_type_keeps_2000_characters_and_when_it_happened(live: Live) -> None:
+    admin = await live.admin()
+    owner = await live.signup("Long Error Co")
+    await live.checkout(owner, "free")
+    text = "cluster unreachable: " + "x" * 3000  # a runtime's error can be as long as it likes
+    driver = FailingFor(live.driver, uuid.UUID(owner.account_id), error=text)
+    c = live.container
+
+    before = utcnow()
+    await service.reconcile_account(c.database, c.settings, c.secret_box, driver, uuid.UUID(owner.account_id))
+    after = utcnow()
+
+    shown = await shown_to_admins(live, admin, owner.account_id)
+    assert shown["reconcile_error"] == f"ConnectionError: {text}"[:2000]
+    assert shown["reconcile_error_at"] is not None
+    assert before <= datetime.fromisoformat(shown["reconcile_error_at"]) <= after
+    assert shown["reconcile_failures"] == 1
+
+
+async def fail_and_measure_the_retry(live: Live, driver: FailingFor, account_id: uuid.UUID) -> tuple[float, float]:
+    """One failing pass; returns the bounds of its retry's backoff (seconds from before/after the pass to the
+    retry's time), then takes the retry off the queue as a worker picking it up would (freeing its lock)."""
+    c = live.container
+    before = utcnow()
+    await service.reconcile_account(c.database, c.settings, c.secret_box, driver, account_id)
+    after = utcnow()
+    [retry_at] = [at for at, lock in await live.scheduled_of(str(account_id)) if lock.startswith("reconcile-retry:")]
+    async with c.database.autocommit.connect() as connection:
+        await connection.exec_driver_sql(
+            "DELETE FROM procrastinate_jobs WHERE queueing_lock = %s", (f"reconcile-retry:{account_id}",)
+        )
+    return (retry_at - after).total_seconds(), (retry_at - before).total_seconds()
+
+
+def assert_backoff(bounds: tuple[float, float], seconds: int) -> None:
+    assert bounds[0] <= seconds <= bounds[1], f"retried after {bounds}, not {seconds} s"
+
+
+async def test_the_retry_backoff_doubles_from_two_seconds_with_each_failure_in_a_row_up_to_five_minutes(
+    live: Live,
+) -> None:
+    owner = await live.signup("Backoff Co")
+    await live.checkout(owner, "free")
+    account_id = uuid.UUID(owner.account_id)
+    driver = FailingFor(live.driver, account_id)
+
+    for expected in (2, 4, 8, 16, 32, 64, 128, 256, 300, 300):
+        assert_backoff(await fail_and_measure_the_retry(live, driver, account_id), expected)
+
+
+async def test_a_pass_that_succeeds_clears_the_error_and_the_count_so_the_next_failure_backs_off_two_seconds(
+    live: Live,
+) -> None:
+    admin = await live.admin()
+    owner = await live.signup("Recovered Co")
+    await live.checkout(owner, "free")
+    account_id = uuid.UUID(owner.account_id)
+    driver = FailingFor(live.driver, account_id)
+    for _ in range(3):
+        await fail_and_measure_the_retry(live, driver, account_id)
+    assert (await shown_to_admins(live, admin, owner.account_id))["reconcile_failures"] == 3
+
+    driver.failing.clear()
+    c = live.container
+    await service.reconcile_account(c.database, c.settings, c.secret_box, driver, account_id)
+    shown = await shown_to_admins(live, admin, owner.account_id)
+    assert (shown["reconcile_error"], shown["reconcile_failures"]) == (None, 0)
+
+    driver.failing.add(account_id)
+    assert_backoff(await fail_and_measure_the_retry(live, driver, account_id), 2)
+
+
+class RefusesEach:
+    """The real local driver, except that the runtime reports an error of its own for each of `refused`."""
+
+    def __init__(self, inner: LocalDriver, refused: dict[uuid.UUID, str]) -> None:
+        self.inner, self.refused = inner, refused
+
+    async def apply(self, desired: AccountState) -> Observed:
+        observed = await self.inner.apply(desired)
+        for instance_id, error in self.refused.items():
+            observed.instances[instance_id] = ObservedInstance("failed", "the runtime could not apply it", error=error)
+        return observed
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_the_account_error_names_every_instance_the_runtime_refused(live: Live) -> None:
+    admin = await live.admin()
+    owner = await live.paid_starter(admin, "Two Refused")
+    sites = [await live.ordered(owner, name) for name in ("first", "second")]
+    errors = {uuid.UUID(site["id"]): f"ConnectionError: deployment {site['name']} refused" for site in sites}
+    c = live.container
+
+    await service.reconcile_account(c.database, c.settings, c.secret_box, RefusesEach(live.driver, errors),
+                                    uuid.UUID(owner.account_id))
+
+    shown = (await shown_to_admins(live, admin, owner.account_id))["reconcile_error"]
+    prefix = "InstancesFailed: 2 instance(s) failed: "
+    assert shown.startswith(prefix), shown
+    assert sorted(shown.removeprefix(prefix).split("; ")) == sorted(errors.values())
