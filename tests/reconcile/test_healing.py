@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+import uuid
+from datetime import UTC, datetime
 
 import psutil
+import pytest
+from croniter import croniter
 
-from jushostit.reconcile.tasks import resync_all
+from jushostit.models import Account
+from jushostit.reconcile import tasks
+from jushostit.reconcile.tasks import resync_all, resync_cron
+from jushostit.runtime.local.driver import LocalDriver
+from jushostit.runtime.protocol import AccountState, Observed
 from tests.live import Live, eventually, processes_in
 
 
@@ -72,3 +81,44 @@ async def test_restart_replaces_the_process_through_the_runtime_and_a_reconcile(
     assert (await live.instance(owner, instance["id"]))["status"] == "running"
     assert len(await live.audit("instance.restart_requested", instance["id"])) == 1
 
+
+
+class RecordsAccounts:
+    """The real local driver, recording which accounts it was asked to apply."""
+
+    def __init__(self, inner: LocalDriver) -> None:
+        self.inner = inner
+        self.applied: list[uuid.UUID] = []
+
+    async def apply(self, desired: AccountState) -> Observed:
+        self.applied.append(desired.account_id)
+        return await self.inner.apply(desired)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_the_resync_reaches_every_account_whatever_order_they_were_stored_in(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stored largest id first: chunks read in storage order rather than id order would jump past the others.
+    ids = [uuid.UUID(f"{first:x}{uuid.uuid4().hex[1:]}") for first in (0xE, 0xB, 0x8, 0x5, 0x2)]
+    for account_id in ids:
+        async with live.container.database.unit_of_work() as session:
+            session.add(Account(id=account_id, name="Stored Out Of Order"))
+        live.accounts.add(account_id)
+    driver = RecordsAccounts(live.driver)
+    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+    monkeypatch.setattr(tasks, "RESYNC_CHUNK", 2)
+
+    assert await resync_all() is not None
+
+    assert [a for a in driver.applied if a in ids] == sorted(ids)
+
+
+@pytest.mark.parametrize("interval", [5, 20, 60, 300, 600])
+def test_the_resync_runs_once_per_interval(interval: int) -> None:
+    # croniter reads the expression as procrastinate's periodic tasks do (a sixth field is seconds).
+    fires = croniter(resync_cron(interval), datetime(2026, 1, 1, 0, 0, 7, tzinfo=UTC))
+    times = [fires.get_next(datetime) for _ in range(5)]
+    assert {(b - a).total_seconds() for a, b in itertools.pairwise(times)} == {interval}

@@ -13,11 +13,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from jushostit.kit import jobs
 from jushostit.reconcile import service, tasks
 from jushostit.reconcile.repository import ReconcileLocks
-from jushostit.reconcile.tasks import RESYNC_TASK, resync_all
+from jushostit.reconcile.tasks import RESYNC_TASK, defer_reconcile, resync_all
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed
+from jushostit.triggers import RECONCILE_TASK
 from tests.live import Live, eventually, processes_in
 
 
@@ -147,3 +149,47 @@ async def test_a_reconcile_that_finds_the_account_held_runs_again_once_it_is_fre
     await live.work()
     [revived] = processes_in(live.data_dir(site))
     assert revived.pid != victim.pid and (await live.page(site["slug"])).status_code == 200
+
+
+async def test_a_reconcile_queued_outside_a_request_waits_once_per_account(live: Live) -> None:
+    first, second = await live.signup("Queued Once"), await live.signup("Queued Too")
+    await live.work()  # nothing of theirs waits
+    a, b = uuid.UUID(first.account_id), uuid.UUID(second.account_id)
+
+    assert await defer_reconcile(a) is True
+    assert await defer_reconcile(a) is False  # one already waits, and will read the facts when it runs
+    assert await defer_reconcile(b) is True  # another account's is not folded into it
+
+    assert [job.queueing_lock for job in await live.jobs_of(first.account_id, "todo")] == [f"reconcile:{a}"]
+    assert [job.queueing_lock for job in await live.jobs_of(second.account_id, "todo")] == [f"reconcile:{b}"]
+
+
+class RecordsAccounts:
+    """The real local driver, recording the order in which it was asked to apply accounts."""
+
+    def __init__(self, inner: LocalDriver) -> None:
+        self.inner = inner
+        self.applied: list[uuid.UUID] = []
+
+    async def apply(self, desired: AccountState) -> Observed:
+        self.applied.append(desired.account_id)
+        return await self.inner.apply(desired)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_reconcile_queued_outside_a_request_goes_before_plain_work_queued_earlier(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain, urgent = await live.signup("Plain Work"), await live.signup("Restarted Instance")
+    await live.work()
+    driver = RecordsAccounts(live.driver)
+    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+    ids = [uuid.UUID(plain.account_id), uuid.UUID(urgent.account_id)]
+
+    await jobs.app.configure_task(RECONCILE_TASK).defer_async(account_id=plain.account_id)  # default priority
+    assert await defer_reconcile(ids[1])  # as a restart or the retention purge queues it, later
+    await live.work(concurrency=1)
+
+    assert [a for a in driver.applied if a in ids] == [ids[1], ids[0]]
