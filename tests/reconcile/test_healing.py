@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 import psutil
 import pytest
 from croniter import croniter
+from procrastinate.periodic import PeriodicDeferrer
 
+from jushostit.kit import jobs
 from jushostit.models import Account
 from jushostit.reconcile import tasks
-from jushostit.reconcile.tasks import resync_all, resync_cron
+from jushostit.reconcile.tasks import RESYNC_TASK, resync_all, resync_cron, schedule_resync
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed
 from tests.live import Live, eventually, processes_in
@@ -122,3 +124,17 @@ def test_the_resync_runs_once_per_interval(interval: int) -> None:
     fires = croniter(resync_cron(interval), datetime(2026, 1, 1, 0, 0, 7, tzinfo=UTC))
     times = [fires.get_next(datetime) for _ in range(5)]
     assert {(b - a).total_seconds() for a, b in itertools.pairwise(times)} == {interval}
+
+
+def test_a_worker_defers_the_resync_once_per_interval_fixed_at_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs.app.periodic_registry, "periodic_tasks", {})  # this test's registrations only
+    schedule_resync(300)
+    schedule_resync(20)  # a second start in the same process keeps the first interval (and does not fail)
+
+    deferrer = PeriodicDeferrer(jobs.app.periodic_registry)  # what the worker runs to defer periodic jobs
+    start = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    first = list(deferrer.get_previous_tasks(at=start + 1))
+    later = list(deferrer.get_previous_tasks(at=start + 1 + 1200))
+    assert [(periodic.task.name, at - start) for periodic, at in first + later] == [
+        (RESYNC_TASK, 0), (RESYNC_TASK, 300), (RESYNC_TASK, 600), (RESYNC_TASK, 900), (RESYNC_TASK, 1200)
+    ]
