@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,17 +23,39 @@ ENV = [
 ]
 
 
+@contextlib.asynccontextmanager
+async def operator_template(live: Live, prefix: str, env: list[dict[str, Any]]) -> AsyncIterator[str]:
+    """An operator's template: static-site with the environment `env`."""
+    [shipped] = [t for t in load_templates() if t.code == "static-site"]
+    code = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    spec = {**shipped.model_dump(mode="json", exclude_none=True), "code": code, "env": env}
+    async with live.container.database.unit_of_work() as session:
+        session.add(ServiceTemplate(code=code, kind="app", spec=spec, source="admin"))
+    try:
+        yield code
+    finally:
+        async with live.container.database.unit_of_work() as session:
+            await session.execute(delete(ServiceTemplate).where(ServiceTemplate.code == code))
+
+
 @pytest.fixture
 async def addressed_template(live: Live) -> AsyncIterator[str]:
     """An operator's template: static-site with an environment naming the instance's address."""
-    [shipped] = [t for t in load_templates() if t.code == "static-site"]
-    code = f"addressed-{uuid.uuid4().hex[:8]}"
-    spec = {**shipped.model_dump(mode="json", exclude_none=True), "code": code, "env": ENV}
-    async with live.container.database.unit_of_work() as session:
-        session.add(ServiceTemplate(code=code, kind="app", spec=spec, source="admin"))
-    yield code
-    async with live.container.database.unit_of_work() as session:
-        await session.execute(delete(ServiceTemplate).where(ServiceTemplate.code == code))
+    async with operator_template(live, "addressed", ENV) as code:
+        yield code
+
+
+SECRET_ENV = [
+    {"name": "DB_PASSWORD", "generate": {"length": 24}, "secret": True},
+    {"name": "DATABASE_URL", "value": "mysql://app:{secret:DB_PASSWORD}@{slug}-db/app"},
+]
+
+
+@pytest.fixture
+async def secret_template(live: Live) -> AsyncIterator[str]:
+    """An operator's template whose literal value names a generated one, as wordpress and ghost do."""
+    async with operator_template(live, "secretive", SECRET_ENV) as code:
+        yield code
 
 
 async def test_the_environment_is_rendered_with_the_instance_s_own_url_host_and_slug(
@@ -48,3 +72,19 @@ async def test_the_environment_is_rendered_with_the_instance_s_own_url_host_and_
     assert environment["SITE_URL"] == body["url"]
     assert environment["SITE_HOST"] == urlsplit(body["url"]).hostname == f"{site['slug']}.localhost"
     assert environment["DB_HOST"] == f"{site['slug']}-db"
+
+
+async def test_a_value_naming_a_generated_value_gets_the_instance_s_own_generated_value(
+    live: Live, secret_template: str
+) -> None:
+    owner = await live.signup("Secretive Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "secretive", template=secret_template)
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+
+    [process] = processes_in(live.data_dir(site))
+    environment = process.environ()
+    password = environment["DB_PASSWORD"]
+    assert len(password) == 24
+    assert environment["DATABASE_URL"] == f"mysql://app:{password}@{site['slug']}-db/app"
