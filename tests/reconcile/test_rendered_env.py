@@ -88,3 +88,15 @@ async def test_a_value_naming_a_generated_value_gets_the_instance_s_own_generate
     password = environment["DB_PASSWORD"]
     assert len(password) == 24
     assert environment["DATABASE_URL"] == f"mysql://app:{password}@{site['slug']}-db/app"
+
+
+async def test_an_empty_literal_value_reaches_the_process_empty(live: Live) -> None:
+    owner = await live.signup("Blank Co")
+    await live.checkout(owner, "free")
+    async with operator_template(live, "blank", [{"name": "FEATURE_FLAGS", "value": ""}]) as code:
+        site = await live.ordered(owner, "blank", template=code)
+        await live.work()
+        await live.until_status(owner, site["id"], "running")
+
+        [process] = processes_in(live.data_dir(site))
+        assert process.environ()["FEATURE_FLAGS"] == ""
