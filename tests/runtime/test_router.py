@@ -316,3 +316,124 @@ async def test_the_router_sends_one_date_header_and_not_the_upstreams_server_hea
             assert len(response.headers.get_list("date")) == 1, response.headers
             assert "server" not in response.headers, response.headers  # SimpleHTTP/0.6 Python/3.x stays inside
             assert "SimpleHTTP" not in str(response.headers.raw)
+
+
+async def test_concurrent_requests_to_a_stopped_process_all_answer_suspended(site: Site) -> None:
+    assert (await site.get("/")).status_code == 200  # its route is cached now
+    await site.driver.apply(AccountState(ACCOUNT, (desired(site.instance_id, run=False),)))  # the process stops
+
+    # Each of them finds no process behind the route and drops it: the second finds it already dropped.
+    answers = await asyncio.gather(*(site.get("/") for _ in range(5)))
+
+    assert [a.status_code for a in answers] == [503] * 5
+    assert all("suspended" in a.text for a in answers)
+
+
+RAW_SERVER = """
+import socket
+import sys
+import threading
+import time
+
+ANSWERS = {
+    "/": b"HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n",
+    "/short-length": b"HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\nonly these",
+    "/short-chunked": b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n",
+}
+
+
+def handle(conn):
+    with conn:
+        head = b""
+        while b"\\r\\n\\r\\n" not in head:
+            more = conn.recv(65536)
+            if not more:
+                return
+            head += more
+        path = head.split(b" ")[1].decode()
+        if path.startswith("/until-close/"):  # no length, not chunked: the body ends with the connection
+            status = path.rsplit("/", 1)[1]
+            conn.sendall(b"HTTP/1.1 " + status.encode() + b" Whatever\\r\\nContent-Type: text/plain\\r\\n\\r\\n")
+            conn.sendall(b"the whole body\\n")
+        elif path == "/stream":  # an endless answer, until the reader goes away
+            conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n")
+            try:
+                while True:
+                    conn.sendall(b"tick\\n" * 1000)
+                    time.sleep(0.01)
+            except OSError:
+                pass
+        else:  # the answer is cut short where it stands: the connection closes
+            conn.sendall(ANSWERS[path])
+
+
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    threading.Thread(target=handle, args=(server.accept()[0],), daemon=True).start()
+"""
+
+
+@pytest.fixture
+async def raw(tmp_path: Path) -> AsyncIterator[Site]:
+    """An instance whose process writes canned answers byte for byte, then closes the connection."""
+    template = TEMPLATES["static-site"]
+    assert template.process is not None
+    process = template.process.model_copy(update={"command": ["{python}", "raw.py", "{port}"],
+                                                  "seed_files": {"raw.py": RAW_SERVER}})
+    async for made in make_site(tmp_path, ttl=0.5, template=template.model_copy(update={"process": process})):
+        yield made
+
+
+def router_of(site: Site) -> LocalRouter:
+    return LocalRouter(api, driver=site.driver, routes=site.cache, upstreams=site.upstreams)
+
+
+def scope_for(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    return {"type": "http", "http_version": "1.1", "method": method, "scheme": "http", "path": path,
+            "raw_path": path.encode(), "query_string": b"", "client": ("203.0.113.9", 50000),
+            "headers": [(b"host", HOST.encode()), *(headers or [])]}
+
+
+async def relayed(site: Site, path: str) -> list[dict[str, Any]]:
+    """The ASGI messages the router sends for a GET of `path` (the client stays until the answer ends)."""
+    sent: list[dict[str, Any]] = []
+    done = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not sent and not done.is_set():
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    try:
+        await router_of(site)(scope_for("GET", path), receive, send)
+    finally:
+        done.set()
+    return sent
+
+
+def ended(sent: list[dict[str, Any]]) -> bool:
+    """Whether the response was ended as complete (rather than cut off, which the server in front shows as such)."""
+    return bool(sent) and sent[-1]["type"] == "http.response.body" and not sent[-1].get("more_body", False)
+
+
+def body_of(sent: list[dict[str, Any]]) -> bytes:
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+async def test_an_answer_without_length_or_chunking_is_complete_when_the_upstream_closes(raw: Site) -> None:
+    # RFC 9112 §6.3: only 1xx, 204 and 304 answers have no body; any other status reads until the close.
+    for status in (200, 205, 305):
+        sent = await relayed(raw, f"/until-close/{status}")
+        assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == status
+        assert body_of(sent) == b"the whole body\n" and ended(sent), (status, sent)
+
+
+async def test_an_answer_cut_short_of_its_length_or_last_chunk_is_not_ended_as_complete(raw: Site) -> None:
+    for path, received in (("/short-length", b"only these"), ("/short-chunked", b"hello")):
+        sent = await relayed(raw, path)
+        assert sent[0]["status"] == 200 and body_of(sent) == received
+        assert not ended(sent), (path, sent)  # the client sees a cut-off answer, not a shorter one
