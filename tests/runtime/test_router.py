@@ -437,3 +437,99 @@ async def test_an_answer_cut_short_of_its_length_or_last_chunk_is_not_ended_as_c
         sent = await relayed(raw, path)
         assert sent[0]["status"] == 200 and body_of(sent) == received
         assert not ended(sent), (path, sent)  # the client sees a cut-off answer, not a shorter one
+
+
+def upstream_connections(site: Site) -> int:
+    """Open connections the instance's process holds on its port."""
+    port = site.driver.port_of(ACCOUNT, site.instance_id)
+    return sum(1 for c in site.process().net_connections()
+               if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+async def finished(call: Any, what: str) -> None:
+    """Run the router's call to its end, which must come within a few seconds."""
+    task = asyncio.create_task(call)
+    try:
+        await eventually(task.done, what, timeout=10)
+    finally:
+        task.cancel()
+    task.result()
+
+
+async def leave_mid_body(site: Site, framing: tuple[bytes, bytes]) -> list[dict[str, Any]]:
+    """POST ten bytes of a longer body, then disconnect; what the router sent back."""
+    sent: list[dict[str, Any]] = []
+    first = True
+
+    async def receive() -> dict[str, Any]:
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": b"x" * 10, "more_body": True}
+        await asyncio.sleep(0)  # as a server's receive does, waiting for the client
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await finished(router_of(site)(scope_for("POST", "/upload", [framing]), receive, send),
+                   f"the router to let go of a client that left ({framing})")
+    return sent
+
+
+async def test_a_client_that_disconnects_mid_body_closes_the_upstream_connection(echo: Site) -> None:
+    for framing in ((b"content-length", b"1000"), (b"transfer-encoding", b"chunked")):
+        sent = await leave_mid_body(echo, framing)
+        # The instance never gets the partial body as a whole request: nothing is answered, nothing is kept.
+        assert sent == [], (framing, sent)
+        await eventually(lambda: upstream_connections(echo) == 0, f"the upstream connection to close ({framing})")
+
+
+async def post_messages(site: Site, framing: tuple[bytes, bytes], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """POST a body as the given ASGI messages; what the router sent back."""
+    sent: list[dict[str, Any]] = []
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await router_of(site)(scope_for("POST", "/upload", [framing]), receive, send)
+    assert not queue  # the whole body was read
+    return sent
+
+
+async def test_request_messages_without_a_body_add_nothing_to_what_the_instance_receives(echo: Site) -> None:
+    messages = [{"type": "http.request", "more_body": True},  # ASGI: "body" may be left out, meaning b""
+                {"type": "http.request", "body": b"data", "more_body": True},
+                {"type": "http.request", "more_body": False}]
+    for framing in ((b"content-length", b"4"), (b"transfer-encoding", b"chunked")):
+        sent = await post_messages(echo, framing, messages)
+        assert sent[0]["status"] == 200 and body_of(sent) == b"data" and ended(sent), (framing, sent)
+
+
+async def test_a_client_that_leaves_during_a_long_answer_closes_the_upstream_connection(raw: Site) -> None:
+    sent: list[dict[str, Any]] = []
+    asked = False
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await gone.wait()
+        await asyncio.sleep(0)  # as a server's receive does
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if len(body_of(sent)) >= 100_000:
+            gone.set()  # the client leaves halfway through an endless answer
+
+    await finished(router_of(raw)(scope_for("GET", "/stream"), receive, send),
+                   "the router to stop relaying to a client that left")
+    assert sent[0]["status"] == 200 and len(body_of(sent)) >= 100_000 and not ended(sent)
+    await eventually(lambda: upstream_connections(raw) == 0, "the upstream connection to close")
