@@ -486,25 +486,28 @@ async def test_a_client_that_disconnects_mid_body_closes_the_upstream_connection
 
 
 async def post_messages(site: Site, framing: tuple[bytes, bytes], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """POST a body as the given ASGI messages; what the router sent back."""
+    """POST a body as the given ASGI messages (then the client sends nothing more); what the router sent back."""
     sent: list[dict[str, Any]] = []
     queue = list(messages)
 
     async def receive() -> dict[str, Any]:
-        return queue.pop(0)
+        if queue:
+            return queue.pop(0)
+        return await asyncio.get_running_loop().create_future()  # nothing more comes from this client
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await router_of(site)(scope_for("POST", "/upload", [framing]), receive, send)
+    await finished(router_of(site)(scope_for("POST", "/upload", [framing]), receive, send),
+                   f"the answer to a body sent as {messages} ({framing})")
     assert not queue  # the whole body was read
     return sent
 
 
-async def test_request_messages_without_a_body_add_nothing_to_what_the_instance_receives(echo: Site) -> None:
+async def test_a_request_message_without_body_adds_nothing_and_without_more_body_ends_the_body(echo: Site) -> None:
     messages = [{"type": "http.request", "more_body": True},  # ASGI: "body" may be left out, meaning b""
-                {"type": "http.request", "body": b"data", "more_body": True},
-                {"type": "http.request", "more_body": False}]
+                {"type": "http.request", "body": b"da", "more_body": True},
+                {"type": "http.request", "body": b"ta"}]  # and "more_body", meaning False: the last part
     for framing in ((b"content-length", b"4"), (b"transfer-encoding", b"chunked")):
         sent = await post_messages(echo, framing, messages)
         assert sent[0]["status"] == 200 and body_of(sent) == b"data" and ended(sent), (framing, sent)
