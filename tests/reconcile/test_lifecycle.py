@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 
-from tests.live import Live, eventually, processes_in
+from sqlalchemy import update
+
+from jushostit.kit.db import utcnow
+from jushostit.models import Account, Subscription
+from tests.live import Live, Signup, eventually, processes_in
 
 
 async def test_order_is_reconciled_by_a_worker_into_a_running_served_instance(live: Live) -> None:
@@ -144,3 +149,52 @@ async def _until_no_reconcile_queued(live: Live, account_id: str) -> None:
         return bool(jobs) and all(j.status in {"succeeded", "failed"} for j in jobs)
 
     await eventually(settled, "every reconcile job of the account to finish")
+
+
+async def _instance_emails(live: Live, owner: Signup) -> list[str]:
+    return [e.template for e in await live.emails_of(owner) if e.template.startswith("instance_")]
+
+
+async def test_an_instance_running_again_after_its_subscription_ended_and_was_renewed_is_announced_restored(
+    live: Live,
+) -> None:
+    live.configure(expired_retention_days=7)
+    owner = await live.signup("Renewed Co")
+    subscription = (await live.checkout(owner, "free"))["subscription"]
+    site = await live.ordered(owner, "renewed")
+    await live.converge(owner.account_id)
+    ended = utcnow() - timedelta(days=1)  # within the retention period
+    async with live.container.database.unit_of_work() as session:
+        await session.execute(update(Subscription).where(Subscription.id == uuid.UUID(subscription["id"]))
+                              .values(current_period_start=ended - timedelta(days=30), current_period_end=ended))
+    await live.reconcile(owner.account_id)
+    assert (await live.row(site["id"])).observed_status == "expired"
+
+    renewed = await live.client.post(f"/v1/accounts/{owner.account_id}/subscriptions/{subscription['id']}/renew",
+                                     headers=owner.headers)
+    assert renewed.status_code == 200, renewed.text
+    await live.converge(owner.account_id)
+
+    assert (await live.row(site["id"])).observed_status == "running"
+    assert await _instance_emails(live, owner) == ["instance_ready", "instance_expired", "instance_restored"]
+
+
+async def test_an_instance_back_to_full_speed_after_a_budget_throttle_is_announced_restored(live: Live) -> None:
+    owner = await live.signup("Unthrottled Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "unthrottled")
+    await live.converge(owner.account_id)
+
+    async def spend(spent_minor: int) -> None:
+        async with live.container.database.unit_of_work() as session:  # as the billing meter records it
+            await session.execute(update(Account).where(Account.id == uuid.UUID(owner.account_id))
+                                  .values(budget_minor=10_000, month_spend_minor=spent_minor))
+
+    await spend(10_000)  # the budget reached: throttled, still serving (not news)
+    await live.reconcile(owner.account_id)
+    assert (await live.row(site["id"])).observed_status == "throttled"
+    await spend(5_000)
+    await live.converge(owner.account_id)
+
+    assert (await live.row(site["id"])).observed_status == "running"
+    assert await _instance_emails(live, owner) == ["instance_ready", "instance_restored"]

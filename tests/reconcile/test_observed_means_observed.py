@@ -212,6 +212,31 @@ async def test_the_reconciler_records_an_account_status_change_as_the_system_s_o
                                                                                owner.account_id)
 
 
+async def test_the_reconciler_records_an_instance_status_change_as_the_system_s_with_its_reason(
+    live: Live,
+) -> None:
+    owner = await live.signup("Instance Held By Hand")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "held")
+    await live.converge(owner.account_id)
+    async with live.container.database.unit_of_work() as session:  # an operator's hold, written by hand
+        await session.execute(update(Account).where(Account.id == uuid.UUID(owner.account_id))
+                              .values(suspension_reasons=["admin"]))
+    # Whoever's context a pass runs in (here a user's), its own writes are the system's.
+    token = context.actor.set(context.Actor("user", uuid.UUID(owner.user_id)))
+    try:
+        await live.reconcile(owner.account_id)
+    finally:
+        context.actor.reset(token)
+
+    row = await live.row(site["id"])
+    assert row.observed_status == "stopped" and row.status_reason
+    change = (await live.audit("instance.status_changed", site["id"]))[-1]
+    assert (change.before, change.after) == ({"status": "running"}, {"status": "stopped", "reason": row.status_reason})
+    assert (change.actor_type, change.actor_id) == ("system", None)
+    assert (change.target_type, str(change.account_id)) == ("instance", owner.account_id)
+
+
 async def test_a_write_back_skips_an_instance_deleted_meanwhile_and_still_records_the_others(live: Live) -> None:
     owner = await live.paid_starter(await live.admin(), "Two Sites")
     first, second = await live.ordered(owner, "first"), await live.ordered(owner, "second")
