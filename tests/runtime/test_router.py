@@ -335,7 +335,7 @@ import sys
 import threading
 import time
 
-ANSWERS = {
+ANSWERS = {  # then the connection closes: "/" was answered as kept alive, its keep-alive timeout is nil
     "/": b"HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n",
     "/short-length": b"HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\nonly these",
     "/short-chunked": b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n",
@@ -350,7 +350,17 @@ def handle(conn):
             if not more:
                 return
             head += more
+        head, _, body = head.partition(b"\\r\\n\\r\\n")
+        for line in head.lower().split(b"\\r\\n"):
+            if line.startswith(b"content-length:"):
+                while len(body) < int(line.split(b":")[1]):
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    body += more
         path = head.split(b" ")[1].decode()
+        if path == "/no-answer":  # closed without a word
+            return
         if path.startswith("/until-close/"):  # no length, not chunked: the body ends with the connection
             status = path.rsplit("/", 1)[1]
             conn.sendall(b"HTTP/1.1 " + status.encode() + b" Whatever\\r\\nContent-Type: text/plain\\r\\n\\r\\n")
@@ -363,7 +373,7 @@ def handle(conn):
                     time.sleep(0.01)
             except OSError:
                 pass
-        else:  # the answer is cut short where it stands: the connection closes
+        else:
             conn.sendall(ANSWERS[path])
 
 
@@ -536,3 +546,48 @@ async def test_a_client_that_leaves_during_a_long_answer_closes_the_upstream_con
                    "the router to stop relaying to a client that left")
     assert sent[0]["status"] == 200 and len(body_of(sent)) >= 100_000 and not ended(sent)
     await eventually(lambda: upstream_connections(raw) == 0, "the upstream connection to close")
+
+
+async def test_the_routers_own_answers_are_in_the_api_error_shape(raw: Site) -> None:
+    def error(response: httpx.Response) -> tuple[int, str, str]:
+        return response.status_code, response.json()["error"]["code"], response.json()["error"]["message"]
+
+    unknown = await raw.client.get("/", headers={"Host": "other-abc123.localhost:8000"})
+    assert error(unknown) == (404, "not_found", "No such service.")
+    for status, code, message in (("stopped", "service_suspended", "This service is suspended."),
+                                  ("provisioning", "service_starting", "This service is starting."),
+                                  ("failed", "service_unavailable", "This service is unavailable.")):
+        raw.set_status(status)
+        unavailable = await raw.get("/")
+        assert error(unavailable) == (503, code, message) and unavailable.headers["retry-after"] == "60"
+    raw.set_status("running")
+    assert error(await raw.get("/no-answer")) == (502, "bad_gateway", "The service is not answering.")
+
+
+async def test_a_kept_alive_connection_the_instance_closed_is_not_used_for_a_request_with_a_body(raw: Site) -> None:
+    assert (await raw.get("/")).text == "ok\n"  # answered as kept alive, then closed by the instance
+    port = raw.driver.port_of(ACCOUNT, raw.instance_id)
+    polls: list[bool] = []
+
+    def closed_by_the_instance() -> bool:
+        """The router's end of it half-closed at two polls in a row: its event loop ran in between, saw the end."""
+        polls.append(any(c.status == psutil.CONN_CLOSE_WAIT and c.raddr and c.raddr.port == port
+                         for c in psutil.Process().net_connections()))
+        return polls[-2:] == [True, True]
+
+    await eventually(closed_by_the_instance, "the instance to close the kept-alive connection")
+    posted = await raw.client.post("/", headers={"Host": HOST}, content=b"a body")  # not retried elsewhere
+    assert posted.status_code == 200 and posted.text == "ok\n"
+    assert raw.upstreams.connections_made == 2
+
+
+async def test_a_shut_down_pool_closes_its_connections_and_keeps_none_after(site: Site) -> None:
+    assert (await site.get("/")).status_code == 200
+    assert upstream_connections(site) == 1  # kept alive
+
+    await site.upstreams.aclose()  # the app shuts down: requests still in flight get their answer
+
+    await eventually(lambda: upstream_connections(site) == 0, "the pooled connection to close")
+    assert (await site.get("/")).status_code == 200
+    await eventually(lambda: upstream_connections(site) == 0, "the connection used after shutdown to close",
+                     timeout=5)
