@@ -10,7 +10,6 @@ import time
 import uuid
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import update
 
 from jushostit.kit.db import utcnow
@@ -201,11 +200,6 @@ async def test_an_instance_back_to_full_speed_after_a_budget_throttle_is_announc
     assert await _instance_emails(live, owner) == ["instance_ready", "instance_restored"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: _announce records first_ready_at for a first `throttled` status, but lifecycle_email sends "
-    "instance_ready only when the status is `running`, so such an instance is never announced ready (and is "
-    "announced `restored` once the budget lifts)"
-))
 async def test_an_instance_that_first_starts_throttled_is_announced_ready_at_once(live: Live) -> None:
     owner = await live.signup("Over Budget Co")
     await live.checkout(owner, "free")

@@ -382,11 +382,12 @@ async def write_back(database: Database, settings: Settings, snap: Snapshot, obs
 
 
 def lifecycle_email(settled_before: str | None, after: str, *, first_ready: bool) -> str | None:
-    """Which email a status change sends, if any: "ready" once, "restored" after a stop, an expiry or a
-    throttle; a process started again after a crash is not news (its last settled status was running)."""
+    """Which email a status change sends, if any: "ready" the first time it serves (at full speed or
+    throttled), "restored" after a stop, an expiry or a throttle; a process started again after a crash is not
+    news (its last settled status was running)."""
+    if first_ready:
+        return "instance_ready"
     if after == "running":
-        if first_ready:
-            return "instance_ready"
         return "instance_restored" if settled_before in {"stopped", "expired", "throttled"} else None
     return {"stopped": "instance_suspended", "expired": "instance_expired", "deleted": "instance_deleted"}.get(after)
 
