@@ -591,3 +591,19 @@ async def test_a_shut_down_pool_closes_its_connections_and_keeps_none_after(site
     assert (await site.get("/")).status_code == 200
     await eventually(lambda: upstream_connections(site) == 0, "the connection used after shutdown to close",
                      timeout=5)
+
+
+async def test_the_route_cache_holds_at_most_max_entries_dropping_the_oldest() -> None:
+    async def lookup(slug: str) -> Route:
+        return Route(ACCOUNT, uuid.uuid5(uuid.NAMESPACE_DNS, slug), "running")
+
+    cache = RouteCache(lookup, ttl=60.0, max_entries=2)
+    assert cache.lookups == 0
+    for slug in ("a", "b", "c"):
+        entry, cached = await cache.get(slug)
+        assert not cached and entry.route == await lookup(slug)
+    assert cache.lookups == 3
+
+    assert [(await cache.get(slug))[1] for slug in ("b", "c")] == [True, True]
+    assert (await cache.get("a"))[1] is False  # the oldest was dropped to make room for the third
+    assert cache.lookups == 4
