@@ -231,7 +231,7 @@ class Echo(BaseHTTPRequestHandler):
     def answer(self, body):
         self.send_response(200)
         for name in ("Host", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Transfer-Encoding",
-                     "Connection", "X-Custom"):
+                     "Connection", "X-Custom", "Content-Length"):
             self.send_header("Seen-" + name, self.headers.get(name, "-"))
         self.send_header("Seen-Target", self.path)
         self.send_header("Content-Length", str(len(body)))
@@ -365,6 +365,15 @@ def handle(conn):
             status = path.rsplit("/", 1)[1]
             conn.sendall(b"HTTP/1.1 " + status.encode() + b" Whatever\\r\\nContent-Type: text/plain\\r\\n\\r\\n")
             conn.sendall(b"the whole body\\n")
+        elif path == "/early-hints":  # an interim answer first, then the final one, its body in two parts
+            conn.sendall(b"HTTP/1.1 103 Early Hints\\r\\nLink: </style.css>; rel=preload\\r\\n\\r\\n")
+            time.sleep(0.2)
+            conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nfin")
+            time.sleep(0.2)
+            conn.sendall(b"al")
+        elif path == "/once":  # answered as kept alive; the next request on it finds it closing (timed out)
+            conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nonce\\n")
+            conn.recv(65536)
         elif path == "/stream":  # an endless answer, until the reader goes away
             conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n")
             try:
@@ -406,23 +415,7 @@ def scope_for(method: str, path: str, headers: list[tuple[bytes, bytes]] | None 
 
 async def relayed(site: Site, path: str) -> list[dict[str, Any]]:
     """The ASGI messages the router sends for a GET of `path` (the client stays until the answer ends)."""
-    sent: list[dict[str, Any]] = []
-    done = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if not sent and not done.is_set():
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    try:
-        await router_of(site)(scope_for("GET", path), receive, send)
-    finally:
-        done.set()
-    return sent
+    return await call(site, scope_for("GET", path))
 
 
 def ended(sent: list[dict[str, Any]]) -> bool:
@@ -607,3 +600,91 @@ async def test_the_route_cache_holds_at_most_max_entries_dropping_the_oldest() -
     assert [(await cache.get(slug))[1] for slug in ("b", "c")] == [True, True]
     assert (await cache.get("a"))[1] is False  # the oldest was dropped to make room for the third
     assert cache.lookups == 4
+
+
+async def test_an_interim_answer_is_skipped_and_the_final_one_relayed_whole(raw: Site) -> None:
+    sent = await relayed(raw, "/early-hints")
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert all(name != b"link" for name, _ in sent[0]["headers"])  # the 103's own headers stay with it
+    assert body_of(sent) == b"final" and ended(sent), sent
+
+
+async def test_a_kept_alive_connection_found_closed_is_retried_for_a_request_without_a_body(raw: Site) -> None:
+    for _ in range(2):
+        assert (await raw.get("/once")).text == "once\n"
+    assert raw.upstreams.connections_made == 2  # the second request found the first connection closing
+
+    # A request with a body is not sent twice (the instance may have acted on it): the router answers for it.
+    posted = await raw.client.post("/once", headers={"Host": HOST}, content=b"a body")
+    assert posted.status_code == 502 and raw.upstreams.connections_made == 2
+
+
+async def call(site: Site, scope: dict[str, Any], messages: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The ASGI messages the router sends for `scope`, the request body given as `messages`."""
+    sent: list[dict[str, Any]] = []
+    queue = list(messages or [{"type": "http.request", "body": b"", "more_body": False}])
+
+    async def receive() -> dict[str, Any]:
+        if queue:
+            return queue.pop(0)
+        return await asyncio.get_running_loop().create_future()  # nothing more comes from this client
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await finished(router_of(site)(scope, receive, send), f"the answer to {scope}")
+    return sent
+
+
+def seen(sent: list[dict[str, Any]]) -> dict[str, str]:
+    """What the echo instance saw of the request, from its answer's headers."""
+    assert sent[0]["status"] == 200, sent
+    return {name.decode()[5:]: value.decode() for name, value in sent[0]["headers"] if name.startswith(b"seen-")}
+
+
+async def test_the_instance_gets_the_target_as_sent_and_the_clients_scheme_and_address(echo: Site) -> None:
+    encoded = {**scope_for("GET", "/a b"), "raw_path": b"/a%20b", "query_string": b"q=%2F"}
+    assert seen(await call(echo, encoded))["target"] == "/a%20b?q=%2F"  # not decoded on the way
+    unencoded = {**scope_for("GET", "/plain"), "raw_path": None}  # ASGI: raw_path may be missing
+    assert seen(await call(echo, unencoded))["target"] == "/plain"
+
+    https = {**scope_for("GET", "/"), "scheme": "https", "client": ("192.0.2.1", 1234)}
+    forwarded = seen(await call(echo, https))
+    assert (forwarded["x-forwarded-proto"], forwarded["x-forwarded-for"]) == ("https", "192.0.2.1")
+    # ASGI: without a scheme it is http; without a client (a Unix socket) only the chain the client sent is passed on
+    bare = {k: v for k, v in scope_for("GET", "/", [(b"x-forwarded-for", b"198.51.100.1")]).items()
+            if k not in ("scheme", "client")}
+    forwarded = seen(await call(echo, bare))
+    assert (forwarded["x-forwarded-proto"], forwarded["x-forwarded-for"]) == ("http", "198.51.100.1")
+
+
+async def test_a_body_given_both_a_length_and_chunked_is_forwarded_chunked_only(echo: Site) -> None:
+    both = scope_for("POST", "/", [(b"content-length", b"4"), (b"transfer-encoding", b"chunked")])
+    sent = await call(echo, both, [{"type": "http.request", "body": b"data", "more_body": False}])
+    assert (seen(sent)["transfer-encoding"], seen(sent)["content-length"]) == ("chunked", "-")  # RFC 9112 §6.3
+    assert body_of(sent) == b"data"
+
+
+async def test_other_scopes_and_hosts_go_to_the_app_as_they_came(tmp_path: Path) -> None:
+    calls: list[tuple[Any, Any, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append((scope, receive, send))
+
+    async def lookup(slug: str) -> Route | None:
+        raise AssertionError(f"no route is looked up for {slug}")
+
+    router = LocalRouter(app, driver=LocalDriver(tmp_path), routes=RouteCache(lookup), upstreams=Upstreams())
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError(message)
+
+    scopes = [{"type": "lifespan"}, {**scope_for("GET", "/"), "type": "websocket"},
+              {**scope_for("GET", "/healthz"), "headers": [(b"host", b"testserver")]},
+              {**scope_for("GET", "/healthz"), "headers": []}]  # no Host at all (HTTP/1.0)
+    for scope in scopes:
+        await router(scope, receive, send)
+    assert calls == [(scope, receive, send) for scope in scopes]
