@@ -338,6 +338,7 @@ import time
 ANSWERS = {  # then the connection closes: "/" was answered as kept alive, its keep-alive timeout is nil
     "/": b"HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n",
     "/short-length": b"HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\nonly these",
+    "/closing": b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n",
     "/short-chunked": b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n",
 }
 
@@ -374,6 +375,15 @@ def handle(conn):
         elif path == "/once":  # answered as kept alive; the next request on it finds it closing (timed out)
             conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nonce\\n")
             conn.recv(65536)
+        elif path == "/bad-chunk":  # a broken chunk mid-answer, the connection left open
+            conn.sendall(b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n")
+            time.sleep(0.2)
+            conn.sendall(b"ZZZ\\r\\n")
+            conn.recv(65536)
+        elif path == "/twice":  # answered as kept alive; the next request on it gets half an answer
+            conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nwhole")
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 10\\r\\n\\r\\nhalf")
         elif path == "/stream":  # an endless answer, until the reader goes away
             conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n")
             try:
@@ -688,3 +698,25 @@ async def test_other_scopes_and_hosts_go_to_the_app_as_they_came(tmp_path: Path)
     for scope in scopes:
         await router(scope, receive, send)
     assert calls == [(scope, receive, send) for scope in scopes]
+
+
+def router_connections(site: Site) -> list[Any]:
+    """This process's connections to the instance's port, whatever their state (a half-closed one counts)."""
+    port = site.driver.port_of(ACCOUNT, site.instance_id)
+    return [c for c in psutil.Process().net_connections() if c.raddr and c.raddr.port == port]
+
+
+async def test_an_answer_that_ends_or_breaks_its_connection_leaves_no_connection_behind(raw: Site) -> None:
+    for path, body in (("/closing", b"ok\n"), ("/until-close/200", b"the whole body\n"), ("/bad-chunk", b"hello")):
+        sent = await relayed(raw, path)
+        assert sent[0]["status"] == 200 and body_of(sent) == body
+        await eventually(lambda: not router_connections(raw), f"the connection of {path} to be closed", timeout=5)
+
+
+async def test_a_reused_connection_whose_answer_breaks_off_is_not_retried(raw: Site) -> None:
+    assert body_of(await relayed(raw, "/twice")) == b"whole"
+    sent = await relayed(raw, "/twice")  # on the kept-alive connection: half an answer, then the close
+
+    assert [m["type"] for m in sent].count("http.response.start") == 1  # answered once, cut off
+    assert body_of(sent) == b"half" and not ended(sent)
+    assert raw.upstreams.connections_made == 1
