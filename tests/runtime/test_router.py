@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -362,6 +363,10 @@ def handle(conn):
         path = head.split(b" ")[1].decode()
         if path == "/no-answer":  # closed without a word
             return
+        if path == "/stop-listening":  # alive, but refusing connections from now on
+            conn.sendall(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nContent-Length: 8\\r\\n\\r\\nstopped\\n")
+            server.shutdown(socket.SHUT_RDWR)
+            return
         if path.startswith("/until-close/"):  # no length, not chunked: the body ends with the connection
             status = path.rsplit("/", 1)[1]
             conn.sendall(b"HTTP/1.1 " + status.encode() + b" Whatever\\r\\nContent-Type: text/plain\\r\\n\\r\\n")
@@ -397,19 +402,35 @@ def handle(conn):
 
 
 server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
-while True:
-    threading.Thread(target=handle, args=(server.accept()[0],), daemon=True).start()
+try:
+    while True:
+        conn = server.accept()[0]
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+except OSError:
+    server.close()
+    threading.Event().wait()
 """
 
 
-@pytest.fixture
-async def raw(tmp_path: Path) -> AsyncIterator[Site]:
+def raw_site() -> Any:
     """An instance whose process writes canned answers byte for byte, then closes the connection."""
     template = TEMPLATES["static-site"]
     assert template.process is not None
     process = template.process.model_copy(update={"command": ["{python}", "raw.py", "{port}"],
                                                   "seed_files": {"raw.py": RAW_SERVER}})
-    async for made in make_site(tmp_path, ttl=0.5, template=template.model_copy(update={"process": process})):
+    return template.model_copy(update={"process": process})
+
+
+@pytest.fixture
+async def raw(tmp_path: Path) -> AsyncIterator[Site]:
+    async for made in make_site(tmp_path, ttl=0.5, template=raw_site()):
+        yield made
+
+
+@pytest.fixture
+async def slow_raw(tmp_path: Path) -> AsyncIterator[Site]:
+    """Routes cached for a minute."""
+    async for made in make_site(tmp_path, ttl=60.0, template=raw_site()):
         yield made
 
 
@@ -720,3 +741,46 @@ async def test_a_reused_connection_whose_answer_breaks_off_is_not_retried(raw: S
     assert [m["type"] for m in sent].count("http.response.start") == 1  # answered once, cut off
     assert body_of(sent) == b"half" and not ended(sent)
     assert raw.upstreams.connections_made == 1
+
+
+async def test_an_instance_that_refuses_connections_is_looked_up_again_once(slow_raw: Site) -> None:
+    replacement = uuid.uuid4()  # another instance, running beside it
+    refusing, other = desired(slow_raw.instance_id), desired(replacement, name="other")
+    instances = (type(refusing)(**{**refusing.__dict__, "template": raw_site()}),
+                 type(other)(**{**other.__dict__, "template": keep_alive_site()}))
+    await converged(slow_raw.driver, AccountState(ACCOUNT, instances))
+    assert (await slow_raw.get("/stop-listening")).text == "stopped\n"  # its route is cached now
+    port = slow_raw.driver.port_of(ACCOUNT, slow_raw.instance_id)
+    assert port is not None  # alive, its run record unchanged
+
+    def refusing() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    await eventually(refusing, "the instance to refuse connections")
+    lookups = slow_raw.cache.lookups
+
+    refused = await slow_raw.get("/")
+    assert refused.status_code == 502 and refused.json()["error"]["code"] == "bad_gateway"
+    assert slow_raw.cache.lookups == lookups + 1  # the cached route may have been stale: looked up again, once
+
+    slow_raw.routes[SLUG] = Route(ACCOUNT, replacement, "running")  # the slug now names the replacement
+    moved = await slow_raw.get("/")  # nothing was sent to the refusing one: the request goes where the route is now
+    assert moved.status_code == 200 and "<h1>other</h1>" in moved.text
+    assert slow_raw.cache.lookups == lookups + 2
+
+
+async def test_the_pool_keeps_at_most_max_idle_per_port_connections(site: Site) -> None:
+    upstreams = Upstreams(max_idle_per_port=1)
+    router = LocalRouter(api, driver=site.driver, routes=site.cache, upstreams=upstreams)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://testserver") as client:
+        try:
+            answers = await asyncio.gather(*(client.get("/", headers={"Host": HOST}) for _ in range(3)))
+            assert [a.status_code for a in answers] == [200] * 3 and upstreams.connections_made > 1
+            await eventually(lambda: upstream_connections(site) == 1, "the connections beyond one to close",
+                             timeout=5)
+        finally:
+            await upstreams.aclose()
