@@ -13,7 +13,8 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from jushostit.kit.db import utcnow
-from jushostit.models import Account, Subscription
+from jushostit.models import Account, Instance, Subscription
+from tests.events.sse import open_stream
 from tests.live import Live, Signup, eventually, processes_in
 
 
@@ -213,3 +214,28 @@ async def test_an_instance_that_first_starts_throttled_is_announced_ready_at_onc
     row = await live.row(site["id"])
     assert row.observed_status == "throttled" and row.first_ready_at is not None  # serving, at a lower priority
     assert await _instance_emails(live, owner) == ["instance_ready"]
+
+
+async def test_the_customer_s_event_stream_carries_each_status_change_of_an_instance_as_recorded(live: Live) -> None:
+    owner = await live.signup("Watching Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "watched")
+
+    async with open_stream(live.app, owner.headers) as stream:
+        await live.converge(owner.account_id)
+        running = await live.row(site["id"])
+        async with live.container.database.unit_of_work() as session:  # an operator's hold, written by hand
+            await session.execute(update(Account).where(Account.id == uuid.UUID(owner.account_id))
+                                  .values(suspension_reasons=["admin"]))
+        await live.reconcile(owner.account_id)
+        stopped = await live.row(site["id"])
+        await eventually(lambda: stream.events(type="instance.status", status="stopped"), "the stop to be streamed")
+
+    def event(row: Instance) -> dict[str, object]:
+        assert row.last_reconciled_at is not None
+        return {"type": "instance.status", "account_id": owner.account_id, "instance_id": site["id"],
+                "status": row.observed_status, "reason": row.status_reason, "at": row.last_reconciled_at.isoformat()}
+
+    streamed = [e for _, e in stream.events(type="instance.status")]
+    assert stopped.status_reason and streamed[-1] == event(stopped)
+    assert [e for e in streamed if e["status"] != "provisioning"] == [event(running), event(stopped)]
