@@ -21,7 +21,7 @@ import pytest
 from starlette.responses import PlainTextResponse
 
 from jushostit.runtime.local.driver import LocalDriver
-from jushostit.runtime.local.router import LocalRouter, Route, RouteCache, Upstreams
+from jushostit.runtime.local.router import KEEPALIVE_SECONDS, LocalRouter, Route, RouteCache, Upstreams
 from jushostit.runtime.protocol import AccountState
 from tests.live import eventually
 from tests.runtime.test_local_driver import ACCOUNT, TEMPLATES, converged, desired
@@ -784,3 +784,22 @@ async def test_the_pool_keeps_at_most_max_idle_per_port_connections(site: Site) 
                              timeout=5)
         finally:
             await upstreams.aclose()
+
+
+async def test_a_sweep_closes_idle_connections_their_instance_closed_and_keeps_live_ones(raw: Site) -> None:
+    live = uuid.uuid4()  # a second instance, its server keeping connections alive
+    closing, other = desired(raw.instance_id), desired(live, name="other")
+    await converged(raw.driver, AccountState(ACCOUNT, (type(closing)(**{**closing.__dict__, "template": raw_site()}),
+                                                        type(other)(**{**other.__dict__, "template": keep_alive_site()}))))
+    raw.routes["other-abc123"] = Route(ACCOUNT, live, "running")
+    other_host = {"Host": "other-abc123.localhost:8000"}
+    assert (await raw.get("/")).text == "ok\n"  # kept alive, then closed by its instance: half-closed in the pool
+    assert (await raw.client.get("/", headers=other_host)).status_code == 200
+    made = raw.upstreams.connections_made
+
+    async def swept() -> bool:  # only requests to the other instance: the closed one's port is never asked again
+        assert (await raw.client.get("/", headers=other_host)).status_code == 200
+        return not router_connections(raw)
+
+    await eventually(swept, "the half-closed connection to be swept", timeout=KEEPALIVE_SECONDS / 3 + 5, interval=0.5)
+    assert raw.upstreams.connections_made == made  # the live connection was kept, reused all along
