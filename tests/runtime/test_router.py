@@ -803,3 +803,14 @@ async def test_a_sweep_closes_idle_connections_their_instance_closed_and_keeps_l
 
     await eventually(swept, "the half-closed connection to be swept", timeout=KEEPALIVE_SECONDS / 3 + 5, interval=0.5)
     assert raw.upstreams.connections_made == made  # the live connection was kept, reused all along
+
+
+async def test_a_relayed_answer_leaves_no_task_of_the_router_behind(site: Site) -> None:
+    blob = bytes(range(256)) * 8192  # 2 MiB: many reads, so the relay also watches for the client leaving
+    (site.driver.instance_dir(ACCOUNT, site.instance_id) / "data" / "big.bin").write_bytes(blob)
+    before = asyncio.all_tasks()
+
+    sent = await call(site, scope_for("GET", "/big.bin"))  # the client stays, silent, until the answer ends
+
+    assert body_of(sent) == blob and ended(sent)
+    await eventually(lambda: not asyncio.all_tasks() - before, "the router's own tasks to end", timeout=5)
