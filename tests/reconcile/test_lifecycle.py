@@ -239,3 +239,22 @@ async def test_the_customer_s_event_stream_carries_each_status_change_of_an_inst
     streamed = [e for _, e in stream.events(type="instance.status")]
     assert stopped.status_reason and streamed[-1] == event(stopped)
     assert [e for e in streamed if e["status"] != "provisioning"] == [event(running), event(stopped)]
+
+
+async def test_the_expiry_email_says_why_it_stopped_and_how_long_the_data_is_kept(live: Live) -> None:
+    live.configure(expired_retention_days=9)
+    owner = await live.signup("Expiring Co")
+    subscription = (await live.checkout(owner, "free"))["subscription"]
+    site = await live.ordered(owner, "expiring")
+    await live.converge(owner.account_id)
+    ended = utcnow() - timedelta(days=1)  # within the retention period
+    async with live.container.database.unit_of_work() as session:
+        await session.execute(update(Subscription).where(Subscription.id == uuid.UUID(subscription["id"]))
+                              .values(current_period_start=ended - timedelta(days=30), current_period_end=ended))
+
+    await live.reconcile(owner.account_id)
+
+    row = await live.row(site["id"])
+    [expired] = await live.emails_of(owner, "instance_expired")
+    assert row.status_reason and f"is stopped: {row.status_reason}." in expired.body
+    assert "Its data is kept for 9 days" in expired.body and "expiring" in expired.subject
