@@ -339,6 +339,7 @@ import time
 ANSWERS = {  # then the connection closes: "/" was answered as kept alive, its keep-alive timeout is nil
     "/": b"HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n",
     "/short-length": b"HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\nonly these",
+    "/empty": b"HTTP/1.1 204 No Content\\r\\nX-Seen: yes\\r\\n\\r\\n",
     "/closing": b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n",
     "/short-chunked": b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n",
 }
@@ -353,6 +354,11 @@ def handle(conn):
                 return
             head += more
         head, _, body = head.partition(b"\\r\\n\\r\\n")
+        if head.startswith(b"POST /early "):  # answered before the body is read, the connection kept open
+            conn.sendall(b"HTTP/1.1 413 Content Too Large\\r\\nContent-Length: 0\\r\\n\\r\\n")
+            while conn.recv(65536):
+                pass
+            return
         for line in head.lower().split(b"\\r\\n"):
             if line.startswith(b"content-length:"):
                 while len(body) < int(line.split(b":")[1]):
@@ -814,3 +820,36 @@ async def test_a_relayed_answer_leaves_no_task_of_the_router_behind(site: Site) 
 
     assert body_of(sent) == blob and ended(sent)
     await eventually(lambda: not asyncio.all_tasks() - before, "the router's own tasks to end", timeout=5)
+
+
+def finals(sent: list[dict[str, Any]]) -> int:
+    return sum(1 for m in sent if m["type"] == "http.response.body" and not m.get("more_body", False))
+
+
+async def test_the_upstreams_date_and_server_headers_are_not_passed_on(echo: Site) -> None:
+    names = {name for name, _ in (await relayed(echo, "/"))[0]["headers"]}  # http.server sends both
+    assert b"seen-host" in names and not names & {b"date", b"server"}, names
+
+
+async def test_the_response_carries_no_hop_by_hop_header_and_ends_once(raw: Site) -> None:
+    for path in ("/closing", "/short-chunked", "/empty"):
+        sent = await relayed(raw, path)
+        names = {name for name, _ in sent[0]["headers"]}
+        assert not names & {b"connection", b"transfer-encoding", b"date", b"server"}, (path, names)
+        assert finals(sent) <= 1, (path, sent)
+    empty = await relayed(raw, "/empty")  # no body at all: still ended, once, with nothing
+    assert empty[0]["status"] == 204 and (b"x-seen", b"yes") in empty[0]["headers"]
+    assert body_of(empty) == b"" and ended(empty) and finals(empty) == 1
+
+
+async def test_a_head_answer_ends_at_once_without_a_body(site: Site) -> None:
+    sent = await call(site, scope_for("HEAD", "/"))
+    assert sent[0]["status"] == 200 and body_of(sent) == b"" and ended(sent) and finals(sent) == 1
+
+
+async def test_a_connection_answered_before_the_body_was_sent_is_not_reused(raw: Site) -> None:
+    messages = [{"type": "http.request", "body": b"x" * 1000, "more_body": True}]  # then the client is slow
+    sent = await call(raw, scope_for("POST", "/early", [(b"content-length", b"1000000")]), messages)
+    assert sent[0]["status"] == 413 and ended(sent)
+    # What is left of the body would be read as the next request: the connection is closed instead.
+    await eventually(lambda: not router_connections(raw), "the connection to be closed", timeout=5)
