@@ -843,8 +843,13 @@ async def test_the_response_carries_no_hop_by_hop_header_and_ends_once(raw: Site
 
 
 async def test_a_head_answer_ends_at_once_without_a_body(site: Site) -> None:
+    for _ in range(2):  # on a new connection, then on the kept-alive one
+        sent = await call(site, scope_for("HEAD", "/"))
+        assert sent[0]["status"] == 200 and body_of(sent) == b"" and ended(sent) and finals(sent) == 1
+    assert site.upstreams.connections_made == 2  # the connection a HEAD left unfinished is not reused
+    (await site.get("/")).raise_for_status()
     sent = await call(site, scope_for("HEAD", "/"))
-    assert sent[0]["status"] == 200 and body_of(sent) == b"" and ended(sent) and finals(sent) == 1
+    assert sent[0]["status"] == 200 and body_of(sent) == b"" and ended(sent)
 
 
 async def test_a_connection_answered_before_the_body_was_sent_is_not_reused(raw: Site) -> None:
