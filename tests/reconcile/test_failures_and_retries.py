@@ -310,3 +310,28 @@ async def test_the_account_error_names_every_instance_the_runtime_refused(live: 
     prefix = "InstancesFailed: 2 instance(s) failed: "
     assert shown.startswith(prefix), shown
     assert sorted(shown.removeprefix(prefix).split("; ")) == sorted(errors.values())
+
+
+async def passes_counted(live: Live, path: str) -> float:
+    text = (await live.client.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "jushostit_reconcile_passes_total" and sample.labels.get("path") == path:
+                return sample.value
+    return 0.0
+
+
+async def test_every_pass_is_counted_under_the_path_that_ran_it(live: Live) -> None:
+    owner = await live.signup("Counted Co")
+    await live.checkout(owner, "free")
+    account_id = uuid.UUID(owner.account_id)
+    c = live.container
+    before = {path: await passes_counted(live, path) for path in ("job", "resync")}
+
+    await service.reconcile_account(c.database, c.settings, c.secret_box, live.driver, account_id)
+    assert {path: await passes_counted(live, path) for path in before} == {"job": before["job"] + 1,
+                                                                            "resync": before["resync"]}
+    await service.reconcile_batch(c.database, c.settings, c.secret_box, live.driver, [account_id],
+                                  deadline_horizon=timedelta(0))
+    assert {path: await passes_counted(live, path) for path in before} == {"job": before["job"] + 1,
+                                                                            "resync": before["resync"] + 1}
