@@ -253,3 +253,30 @@ async def test_a_write_back_skips_an_instance_deleted_meanwhile_and_still_record
 
     assert (await live.row(first["id"])).observed_status == "deleted"  # left as the deleting pass recorded it
     assert (await live.row(second["id"])).observed_status == "stopped"  # the next rows are still written
+
+
+async def test_a_pass_records_its_instances_changes_in_id_order_whatever_order_they_were_stored_in(
+    live: Live,
+) -> None:
+    owner = await live.paid_starter(await live.admin(), "Stored Backwards")
+    account_id = uuid.UUID(owner.account_id)
+    # Stored largest id first: rows locked in storage order rather than id order would be recorded backwards
+    # (and two passes locking overlapping sets in different orders could deadlock).
+    ids = [uuid.UUID(f"{first:x}{uuid.uuid4().hex[1:]}") for first in (0xE, 0x2)]
+    for n, instance_id in enumerate(ids):
+        async with live.container.database.unit_of_work() as session:
+            session.add(Instance(id=instance_id, account_id=account_id, template_code="static-site",
+                                 name=f"backwards{n}", slug=f"backwards{n}-{uuid.uuid4().hex[:6]}", tier="small",
+                                 desired_level="running", observed_status="provisioning"))
+    await live.converge(owner.account_id)
+    async with live.container.database.unit_of_work() as session:  # an operator's hold: both stop in one pass
+        await session.execute(update(Account).where(Account.id == account_id).values(suspension_reasons=["admin"]))
+
+    await live.reconcile(owner.account_id)
+
+    stops = {}
+    for instance_id in ids:
+        [stop] = [e for e in await live.audit("instance.status_changed", str(instance_id))
+                  if e.after["status"] == "stopped"]
+        stops[instance_id] = stop.seq
+    assert sorted(ids, key=stops.__getitem__) == sorted(ids)
