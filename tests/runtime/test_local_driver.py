@@ -449,3 +449,47 @@ async def test_a_stopped_instance_reports_why_it_cannot_run(driver: LocalDriver)
     broken = dataclasses.replace(desired(iid, run=False), template=None, problem="its template is missing")
     observed = await driver.apply(AccountState(ACCOUNT, (broken,)))
     assert observed.instances[iid] == ObservedInstance("stopped", "its template is missing")
+
+
+# No braces: a command's parts are str.format templates ({python}, {port}, ...).
+PROBE = (
+    "import json, os, sys; print(json.dumps(dict(argv=sys.argv[1:], python=sys.executable, cwd=os.getcwd(), "
+    "env=dict((k, os.environ.get(k)) for k in ('PATH', 'HOME', 'PORT', 'GREETING', 'SECRET_KEYS')), "
+    "stdin=sys.stdin.read(), own_session=os.getsid(0) == os.getpid())))"
+)
+
+
+async def test_a_process_starts_with_its_substitutions_its_environment_only_and_its_own_session(
+    driver: LocalDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a template's process gets: {python} {port} {data_dir} {host} filled in, its data dir as cwd and
+    HOME, PATH and PORT, its instance's values — and nothing else of ours (no secret of the control plane in its
+    environment), no stdin, a session of its own (so a stop reaches its children). Its log keeps every run."""
+    monkeypatch.setenv("SECRET_KEYS", "the control plane's own secret")
+    iid = uuid.uuid4()
+    static = TEMPLATES["static-site"]
+    assert static.process is not None
+    probe = static.model_copy(update={"process": static.process.model_copy(
+        update={"command": ["{python}", "-c", PROBE, "{port}", "{data_dir}", "{host}"]})})
+    instance = dataclasses.replace(desired(iid, env=PlainEnv(("GREETING", "hello"))), template=probe)
+    await driver.apply(AccountState(ACCOUNT, (instance,)))
+    directory = driver.instance_dir(ACCOUNT, iid)
+
+    async def lines() -> list[str]:
+        return await driver.logs(iid, tail=10)
+
+    await eventually(lines, "the probe's line in its log")
+    seen = json.loads((await lines())[0])
+    data = str(directory / "data")
+    assert seen["argv"][1:] == [data, "127.0.0.1"] and seen["argv"][0] == seen["env"]["PORT"]
+    assert seen["python"] == sys.executable and seen["cwd"] == data
+    assert seen["env"] == {"PATH": os.environ["PATH"], "HOME": data, "PORT": seen["argv"][0], "GREETING": "hello",
+                           "SECRET_KEYS": None}
+    assert seen["stdin"] == "" and seen["own_session"] is True
+
+    await driver.apply(AccountState(ACCOUNT, (instance,)))  # it exited: started again, its log appended to
+
+    async def two_runs() -> bool:
+        return len(await lines()) == 2
+
+    await eventually(two_runs, "the second run's line after the first")
