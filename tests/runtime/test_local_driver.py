@@ -493,3 +493,21 @@ async def test_a_process_starts_with_its_substitutions_its_environment_only_and_
         return len(await lines()) == 2
 
     await eventually(two_runs, "the second run's line after the first")
+
+
+async def test_a_process_gets_a_plain_path_when_the_server_has_none(
+    driver: LocalDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PATH")
+    iid = uuid.uuid4()
+    static = TEMPLATES["static-site"]
+    assert static.process is not None
+    probe = static.model_copy(update={"process": static.process.model_copy(
+        update={"command": ["{python}", "-c", PROBE]})})
+    await driver.apply(AccountState(ACCOUNT, (dataclasses.replace(desired(iid), template=probe),)))
+
+    async def lines() -> list[str]:
+        return await driver.logs(iid, tail=1)
+
+    await eventually(lines, "the probe's line in its log")
+    assert json.loads((await lines())[0])["env"]["PATH"] == "/usr/bin:/bin"
