@@ -8,7 +8,7 @@ import inspect
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib.util import find_spec
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -30,7 +30,7 @@ from jushostit.accounts.endpoints import router as accounts_router
 from jushostit.admin.endpoints import router as admin_router
 from jushostit.audit.endpoints import router as audit_router
 from jushostit.auth import oidc
-from jushostit.auth.dependencies import AUTH_RULE_ATTR, AuthRule, route_rule
+from jushostit.auth.dependencies import AUTH_RULE_ATTR, AuthRule, route_rule, rule_dependency
 from jushostit.auth.endpoints import router as auth_router
 from jushostit.auth.scopes import API_KEY_PREFIX
 from jushostit.auth.scopes import Scope as ApiScope
@@ -422,22 +422,10 @@ class AuthRequirement:
         return f"A member of the account{role}; anyone else gets 404. {key}"
 
 
-def _rule_dependency(dependant: Any) -> Callable[..., Any] | None:
-    """The dependency that declared the route's auth rule (as auth.dependencies.route_rule finds it)."""
-    call = dependant.call
-    if call is not None and getattr(call, AUTH_RULE_ATTR, None) is not None:
-        return call
-    for sub in dependant.dependencies:
-        found = _rule_dependency(sub)
-        if found is not None:
-            return found
-    return None
-
-
 def auth_requirement(route: APIRoute) -> AuthRequirement | None:
     """Read from the dependency itself: the factories (`require_user(scope)`, `require_account(scope, min_role)`,
     ...) keep their arguments in the dependency's closure."""
-    call = _rule_dependency(route.dependant)
+    call = rule_dependency(route.dependant)
     if call is None:
         return None
     rule = AuthRule(getattr(call, AUTH_RULE_ATTR))

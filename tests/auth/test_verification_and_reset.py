@@ -14,22 +14,11 @@ from sqlalchemy import func, select
 
 from jushostit.kit.crypto import new_token, token_hash
 from jushostit.models import ApiKey, EmailOutbox, Invite, Subscription, User
+from tests.auth.test_api_keys import assert_error, bearer
 from tests.auth.test_throttling import unique_ip
 from tests.conftest import TEST_PASSWORD, asgi_client, token_in
 
 NEW_PASSWORD = "a brand new sturdy passphrase"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["code"] == code
-    return body["error"]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def count(session, model: Any, *where: Any) -> int:

@@ -86,7 +86,7 @@ async def test_restart_replaces_the_process_through_the_runtime_and_a_reconcile(
 
 
 class RecordsAccounts:
-    """The real local driver, recording which accounts it was asked to apply."""
+    """The real local driver, recording which accounts it was asked to apply, in order."""
 
     def __init__(self, inner: LocalDriver) -> None:
         self.inner = inner

@@ -152,6 +152,13 @@ async def _until_no_reconcile_queued(live: Live, account_id: str) -> None:
     await eventually(settled, "every reconcile job of the account to finish")
 
 
+async def _ended_yesterday(live: Live, subscription_id: str) -> None:
+    ended = utcnow() - timedelta(days=1)
+    async with live.container.database.unit_of_work() as session:
+        await session.execute(update(Subscription).where(Subscription.id == uuid.UUID(subscription_id))
+                              .values(current_period_start=ended - timedelta(days=30), current_period_end=ended))
+
+
 async def _instance_emails(live: Live, owner: Signup) -> list[str]:
     return [e.template for e in await live.emails_of(owner) if e.template.startswith("instance_")]
 
@@ -164,10 +171,7 @@ async def test_an_instance_running_again_after_its_subscription_ended_and_was_re
     subscription = (await live.checkout(owner, "free"))["subscription"]
     site = await live.ordered(owner, "renewed")
     await live.converge(owner.account_id)
-    ended = utcnow() - timedelta(days=1)  # within the retention period
-    async with live.container.database.unit_of_work() as session:
-        await session.execute(update(Subscription).where(Subscription.id == uuid.UUID(subscription["id"]))
-                              .values(current_period_start=ended - timedelta(days=30), current_period_end=ended))
+    await _ended_yesterday(live, subscription["id"])  # within the retention period
     await live.reconcile(owner.account_id)
     assert (await live.row(site["id"])).observed_status == "expired"
 
@@ -247,10 +251,7 @@ async def test_the_expiry_email_says_why_it_stopped_and_how_long_the_data_is_kep
     subscription = (await live.checkout(owner, "free"))["subscription"]
     site = await live.ordered(owner, "expiring")
     await live.converge(owner.account_id)
-    ended = utcnow() - timedelta(days=1)  # within the retention period
-    async with live.container.database.unit_of_work() as session:
-        await session.execute(update(Subscription).where(Subscription.id == uuid.UUID(subscription["id"]))
-                              .values(current_period_start=ended - timedelta(days=30), current_period_end=ended))
+    await _ended_yesterday(live, subscription["id"])  # within the retention period
 
     await live.reconcile(owner.account_id)
 

@@ -21,6 +21,7 @@ from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed
 from jushostit.triggers import RECONCILE_TASK
 from tests.live import Live, eventually, processes_in
+from tests.reconcile.test_healing import RecordsAccounts
 
 
 async def test_a_held_account_is_skipped_by_the_batch_and_free_again_after(container) -> None:
@@ -162,21 +163,6 @@ async def test_a_reconcile_queued_outside_a_request_waits_once_per_account(live:
 
     assert [job.queueing_lock for job in await live.jobs_of(first.account_id, "todo")] == [f"reconcile:{a}"]
     assert [job.queueing_lock for job in await live.jobs_of(second.account_id, "todo")] == [f"reconcile:{b}"]
-
-
-class RecordsAccounts:
-    """The real local driver, recording the order in which it was asked to apply accounts."""
-
-    def __init__(self, inner: LocalDriver) -> None:
-        self.inner = inner
-        self.applied: list[uuid.UUID] = []
-
-    async def apply(self, desired: AccountState) -> Observed:
-        self.applied.append(desired.account_id)
-        return await self.inner.apply(desired)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
 
 
 async def test_a_reconcile_queued_outside_a_request_goes_before_plain_work_queued_earlier(

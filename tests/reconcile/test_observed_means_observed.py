@@ -15,6 +15,7 @@ from jushostit.models import Account, AccountStatus, BillingMode, Instance, Subs
 from jushostit.reconcile import service
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed, ObservedInstance
+from tests.conftest import Signup
 from tests.live import Live, processes_in
 
 
@@ -191,10 +192,7 @@ async def test_a_pass_that_deletes_an_instance_still_records_what_it_observed_of
     assert (row.observed_status, row.status_reason) == ("running", None)
 
 
-async def test_the_reconciler_records_an_account_status_change_as_the_system_s_on_that_account(live: Live) -> None:
-    owner = await live.signup("Held By Hand")
-    await live.checkout(owner, "free")
-    await live.work()
+async def _hold_by_hand_then_reconcile_as_the_user(live: Live, owner: Signup) -> None:
     async with live.container.database.unit_of_work() as session:  # an operator's hold, written by hand
         await session.execute(update(Account).where(Account.id == uuid.UUID(owner.account_id))
                               .values(suspension_reasons=["admin"]))
@@ -204,6 +202,13 @@ async def test_the_reconciler_records_an_account_status_change_as_the_system_s_o
         await live.reconcile(owner.account_id)
     finally:
         context.actor.reset(token)
+
+
+async def test_the_reconciler_records_an_account_status_change_as_the_system_s_on_that_account(live: Live) -> None:
+    owner = await live.signup("Held By Hand")
+    await live.checkout(owner, "free")
+    await live.work()
+    await _hold_by_hand_then_reconcile_as_the_user(live, owner)
 
     [change] = await live.audit("account.status_changed", owner.account_id)
     assert (change.before, change.after) == ({"status": "active"}, {"status": "suspended"})
@@ -219,15 +224,7 @@ async def test_the_reconciler_records_an_instance_status_change_as_the_system_s_
     await live.checkout(owner, "free")
     site = await live.ordered(owner, "held")
     await live.converge(owner.account_id)
-    async with live.container.database.unit_of_work() as session:  # an operator's hold, written by hand
-        await session.execute(update(Account).where(Account.id == uuid.UUID(owner.account_id))
-                              .values(suspension_reasons=["admin"]))
-    # Whoever's context a pass runs in (here a user's), its own writes are the system's.
-    token = context.actor.set(context.Actor("user", uuid.UUID(owner.user_id)))
-    try:
-        await live.reconcile(owner.account_id)
-    finally:
-        context.actor.reset(token)
+    await _hold_by_hand_then_reconcile_as_the_user(live, owner)
 
     row = await live.row(site["id"])
     assert row.observed_status == "stopped" and row.status_reason

@@ -21,6 +21,7 @@ import pytest
 import structlog.testing
 
 from jushostit.catalog.loader import load_templates
+from jushostit.catalog.spec import TemplateSpec
 from jushostit.runtime.local.driver import NOT_RUNNABLE, STOP_TIMEOUT_SECONDS, LocalDriver
 from jushostit.runtime.protocol import AccountState, DesiredInstance, Observed, ObservedInstance
 from tests.live import eventually
@@ -37,6 +38,13 @@ class PlainEnv:
     def values(self) -> tuple[tuple[str, str], ...]:
         self.reads += 1
         return self.pairs
+
+
+def static_site_with(**process: object) -> TemplateSpec:
+    """static-site's template with some of its process form changed."""
+    static = TEMPLATES["static-site"]
+    assert static.process is not None
+    return static.model_copy(update={"process": static.process.model_copy(update=process)})
 
 
 def desired(instance_id: uuid.UUID, *, run: bool = True, throttled: bool = False, template: str = "static-site",
@@ -254,10 +262,7 @@ BAD_BYTE = b"\xff".decode(locale.getpreferredencoding(False), errors="replace") 
 
 async def test_logs_return_the_last_n_lines_as_the_process_wrote_them(driver: LocalDriver) -> None:
     iid = uuid.uuid4()
-    static = TEMPLATES["static-site"]
-    assert static.process is not None
-    crashing = static.model_copy(update={"process": static.process.model_copy(
-        update={"command": ["{python}", "-c", CRASHING]})})
+    crashing = static_site_with(command=["{python}", "-c", CRASHING])
     await driver.apply(AccountState(ACCOUNT, (dataclasses.replace(desired(iid), template=crashing),)))
     record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
     assert record is not None
@@ -344,10 +349,7 @@ async def test_a_recorded_pid_now_used_by_another_process_is_not_taken_for_ours(
 
 async def test_one_broken_instance_does_not_keep_its_siblings_from_converging(driver: LocalDriver) -> None:
     broken, sibling = uuid.uuid4(), uuid.uuid4()
-    static = TEMPLATES["static-site"]
-    assert static.process is not None
-    escaping = static.model_copy(update={"process": static.process.model_copy(
-        update={"seed_files": {"../outside.txt": "not in the data directory"}})})
+    escaping = static_site_with(seed_files={"../outside.txt": "not in the data directory"})
     state = AccountState(ACCOUNT, (dataclasses.replace(desired(broken, name="broken"), template=escaping),
                                    desired(sibling)))
 
@@ -391,10 +393,7 @@ STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);
 
 async def test_a_process_ignoring_sigterm_is_killed_after_the_stop_timeout(driver: LocalDriver) -> None:
     iid = uuid.uuid4()
-    static = TEMPLATES["static-site"]
-    assert static.process is not None
-    stubborn = static.model_copy(update={"process": static.process.model_copy(
-        update={"command": ["{python}", "-c", STUBBORN]})})
+    stubborn = static_site_with(command=["{python}", "-c", STUBBORN])
     await driver.apply(AccountState(ACCOUNT, (dataclasses.replace(desired(iid), template=stubborn),)))
     record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
     assert record is not None
@@ -412,10 +411,7 @@ async def test_a_process_ignoring_sigterm_is_killed_after_the_stop_timeout(drive
 
 async def test_an_adopted_process_ignoring_sigterm_is_killed_too(driver: LocalDriver, tmp_path: Path) -> None:
     iid = uuid.uuid4()
-    static = TEMPLATES["static-site"]
-    assert static.process is not None
-    stubborn = static.model_copy(update={"process": static.process.model_copy(
-        update={"command": ["{python}", "-c", STUBBORN]})})
+    stubborn = static_site_with(command=["{python}", "-c", STUBBORN])
     crashed = LocalDriver(tmp_path / "instances")  # started it, then died: the process is not our child
     await crashed.apply(AccountState(ACCOUNT, (dataclasses.replace(desired(iid), template=stubborn),)))
     record = driver._read_run(driver.instance_dir(ACCOUNT, iid))
@@ -467,10 +463,7 @@ async def test_a_process_starts_with_its_substitutions_its_environment_only_and_
     environment), no stdin, a session of its own (so a stop reaches its children). Its log keeps every run."""
     monkeypatch.setenv("SECRET_KEYS", "the control plane's own secret")
     iid = uuid.uuid4()
-    static = TEMPLATES["static-site"]
-    assert static.process is not None
-    probe = static.model_copy(update={"process": static.process.model_copy(
-        update={"command": ["{python}", "-c", PROBE, "{port}", "{data_dir}", "{host}"]})})
+    probe = static_site_with(command=["{python}", "-c", PROBE, "{port}", "{data_dir}", "{host}"])
     instance = dataclasses.replace(desired(iid, env=PlainEnv(("GREETING", "hello"))), template=probe)
     await driver.apply(AccountState(ACCOUNT, (instance,)))
     directory = driver.instance_dir(ACCOUNT, iid)
@@ -500,10 +493,7 @@ async def test_a_process_gets_a_plain_path_when_the_server_has_none(
 ) -> None:
     monkeypatch.delenv("PATH")
     iid = uuid.uuid4()
-    static = TEMPLATES["static-site"]
-    assert static.process is not None
-    probe = static.model_copy(update={"process": static.process.model_copy(
-        update={"command": ["{python}", "-c", PROBE]})})
+    probe = static_site_with(command=["{python}", "-c", PROBE])
     await driver.apply(AccountState(ACCOUNT, (dataclasses.replace(desired(iid), template=probe),)))
 
     async def lines() -> list[str]:

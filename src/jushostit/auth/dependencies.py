@@ -197,13 +197,18 @@ def require_admin() -> Callable[..., Awaitable[Principal]]:
     return declare_rule(dependency, AuthRule.admin)
 
 
-def route_rule(dependant: Any) -> AuthRule | None:
-    """The auth rule a route declared, found anywhere in its dependency tree."""
-    rule = getattr(dependant.call, AUTH_RULE_ATTR, None) if dependant.call else None
-    if rule is not None:
-        return rule
+def rule_dependency(dependant: Any) -> Callable[..., Any] | None:
+    """The dependency that declared the route's auth rule, found anywhere in its dependency tree."""
+    call = dependant.call
+    if call is not None and getattr(call, AUTH_RULE_ATTR, None) is not None:
+        return call
     for sub in dependant.dependencies:
-        found = route_rule(sub)
+        found = rule_dependency(sub)
         if found is not None:
             return found
     return None
+
+
+def route_rule(dependant: Any) -> AuthRule | None:
+    """The auth rule a route declared, found anywhere in its dependency tree."""
+    return getattr(rule_dependency(dependant), AUTH_RULE_ATTR, None)
