@@ -83,6 +83,9 @@ async def test_plans_are_public_and_show_prices_in_minor_units(client) -> None:
         "billing_modes": ["card", "invoice", "prepaid"],
         "quotas": {"cpu_millicores": 2000, "memory_mib": 2048, "storage_gib": 10, "max_instances": 3},
         "default_budget_minor": 5000,
+        "included_credits": 0,
+        "credits_rollover": False,
+        "credits_rollover_cap": None,
     }
     assert plans["free"]["price_minor"] == 0 and plans["free"]["billing_modes"] == ["free"]
     # Paginated by code, the pages together are the same list.

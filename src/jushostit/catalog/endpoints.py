@@ -61,6 +61,9 @@ def _plan_fields(plan: Plan) -> dict[str, object]:
         "billing_modes": plan.billing_modes,
         "quotas": PlanQuotas.model_validate(plan.quotas),
         "default_budget_minor": plan.default_budget_minor,
+        "included_credits": plan.included_credits,
+        "credits_rollover": plan.credits_rollover,
+        "credits_rollover_cap": plan.credits_rollover_cap,
     }
 
 

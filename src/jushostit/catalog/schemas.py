@@ -16,6 +16,7 @@ from pydantic import (
 
 from jushostit.catalog.spec import (
     BillingModes,
+    CreditAmount,
     Currency,
     Name,
     PlanQuotas,
@@ -78,12 +79,14 @@ class PlanCreate(PlanSpec):
 
 StrictQuotas = Annotated[PlanQuotas, strictly(PlanQuotas)]
 
-_NOT_NULL = ("name", "price_minor", "currency", "interval", "billing_modes", "quotas")
+_NOT_NULL = (
+    "name", "price_minor", "currency", "interval", "billing_modes", "quotas", "included_credits", "credits_rollover",
+)
 
 
 class PlanUpdate(RequestModel):
-    """Only the fields given change. The code never changes; `default_budget_minor` and `stripe_price_id` may be
-    set to null, the other fields may not."""
+    """Only the fields given change. The code never changes; `default_budget_minor`, `credits_rollover_cap` and
+    `stripe_price_id` may be set to null, the other fields may not. Credit changes apply from the next period."""
 
     model_config = ConfigDict(json_schema_extra=not_nullable(*_NOT_NULL))
     name: Name | None = None
@@ -93,6 +96,9 @@ class PlanUpdate(RequestModel):
     billing_modes: BillingModes | None = None
     quotas: StrictQuotas | None = None
     default_budget_minor: MinorUnits | None = None
+    included_credits: CreditAmount | None = None
+    credits_rollover: bool | None = None
+    credits_rollover_cap: CreditAmount | None = None
     stripe_price_id: StripePriceId | None = None
 
     @field_validator("currency")
@@ -119,6 +125,9 @@ class PlanRead(ResponseModel):
     billing_modes: list[str]
     quotas: PlanQuotas
     default_budget_minor: int | None
+    included_credits: int = Field(description="Credits each paid period brings")
+    credits_rollover: bool = Field(description="What is left carries into the next period (else it expires)")
+    credits_rollover_cap: int | None = Field(description="At most this many carried over; null: no cap")
 
 
 class PlanAdminRead(PlanRead):

@@ -36,6 +36,9 @@ def _plan_values(spec: PlanSpec) -> dict[str, Any]:
         "billing_modes": list(spec.billing_modes),
         "quotas": spec.quotas.model_dump(),
         "default_budget_minor": spec.default_budget_minor,
+        "included_credits": spec.included_credits,
+        "credits_rollover": spec.credits_rollover,
+        "credits_rollover_cap": spec.credits_rollover_cap,
         "stripe_price_id": spec.stripe_price_id,
     }
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jushostit.kit import money
-from jushostit.kit.schemas import INT32_MAX, MinorUnits, Note
+from jushostit.kit.schemas import INT32_MAX, MINOR_UNITS_MAX, MinorUnits, Note
 
 Code = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$", max_length=63)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -26,6 +26,7 @@ AbsolutePath = Annotated[str, Field(pattern=r"^/", max_length=1024)]
 ImageReference = Annotated[str, Field(min_length=1, max_length=500)]  # registry/name:tag@digest
 Uid = Annotated[int, Field(ge=1, le=INT32_MAX)]  # Pod Security "restricted" needs a numeric non-root uid
 SizeGib = Annotated[int, Field(ge=1, le=10_000)]
+CreditAmount = Annotated[int, Field(ge=0, le=MINOR_UNITS_MAX)]  # whole credits (BIGINT)
 
 
 class Spec(BaseModel):
@@ -51,6 +52,11 @@ class PlanSpec(Spec):
     billing_modes: BillingModes
     quotas: PlanQuotas
     default_budget_minor: MinorUnits | None = None
+    # Credits each paid period brings; at renewal they expire (reset) or what is left carries over, at most
+    # `credits_rollover_cap` (null: no cap).
+    included_credits: CreditAmount = 0
+    credits_rollover: bool = False
+    credits_rollover_cap: CreditAmount | None = None
     stripe_price_id: StripePriceId | None = None
 
 
