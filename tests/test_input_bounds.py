@@ -24,6 +24,8 @@ from jushostit.models import (
     ApiKey,
     AuditEntry,
     AuthThrottle,
+    CreditEntry,
+    CreditGrant,
     Instance,
     Invite,
     Plan,
@@ -131,7 +133,8 @@ def assert_validation_error(response: httpx.Response, loc: list[Any]) -> None:
 
 async def row_counts(session) -> dict[str, int]:
     """Rows per table a refused request could have touched (every change also writes an audit entry)."""
-    tables = (User, Account, ApiKey, Invite, Plan, ServiceTemplate, Subscription, Instance, AuditEntry, AuthThrottle)
+    tables = (User, Account, ApiKey, Invite, Plan, ServiceTemplate, Subscription, Instance, AuditEntry, AuthThrottle,
+              CreditGrant, CreditEntry)
     return {table.__name__: await session.scalar(select(func.count()).select_from(table)) for table in tables}
 
 
@@ -212,6 +215,14 @@ OVER_LENGTH: dict[str, Callable[[Signup], tuple[str, str, dict[str, Any] | None,
         "POST", "/v1/admin/templates", template_body(description="d" * 1001), me.headers, ["body", "description"],
     ),
     "audit action filter": lambda me: ("GET", "/v1/admin/audit?action=" + "a" * 65, None, me.headers, ["query", "action"]),
+    "credit grant reason": lambda me: (
+        "POST", f"/v1/admin/accounts/{me.account_id}/credits/grants", {"amount": 1, "reason": "r" * 201}, me.headers,
+        ["body", "reason"],
+    ),
+    "credit debit reference": lambda me: (
+        "POST", f"/v1/admin/accounts/{me.account_id}/credits/debits",
+        {"amount": 1, "reason": "usage", "reference": "r" * 201}, me.headers, ["body", "reference"],
+    ),
 }
 
 
