@@ -32,7 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import jushostit.app as app_module
 from jushostit.app import api_routes, check_route_rules, create_app, page_routes
 from jushostit.auth.dependencies import AuthRule, public, require_user, route_rule
-from jushostit.models import Account, Instance, Invite, Membership, Role, Subscription, User
+from jushostit.kit.db import utcnow
+from jushostit.models import Account, Instance, Invite, Membership, Role, Subscription, User, WebhookEvent
 from tests.conftest import TEST_PASSWORD, Signup
 from tests.streaming import first_response, is_streaming
 
@@ -179,6 +180,7 @@ class Tenant:
     api_key_id: str
     subscription_id: str
     instance_id: str
+    webhook_event_id: str = ""
 
     def path_values(self) -> dict[str, str]:
         """Every path parameter name any route uses, filled with this tenant's real resources."""
@@ -192,6 +194,7 @@ class Tenant:
             "plan_code": "starter",  # plans are the platform's, not a tenant's
             "provider": "no-such-provider",  # OIDC providers are public routes
             "path": "index.html",  # a file of the tenant's site (PUT .../files/{path})
+            "event_id": self.webhook_event_id,  # a provider's event about the tenant (admin routes)
         }
 
 
@@ -216,6 +219,12 @@ async def make_tenant(client: httpx.AsyncClient, session: AsyncSession, signup: 
         f"/v1/accounts/{owner.account_id}/instances", json={"template": "static-site", "name": "site"}, headers=headers
     )
     assert instance.status_code == 201, instance.text
+    event = WebhookEvent(
+        provider="stripe", event_id=f"evt_{uuid.uuid4().hex}", event_type="invoice.paid", account_id=owner.account_id,
+        payload={}, created_at_provider=utcnow(), received_at=utcnow(), status="processed",
+    )
+    session.add(event)
+    await session.flush()
     return Tenant(
         owner,
         member.user_id,
@@ -223,6 +232,7 @@ async def make_tenant(client: httpx.AsyncClient, session: AsyncSession, signup: 
         key.json()["id"],
         checkout.json()["subscription"]["id"],
         instance.json()["id"],
+        str(event.id),
     )
 
 
@@ -469,7 +479,7 @@ async def test_a_platform_admins_api_key_without_the_admin_scope_is_refused(app,
     assert created.status_code == 201, created.text
     narrow = {"Authorization": f"Bearer {created.json()['key']}"}
     values = {"account_id": admin.account_id, "plan_code": "starter", "subscription_id": str(uuid.uuid4()),
-              "user_id": str(uuid.uuid4())}
+              "user_id": str(uuid.uuid4()), "event_id": str(uuid.uuid4())}
     for op in operations(app):
         if op.rule is AuthRule.admin:
             assert_error(await call(app, client, op, values, narrow), 403, "admin_required")

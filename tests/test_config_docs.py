@@ -80,7 +80,10 @@ def test_the_documented_variable_sets_the_field(name: str, field: FieldInfo, mon
     """The documented default, given through the documented variable, is read back as the code's default."""
     default = cell_value(documented()[env_var(name)]["default"])
     if default == UNSET:
-        sample: dict[str, Any] = {"database_url": "postgresql://u@db.example:5432/x", "public_url": "https://cp.example"}
+        sample: dict[str, Any] = {
+            "database_url": "postgresql://u@db.example:5432/x", "public_url": "https://cp.example",
+            "default_billing_mode": "card",
+        }
         default = sample.get(name, "configured-value")
         expected: Any = default
     else:

@@ -38,6 +38,7 @@ from jushostit.billing.endpoints import router as billing_router
 from jushostit.catalog.endpoints import router as catalog_router
 from jushostit.config import Settings
 from jushostit.container import Container
+from jushostit.credits.endpoints import router as credits_router
 from jushostit.events.broker import Broker
 from jushostit.events.endpoints import router as events_router
 from jushostit.instances.endpoints import router as instances_router
@@ -50,6 +51,8 @@ from jushostit.models import Role
 from jushostit.pages.endpoints import router as pages_router
 from jushostit.runtime.local.router import LocalRouter, Route, RouteCache, Upstreams
 from jushostit.runtime.registry import local_driver
+from jushostit.webhooks.endpoints import admin_router as webhooks_admin_router
+from jushostit.webhooks.endpoints import router as webhooks_router
 
 log = structlog.get_logger("jushostit.http")
 
@@ -89,6 +92,7 @@ API_DESCRIPTION = """Billing state is the single source of truth for infrastruct
 | 429 | `rate_limited` | slow down (`Retry-After`) |
 | 500 | `internal_error` | a bug; `details.request_id` names it in the logs |
 | 503 | `not_ready` | `/readyz` only: the database is unreachable or not migrated |
+| 503 | `payment_provider_unavailable` | a card checkout could not reach Stripe: retry it |
 
 Requests to an instance's host (`<slug>.localhost` on the local runtime) answer 404 `not_found`, 502
 `bad_gateway` and 503 `service_suspended` / `service_starting` / `service_unavailable` (`Retry-After`) in the
@@ -319,10 +323,13 @@ ROUTERS = (
     accounts_router,
     catalog_router,
     billing_router,
+    credits_router,
     instances_router,
     events_router,
     audit_router,
     admin_router,
+    webhooks_router,
+    webhooks_admin_router,
 )
 
 

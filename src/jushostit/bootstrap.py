@@ -19,6 +19,7 @@ TASK_MODULES = (
     "jushostit.billing.tasks",
     "jushostit.reconcile.tasks",
     "jushostit.instances.tasks",
+    "jushostit.webhooks.tasks",
 )
 
 

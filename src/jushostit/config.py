@@ -10,7 +10,7 @@ import secrets
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from cryptography.fernet import Fernet
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
@@ -83,6 +83,11 @@ class Settings(BaseSettings):
 
     oidc_providers: dict[str, OIDCProvider] = Field(default_factory=dict)
 
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    stripe_api_base: str = "https://api.stripe.com"
+    default_billing_mode: Literal["card", "invoice", "prepaid", "free"] | None = None
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
@@ -102,6 +107,26 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @field_validator("stripe_webhook_secrets", mode="before")
+    @classmethod
+    def _parse_webhook_secrets(cls, value: Any) -> Any:
+        # Comma-separated (or a JSON list): the current signing secret and, while rotating, the previous one.
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                try:
+                    return json.loads(value)
+                except ValueError:
+                    raise ValueError("not a valid JSON list of secrets") from None
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("stripe_api_base")
+    @classmethod
+    def _api_base(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("not an http(s) URL (e.g. https://api.stripe.com)")
+        return value.rstrip("/")
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -152,6 +177,15 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def stripe_configured(self) -> bool:
+        return self.stripe_secret_key is not None and bool(self.stripe_secret_key.get_secret_value())
+
+    @property
+    def new_account_billing_mode(self) -> str:
+        """How a new account is billed: the configured default, else `card` once Stripe is set up, else `free`."""
+        return self.default_billing_mode or ("card" if self.stripe_configured else "free")
 
     @property
     def email_via_smtp(self) -> bool:

@@ -16,18 +16,18 @@ from jushostit.kit.crypto import new_token, token_hash
 from jushostit.kit.db import utcnow
 from jushostit.kit.email_address import normalize_email
 from jushostit.kit.errors import BadRequest, Conflict, Forbidden, NotFound
-from jushostit.models import Account, Invite, Membership, Role, User
+from jushostit.models import Account, BillingMode, Invite, Membership, Role, User
 from jushostit.notifications.service import queue_email
 
 
-async def create_account(session: AsyncSession, *, owner: User, name: str) -> Account:
-    account = Account(name=name, billing_email=owner.email, suspension_reasons=[])
+async def create_account(session: AsyncSession, *, owner: User, name: str, billing_mode: BillingMode) -> Account:
+    account = Account(name=name, billing_email=owner.email, billing_mode=billing_mode, suspension_reasons=[])
     repository = AccountRepository(session)
     await repository.add(account)
     await repository.add(Membership(account_id=account.id, user_id=owner.id, role=Role.owner))
     await audit.record(
         session, action="account.created", target_type="account", target_id=account.id, account_id=account.id,
-        after={"name": name, "owner": str(owner.id)},
+        after={"name": name, "owner": str(owner.id), "billing_mode": billing_mode.value},
     )
     return account
 

@@ -107,11 +107,14 @@ async def reconcile_account(account_id: uuid.UUID, session: SessionDep) -> Recon
 
 
 @router.post(
-    "/accounts/{account_id}/billing-mode", response_model=AdminAccountRead, responses=responses(401, 403, 404, 422)
+    "/accounts/{account_id}/billing-mode", response_model=AdminAccountRead,
+    responses=responses(401, 403, 404, 409, 422),
 )
 async def set_billing_mode(account_id: uuid.UUID, body: BillingModeUpdate, session: SessionDep) -> AdminAccountRead:
+    """409 `card_payments_not_configured`: `card` while Stripe is not configured."""
     account = await service.set_billing_mode(
-        session, account=await _account(session, account_id), billing_mode=body.billing_mode
+        session, account=await _account(session, account_id), billing_mode=body.billing_mode,
+        card_payments=container.current().settings.stripe_configured,
     )
     return (await _read(session, [account]))[0]
 

@@ -54,9 +54,16 @@ async def force_reconcile(session: AsyncSession, *, account: Account) -> None:
     request_reconcile(account.id)
 
 
-async def set_billing_mode(session: AsyncSession, *, account: Account, billing_mode: BillingMode) -> Account:
+async def set_billing_mode(
+    session: AsyncSession, *, account: Account, billing_mode: BillingMode, card_payments: bool
+) -> Account:
     """How the account pays (card, invoice, prepaid, free): an operator's decision, e.g. after a contract is
-    signed. It decides which plans it may check out and its dunning grace; current subscriptions stay."""
+    signed. It decides which plans it may check out and its dunning grace; current subscriptions stay. `card`
+    needs a card payment provider (`card_payments`: Stripe is configured)."""
+    if billing_mode == BillingMode.card and not card_payments:
+        raise Conflict(
+            "Card billing needs Stripe: set JUSHOSTIT_STRIPE_SECRET_KEY first", code="card_payments_not_configured"
+        )
     if account.billing_mode != billing_mode:
         before = account.billing_mode
         account.billing_mode = billing_mode

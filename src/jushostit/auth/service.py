@@ -31,6 +31,7 @@ from jushostit.models import (
     ApiKey,
     AuthSession,
     AuthThrottle,
+    BillingMode,
     EmailToken,
     EmailTokenPurpose,
     MagicLink,
@@ -174,7 +175,9 @@ async def signup(
                               values={"base_url": config.settings.base_url})
         return
     context.actor.set(context.Actor("user", user.id))
-    account = await accounts_service.create_account(session, owner=user, name=account_name)
+    account = await accounts_service.create_account(
+        session, owner=user, name=account_name, billing_mode=BillingMode(config.settings.new_account_billing_mode)
+    )
     await audit.record(session, action="user.signup", target_type="user", target_id=user.id, account_id=account.id,
                        after={"email": email, "account_name": account.name})
     await _send_verification(session, config, user, account_name=account.name)
@@ -529,7 +532,10 @@ async def oidc_login(session: AsyncSession, config: AuthConfig, claims: OIDCClai
         raise Conflict("This identity was linked by a concurrent sign-in; sign in again", code="oidc_link_raced") from error
     account_id = None
     if created:
-        account = await accounts_service.create_account(session, owner=user, name=email.split("@")[0])
+        account = await accounts_service.create_account(
+            session, owner=user, name=email.split("@")[0],
+            billing_mode=BillingMode(config.settings.new_account_billing_mode),
+        )
         account_id = account.id
     await audit.record(
         session,

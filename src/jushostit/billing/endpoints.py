@@ -4,8 +4,11 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
+import stripe
 from fastapi import APIRouter, Body, Depends, status
-from fastapi.responses import Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit import container
 from jushostit.auth.dependencies import (
@@ -17,7 +20,7 @@ from jushostit.auth.dependencies import (
 )
 from jushostit.auth.scopes import Scope
 from jushostit.billing import service
-from jushostit.billing.provider import PaymentProvider, payment_provider
+from jushostit.billing.provider import PaymentProvider, PaymentProviders, payment_providers
 from jushostit.billing.repository import BillingRepository
 from jushostit.billing.schemas import (
     CheckoutCreate,
@@ -30,7 +33,7 @@ from jushostit.billing.schemas import (
 )
 from jushostit.idempotency import IdempotencyDep
 from jushostit.kit.db import SessionDep
-from jushostit.kit.errors import ErrorResponse, responses
+from jushostit.kit.errors import ErrorResponse, ServiceUnavailable, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Plan, Role, Subscription
 
@@ -39,7 +42,11 @@ router = APIRouter(prefix="/v1", tags=["billing"])
 # Members do not see or change billing: owners and admins of the account only.
 BillingReader = Annotated[AccountAccess, Depends(require_account(Scope.billing_read, Role.admin))]
 BillingWriter = Annotated[AccountAccess, Depends(require_account(Scope.billing_write, Role.admin))]
-Provider = Annotated[PaymentProvider, Depends(payment_provider)]
+def _providers() -> PaymentProviders:
+    return payment_providers(container.current().settings)
+
+
+Providers = Annotated[PaymentProviders, Depends(_providers)]
 Paging = Annotated[PageParams, Depends(page_params)]
 PlatformAdmin = Annotated[Principal, Depends(require_admin())]
 
@@ -84,22 +91,34 @@ def subscription_read(subscription: Subscription, plan: Plan) -> SubscriptionRea
     "/accounts/{account_id}/checkout",
     status_code=status.HTTP_201_CREATED,
     response_model=CheckoutRead,
-    responses=responses(401, 403, 404, 409, 422),
+    responses=responses(401, 403, 404, 409, 422, 503),
 )
 async def checkout(
     body: CheckoutCreate,
     access: BillingWriter,
     session: SessionDep,
-    provider: Provider,
+    providers: Providers,
     idempotency: IdempotencyDep,
 ) -> Response:
-    """A free plan is active at once (30 days); a paid plan is pending until paid (`checkout_url` says where,
-    when the provider has a payment page). Honours `Idempotency-Key`. Needs a verified e-mail address."""
+    """A free plan is active at once (30 days); a paid plan is pending until paid. A `card` account pays on
+    Stripe Checkout: `checkout_url` is where; asking again while that page is open (a retry, a double click)
+    answers the same subscription and the same page, and a page left unpaid for 24 hours lapses and never
+    blocks a new checkout. Other billing modes pay off-platform (`checkout_url` null; an operator records the
+    payment). Honours `Idempotency-Key`. Needs a verified e-mail address."""
     check_email_verified(access.principal)
+    provider = providers.for_mode(access.account.billing_mode)
+    base_url = container.current().settings.base_url
+    if provider.hosted_checkout:
+        # Idempotent by itself (keyed on the pending subscription), and it spans two transactions, which a
+        # stored Idempotency-Key response could not: the key is accepted and adds nothing.
+        return JSONResponse(
+            jsonable_encoder(await _hosted_checkout(session, access, body.plan, provider, base_url)),
+            status_code=status.HTTP_201_CREATED,
+        )
 
     async def run() -> CheckoutRead:
         outcome = await service.checkout(
-            session, account_id=access.account.id, plan_code=body.plan, provider=provider
+            session, account_id=access.account.id, plan_code=body.plan, provider=provider, base_url=base_url
         )
         return CheckoutRead(
             subscription=subscription_read(outcome.subscription, outcome.plan), checkout_url=outcome.checkout_url
@@ -108,6 +127,30 @@ async def checkout(
     return await idempotency.run(
         session, principal_id=access.principal.user.id, body=body, status_code=status.HTTP_201_CREATED, action=run
     )
+
+
+async def _hosted_checkout(
+    session: AsyncSession, access: AccountAccess, plan_code: str, provider: PaymentProvider, base_url: str
+) -> CheckoutRead:
+    """The pending subscription is committed first; the provider is called outside any transaction (its
+    idempotency keys make a repeat harmless); what it answered is recorded in a second transaction."""
+    outcome = await service.checkout(
+        session, account_id=access.account.id, plan_code=plan_code, provider=provider, base_url=base_url
+    )
+    subscription, plan = outcome.subscription, outcome.plan
+    if outcome.opens_at_provider is not None:
+        await session.commit()
+        try:
+            started = await provider.start_checkout(outcome.opens_at_provider)
+        except stripe.StripeError as error:
+            raise ServiceUnavailable(
+                "The payment provider did not answer; try the checkout again in a moment",
+                code="payment_provider_unavailable",
+            ) from error
+        subscription, plan = await service.record_checkout(
+            session, subscription_id=subscription.id, started=started
+        )
+    return CheckoutRead(subscription=subscription_read(subscription, plan), checkout_url=subscription.checkout_url)
 
 
 @router.get(
@@ -132,6 +175,7 @@ async def renew_subscription(
     access: BillingWriter,
     session: SessionDep,
     idempotency: IdempotencyDep,
+    providers: Providers,
     body: Annotated[SubscriptionRenew, Body(default_factory=SubscriptionRenew)],
 ) -> Response:
     """Pays for the next period of a free plan: it follows on from the period end (from now once lapsed).
@@ -145,7 +189,7 @@ async def renew_subscription(
             *await service.renew(
                 session, account_id=access.account.id, subscription_id=subscription_id,
                 period_start=body.period_start, renewed_by=access.principal.user.id,
-                free_renewal_window=window,
+                free_renewal_window=window, providers=providers,
             )
         )
 

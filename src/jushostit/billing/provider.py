@@ -1,21 +1,45 @@
-"""Payment providers. Callers see only `PaymentProvider`: Stripe plugs in later without touching them.
+"""Payment providers. Callers see only `PaymentProvider` and ask it for capabilities, never for its name.
 
 A provider starts the payment of a paid plan; it never activates anything itself. Activation is a fact
-recorded when the payment is confirmed (an admin marking it paid for `manual`, a webhook for Stripe).
+recorded when the payment is confirmed (an admin marking it paid for `manual`, Stripe's objects for `stripe`).
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
-from jushostit.models import Account, Plan
+import stripe
+from stripe.params import CustomerCreateParams
+from stripe.params.checkout import SessionCreateParamsLineItem
+
+from jushostit.billing.stripe_api import stripe_client
+from jushostit.config import Settings
+from jushostit.models import BillingMode, Plan
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    """What a provider needs to start the payment of one pending subscription (read before the call)."""
+
+    account_id: uuid.UUID
+    account_name: str
+    billing_email: str | None
+    customer_id: str | None  # the provider's customer of the account, when it has one already
+    subscription_id: uuid.UUID
+    plan: Plan
+    success_url: str
+    cancel_url: str
 
 
 @dataclass(frozen=True)
 class CheckoutResult:
     checkout_url: str | None = None  # where the customer pays (Stripe Checkout); None when paid off-platform
     external_id: str | None = None  # the provider's id for the checkout, when it has one
+    customer_id: str | None = None  # the provider's customer it was made for
+    expires_at: datetime | None = None  # when the checkout page stops taking the payment
 
 
 class PaymentProvider(Protocol):
@@ -23,9 +47,13 @@ class PaymentProvider(Protocol):
     # Whether a customer may extend a paid plan's period with no payment recorded for it (a provider that
     # bills the period itself afterwards would). None does today: a paid period is renewed by its payment.
     customer_can_renew_without_payment: bool
+    # Whether the customer pays on the provider's own page: the checkout then calls the provider outside the
+    # transaction that records the pending subscription, and answers its `checkout_url`.
+    hosted_checkout: bool
 
-    async def start_checkout(self, account: Account, plan: Plan) -> CheckoutResult:
-        """Begin paying for `plan`; the subscription stays pending until the payment is confirmed."""
+    async def start_checkout(self, request: CheckoutRequest) -> CheckoutResult:
+        """Begin paying for the plan; the subscription stays pending until the payment is confirmed. Safe to
+        call again for the same subscription: it answers the same checkout."""
         ...
 
 
@@ -34,22 +62,94 @@ class ManualProvider:
 
     name = "manual"
     customer_can_renew_without_payment = False
+    hosted_checkout = False
 
-    async def start_checkout(self, account: Account, plan: Plan) -> CheckoutResult:
+    async def start_checkout(self, request: CheckoutRequest) -> CheckoutResult:
         return CheckoutResult()
+
+
+class StripeProvider:
+    """Stripe Checkout (mode subscription). Every write carries an idempotency key derived from our own ids,
+    so a retry, a double click or a crash between the call and our record of it creates nothing twice
+    (REFERENCE §1 F3): the customer is keyed on the account, the Checkout Session on our subscription."""
+
+    name = "stripe"
+    customer_can_renew_without_payment = False
+    hosted_checkout = True
+
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self.client = client
+
+    async def start_checkout(self, request: CheckoutRequest) -> CheckoutResult:
+        customer_id = request.customer_id or await self._customer(request)
+        plan = request.plan
+        metadata = {
+            "account_id": str(request.account_id), "plan": plan.code, "subscription_id": str(request.subscription_id),
+        }
+        line_item: SessionCreateParamsLineItem = {"quantity": 1}
+        if plan.stripe_price_id:
+            line_item["price"] = plan.stripe_price_id
+        else:  # priced from the plan itself: a checkout never waits for an operator to copy a price id
+            line_item["price_data"] = {
+                "currency": plan.currency.lower(),
+                "unit_amount": plan.price_minor,
+                "recurring": {"interval": "year" if plan.interval == "year" else "month"},
+                "product_data": {"name": plan.name, "metadata": {"plan": plan.code}},
+            }
+        session = await self.client.v1.checkout.sessions.create_async(
+            {
+                "mode": "subscription",
+                "customer": customer_id,
+                "client_reference_id": str(request.account_id),
+                "line_items": [line_item],
+                "metadata": metadata,
+                "subscription_data": {"metadata": metadata},
+                "success_url": request.success_url,
+                "cancel_url": request.cancel_url,
+            },
+            {"idempotency_key": f"checkout:{request.subscription_id}"},
+        )
+        return CheckoutResult(
+            checkout_url=session.url, external_id=session.id, customer_id=customer_id,
+            expires_at=datetime.fromtimestamp(session.expires_at, tz=UTC) if session.expires_at else None,
+        )
+
+    async def _customer(self, request: CheckoutRequest) -> str:
+        params: CustomerCreateParams = {
+            "name": request.account_name, "metadata": {"account_id": str(request.account_id)},
+        }
+        if request.billing_email:
+            params["email"] = request.billing_email
+        customer = await self.client.v1.customers.create_async(
+            params, {"idempotency_key": f"customer:{request.account_id}"}
+        )
+        return customer.id
 
 
 _MANUAL = ManualProvider()
 
 
-def payment_provider() -> PaymentProvider:
-    """The provider checkouts use (a FastAPI dependency, so the choice lives in one place)."""
-    return _MANUAL
+@dataclass(frozen=True)
+class PaymentProviders:
+    """The providers this installation runs: `card` accounts pay through Stripe when it is configured; every
+    other billing mode pays off-platform."""
+
+    stripe: StripeProvider | None
+
+    def for_mode(self, billing_mode: BillingMode) -> PaymentProvider:
+        if billing_mode == BillingMode.card and self.stripe is not None:
+            return self.stripe
+        return _MANUAL
+
+    def named(self, name: str) -> PaymentProvider | None:
+        """The provider a subscription was taken out with; None for one this installation does not run."""
+        if name == _MANUAL.name:
+            return _MANUAL
+        if self.stripe is not None and name == self.stripe.name:
+            return self.stripe
+        return None
 
 
-_BY_NAME: dict[str, PaymentProvider] = {_MANUAL.name: _MANUAL}
-
-
-def provider_named(name: str) -> PaymentProvider | None:
-    """The provider a subscription was taken out with; None for one this installation does not run."""
-    return _BY_NAME.get(name)
+def payment_providers(settings: Settings) -> PaymentProviders:
+    client = stripe_client(settings)
+    return PaymentProviders(StripeProvider(client) if client else None)

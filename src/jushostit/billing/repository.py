@@ -194,3 +194,31 @@ class BillingRepository:
             .execution_options(populate_existing=True)
         )
         return await self.session.scalar(stmt)
+
+    async def cancel_pending(self, subscription_id: uuid.UUID, *, now: datetime) -> Subscription | None:
+        """Cancel a subscription that is still pending (its checkout lapsed); None when it is not pending."""
+        return await self.session.scalar(
+            update(Subscription)
+            .where(Subscription.id == subscription_id, Subscription.status == "pending")
+            .values(status="cancelled", cancelled_at=now)
+            .returning(Subscription)
+            .execution_options(populate_existing=True)
+        )
+
+    async def record_checkout(
+        self, subscription_id: uuid.UUID, *, session_id: str | None, url: str | None, expires_at: datetime | None
+    ) -> Subscription | None:
+        """Keep a pending subscription's hosted checkout, once; None when it has one or is no longer pending."""
+        values: dict[str, Any] = {"checkout_session_id": session_id, "checkout_url": url}
+        if expires_at is not None:
+            values["checkout_expires_at"] = expires_at
+        return await self.session.scalar(
+            update(Subscription)
+            .where(
+                Subscription.id == subscription_id, Subscription.status == "pending",
+                Subscription.checkout_session_id.is_(None),
+            )
+            .values(**values)
+            .returning(Subscription)
+            .execution_options(populate_existing=True)
+        )

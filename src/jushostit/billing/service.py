@@ -12,14 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
 from jushostit.billing import periods
-from jushostit.billing.provider import PaymentProvider, provider_named
+from jushostit.billing.provider import CheckoutRequest, CheckoutResult, PaymentProvider, PaymentProviders
 from jushostit.billing.repository import BillingRepository
 from jushostit.billing.schemas import CancelAt
 from jushostit.catalog.repository import CatalogRepository
+from jushostit.credits import service as credits
 from jushostit.kit.db import utcnow
 from jushostit.kit.errors import Conflict, NotFound
 from jushostit.models import Account, AccountStatus, Payment, Plan, Subscription, SuspensionReason
 from jushostit.triggers import request_reconcile
+
+# A hosted checkout page (Stripe Checkout) takes the payment for 24 hours; unpaid after that, it lapses.
+HOSTED_CHECKOUT_LIFETIME = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,8 @@ class CheckoutOutcome:
     subscription: Subscription
     plan: Plan
     checkout_url: str | None
+    # A hosted checkout still to be opened at the provider (after this transaction commits): what it needs.
+    opens_at_provider: CheckoutRequest | None = None
 
 
 def is_free(plan: Plan) -> bool:
@@ -86,10 +92,11 @@ async def _locked_account(repository: BillingRepository, account_id: uuid.UUID) 
 
 
 async def checkout(
-    session: AsyncSession, *, account_id: uuid.UUID, plan_code: str, provider: PaymentProvider
+    session: AsyncSession, *, account_id: uuid.UUID, plan_code: str, provider: PaymentProvider, base_url: str
 ) -> CheckoutOutcome:
-    """A free plan is active at once for 30 days; a paid plan starts a payment at the provider and stays
-    pending until the payment is confirmed."""
+    """A free plan is active at once for 30 days; a paid plan stays pending until the payment is confirmed. A
+    provider with a hosted checkout is called after this transaction commits (`opens_at_provider`), never
+    inside it; asking again for the same plan while that checkout is open answers the same one."""
     repository = BillingRepository(session)
     account = await _locked_account(repository, account_id)  # one checkout of an account at a time
     plan = await CatalogRepository(session).plan_by_code(plan_code)
@@ -107,7 +114,16 @@ async def checkout(
         raise Conflict("The account is terminated", code="account_terminated")
     now = utcnow()
     existing = await repository.open_subscription_to(account.id, plan.id, now)
+    if existing is not None and existing.checkout_expires_at is not None and existing.checkout_expires_at <= now:
+        await _end_abandoned_checkout(session, repository, existing, now)  # it never blocks a new one
+        existing = None
     if existing is not None:
+        if existing.status == "pending" and provider.hosted_checkout and existing.provider == provider.name:
+            # A retried or double-clicked checkout: the same subscription, and the same checkout at the provider.
+            return CheckoutOutcome(
+                existing, plan, existing.checkout_url,
+                None if existing.checkout_url else checkout_request(account, plan, existing, base_url),
+            )
         raise Conflict(
             f"The account already has a {existing.status} subscription to {plan_code!r}; renew it instead",
             code="already_subscribed",
@@ -122,14 +138,18 @@ async def checkout(
             current_period_end=periods.period_end(now, interval=plan.interval, free=True),
         )
     else:
-        started = await provider.start_checkout(account, plan)
-        checkout_url = started.checkout_url
         # No period until the payment is confirmed: an empty one, which entitles nothing.
         subscription = Subscription(
             account_id=account.id, plan_id=plan.id, provider=provider.name, status="pending",
             current_period_start=now, current_period_end=now,
+            checkout_expires_at=now + HOSTED_CHECKOUT_LIFETIME if provider.hosted_checkout else None,
         )
     await repository.add(subscription)
+    if subscription.status == "active":  # a free plan's first period is paid at once: its included credits
+        await credits.grant_period_credits(
+            session, account_id=account.id, subscription_id=subscription.id, plan=plan,
+            period_start=subscription.current_period_start, period_end=subscription.current_period_end,
+        )
     await audit.record(
         session, action="subscription.created", target_type="subscription", target_id=subscription.id,
         account_id=account.id,
@@ -138,7 +158,62 @@ async def checkout(
     if subscription.status == "active":
         await _account_entitled_by(session, account, plan, payment=False)
     request_reconcile(account.id)
+    if subscription.status == "pending" and provider.hosted_checkout:
+        return CheckoutOutcome(subscription, plan, None, checkout_request(account, plan, subscription, base_url))
+    if subscription.status == "pending":
+        started = await provider.start_checkout(checkout_request(account, plan, subscription, base_url))
+        checkout_url = started.checkout_url
     return CheckoutOutcome(subscription, plan, checkout_url)
+
+
+def checkout_request(account: Account, plan: Plan, subscription: Subscription, base_url: str) -> CheckoutRequest:
+    back = f"{base_url}/billing/checkout?subscription={subscription.id}"
+    return CheckoutRequest(
+        account_id=account.id, account_name=account.name, billing_email=account.billing_email,
+        customer_id=account.provider_customer_id, subscription_id=subscription.id, plan=plan,
+        success_url=f"{back}&result=paid", cancel_url=f"{back}&result=cancelled",
+    )
+
+
+async def _end_abandoned_checkout(
+    session: AsyncSession, repository: BillingRepository, subscription: Subscription, now: datetime
+) -> None:
+    """A pending subscription whose hosted checkout lapsed unpaid: cancelled, so it never blocks a new one."""
+    before = _period_fields(subscription)
+    cancelled = await repository.cancel_pending(subscription.id, now=now)
+    if cancelled is None:
+        return  # paid or cancelled meanwhile
+    await audit.record(
+        session, action="subscription.checkout_expired", target_type="subscription", target_id=cancelled.id,
+        account_id=cancelled.account_id, before=before, after=_period_fields(cancelled),
+    )
+
+
+async def record_checkout(
+    session: AsyncSession, *, subscription_id: uuid.UUID, started: CheckoutResult
+) -> tuple[Subscription, Plan]:
+    """Keep what the provider answered for a pending subscription's hosted checkout: its session and URL, and
+    the provider's customer of the account (created once: a later checkout reuses it)."""
+    repository = BillingRepository(session)
+    subscription, plan = await _subscription_by_id(repository, subscription_id)
+    account = await _locked_account(repository, subscription.account_id)
+    if started.customer_id and account.provider_customer_id is None:
+        account.provider_customer_id = started.customer_id
+        await audit.record(
+            session, action="account.payment_customer_created", target_type="account", target_id=account.id,
+            account_id=account.id, before={"provider_customer_id": None},
+            after={"provider_customer_id": started.customer_id},
+        )
+    recorded = await repository.record_checkout(
+        subscription.id, session_id=started.external_id, url=started.checkout_url, expires_at=started.expires_at
+    )
+    if recorded is None:
+        return await _subscription_by_id(repository, subscription_id)  # recorded already, paid or cancelled
+    await audit.record(
+        session, action="subscription.checkout_opened", target_type="subscription", target_id=recorded.id,
+        account_id=recorded.account_id, after={"checkout_session_id": started.external_id, "plan": plan.code},
+    )
+    return recorded, plan
 
 
 async def _subscription_by_id(
@@ -169,6 +244,10 @@ async def mark_paid(
         period_start=pending_end, period_end=end, amount_minor=plan.price_minor, currency=plan.currency,
         source="admin", recorded_by=recorded_by,
     ))
+    await credits.grant_period_credits(
+        session, account_id=account.id, subscription_id=subscription.id, plan=plan, period_start=pending_end,
+        period_end=end,
+    )
     await audit.record(
         session, action="subscription.marked_paid", target_type="subscription", target_id=subscription.id,
         account_id=account.id, before={"status": "pending"},
@@ -269,6 +348,11 @@ async def _renew_once(
             "The subscription changed while it was being renewed; reload it and try again",
             code="subscription_changed",
         )
+    # The plan's credits for the period paid (from its start, when paid ahead), once per (subscription, period).
+    await credits.grant_period_credits(
+        session, account_id=renewed.account_id, subscription_id=renewed.id, plan=plan, period_start=seen_end,
+        period_end=end,
+    )
     payment = {
         "period_start": seen_end.isoformat(), "amount_minor": report.amount_minor, "currency": plan.currency,
         "source": report.source, "external_reference": report.external_reference,
@@ -292,6 +376,7 @@ async def renew(
     period_start: datetime | None,
     renewed_by: uuid.UUID,
     free_renewal_window: timedelta,
+    providers: PaymentProviders,
 ) -> tuple[Subscription, Plan]:
     """A customer renews for the period after the current one (or the one `period_start` names; naming a
     period that is paid already answers the subscription as it is). A free plan renews only in the last
@@ -303,7 +388,7 @@ async def renew(
     if await _already_paid(repository, subscription, period_start):
         return subscription, plan
     _refuse_unless_renewable(subscription)
-    provider = provider_named(subscription.provider)
+    provider = providers.named(subscription.provider)
     if not is_free(plan) and not (provider and provider.customer_can_renew_without_payment):
         raise Conflict(
             "A paid plan renews when its payment is recorded", code="payment_required",

@@ -51,6 +51,14 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class ServiceUnavailable(AppError):
+    """A service we depend on (a payment provider) did not answer: nothing was recorded that a retry would
+    repeat."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+
 class TooManyRequests(AppError):
     status_code = 429
     code = "rate_limited"

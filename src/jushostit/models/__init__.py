@@ -5,6 +5,7 @@ from jushostit.models.api_key import ApiKey
 from jushostit.models.audit_entry import AuditEntry
 from jushostit.models.auth_session import AuthSession, RefreshToken
 from jushostit.models.auth_throttle import AuthThrottle
+from jushostit.models.credit import CreditBalance, CreditEntry, CreditGrant
 from jushostit.models.email_outbox import EmailOutbox, EmailStatus
 from jushostit.models.email_token import EmailToken, EmailTokenPurpose
 from jushostit.models.idempotency_key import IdempotencyKey
@@ -18,6 +19,7 @@ from jushostit.models.service_template import ServiceTemplate
 from jushostit.models.stored_secret import StoredSecret
 from jushostit.models.subscription import Subscription
 from jushostit.models.user import User
+from jushostit.models.webhook_event import WebhookEvent, WebhookEventStatus
 
 __all__ = [
     "Account",
@@ -27,6 +29,9 @@ __all__ = [
     "AuthSession",
     "AuthThrottle",
     "BillingMode",
+    "CreditBalance",
+    "CreditEntry",
+    "CreditGrant",
     "EmailOutbox",
     "EmailStatus",
     "EmailToken",
@@ -46,4 +51,6 @@ __all__ = [
     "Subscription",
     "SuspensionReason",
     "User",
+    "WebhookEvent",
+    "WebhookEventStatus",
 ]

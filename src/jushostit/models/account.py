@@ -60,6 +60,8 @@ class Account(Base):
     suspension_reasons: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, nullable=False)
     past_due_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     budget_minor: Mapped[int | None] = mapped_column(BigInteger)
+    # The payment provider's customer (Stripe `cus_…`), created once per account.
+    provider_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     month_spend_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", nullable=False)
     created_at: Mapped[datetime] = created_at_column()
     # The account's last failed reconcile pass (the full error is for platform admins only).

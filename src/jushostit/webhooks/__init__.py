@@ -1,0 +1,1 @@
+"""Provider webhooks: an inbox that stores each event once and a worker that applies it."""

@@ -1,0 +1,73 @@
+"""A Stripe stand-in for the SDK's HTTP calls (respx), on Stripe's documented shapes, for what localstripe lacks:
+Checkout Sessions, and idempotency keys (Stripe answers a repeated key with the first response and creates
+nothing; localstripe ignores keys). It records every request so tests can read what was sent."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import respx
+
+from tests.webhooks.helpers import STRIPE_TEST_BASE
+
+
+def form(request: httpx.Request) -> dict[str, str]:
+    """The SDK's form body, flat: `metadata[account_id]` → value."""
+    return dict(parse_qsl(request.content.decode()))
+
+
+@dataclass
+class StripeStandIn:
+    router: respx.MockRouter
+    requests: list[tuple[str, dict[str, str], str | None]] = field(default_factory=list)  # (path, form, key)
+    _answers: dict[str, httpx.Response] = field(default_factory=dict)  # by idempotency key
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    fail_next: list[Exception] = field(default_factory=list)  # raised (once each) after a write is made
+
+    def created(self, path: str) -> list[dict[str, str]]:
+        return [body for where, body, _ in self.requests if where == path]
+
+    def keys(self, path: str) -> list[str | None]:
+        return [key for where, _, key in self.requests if where == path]
+
+    def _write(self, request: httpx.Request, make: Any) -> httpx.Response:
+        key = request.headers.get("Idempotency-Key")
+        body = form(request)
+        self.requests.append((request.url.path, body, key))
+        if key is None or key not in self._answers:
+            response = httpx.Response(200, json=make(body))
+            if key is not None:
+                self._answers[key] = response
+        else:
+            response = httpx.Response(200, json=self._answers[key].json(), headers={"Idempotent-Replayed": "true"})
+        if self.fail_next:
+            raise self.fail_next.pop(0)  # made at Stripe, but the answer is lost on the way back
+        return response
+
+    def _customer(self, body: dict[str, str]) -> dict[str, Any]:
+        return {"id": f"cus_test{next(self._ids)}", "object": "customer", "email": body.get("email"),
+                "name": body.get("name"), "metadata": {"account_id": body.get("metadata[account_id]")}}
+
+    def _session(self, body: dict[str, str]) -> dict[str, Any]:
+        number = next(self._ids)
+        return {
+            "id": f"cs_test_{number}", "object": "checkout.session", "mode": body["mode"], "status": "open",
+            "url": f"https://checkout.stripe.test/c/pay/cs_test_{number}", "customer": body.get("customer"),
+            "client_reference_id": body.get("client_reference_id"), "expires_at": int(time.time()) + 86400,
+            "metadata": {k[9:-1]: v for k, v in body.items() if k.startswith("metadata[")}, "subscription": None,
+        }
+
+    def install(self) -> StripeStandIn:
+        self.router.post("/v1/customers").mock(side_effect=lambda r: self._write(r, self._customer))
+        self.router.post("/v1/checkout/sessions").mock(side_effect=lambda r: self._write(r, self._session))
+        return self
+
+
+def stripe_stand_in() -> tuple[respx.MockRouter, StripeStandIn]:
+    router = respx.mock(base_url=STRIPE_TEST_BASE, assert_all_called=False)
+    return router, StripeStandIn(router).install()

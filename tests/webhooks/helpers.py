@@ -1,0 +1,44 @@
+"""Stripe events as Stripe sends them: JSON bodies signed with the SDK's own helper."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import stripe
+from pydantic import SecretStr
+
+SECRET = "whsec_current_test_secret"
+PREVIOUS_SECRET = "whsec_previous_test_secret"
+STRIPE_TEST_BASE = "https://stripe.test"
+
+
+def stripe_settings(**more: Any) -> dict[str, Any]:
+    """Settings overrides for a server that takes Stripe's events (two secrets: a rotation in progress)."""
+    return {
+        "stripe_webhook_secrets": [SecretStr(SECRET), SecretStr(PREVIOUS_SECRET)],
+        "stripe_secret_key": SecretStr("sk_test_jushostit"),
+        "stripe_api_base": STRIPE_TEST_BASE,
+        **more,
+    }
+
+
+def event(event_type: str, obj: dict[str, Any], *, created: int | None = None) -> dict[str, Any]:
+    return {
+        "id": f"evt_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "api_version": "2026-10-28.endive",
+        "created": created or int(time.time()),
+        "livemode": False,
+        "pending_webhooks": 1,
+        "type": event_type,
+        "data": {"object": obj},
+    }
+
+
+def signed(body: dict[str, Any] | str, secret: str = SECRET, *, at: int | None = None) -> tuple[bytes, dict[str, str]]:
+    payload = body if isinstance(body, str) else json.dumps(body)
+    header = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=at)
+    return payload.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
