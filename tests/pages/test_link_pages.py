@@ -187,3 +187,13 @@ async def test_every_link_in_our_e_mails_opens_a_page(client, signup, session, l
     for link in links:
         page = await client.get(link.removeprefix("http://testserver"))
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), (link, page.text)
+
+
+async def test_the_page_stripe_checkout_returns_to_says_what_happens_next_and_reveals_nothing(client) -> None:
+    subscription = "0193a1b2-0000-7000-8000-000000000001"
+    paid = await client.get("/billing/checkout", params={"subscription": subscription, "result": "paid"})
+    assert paid.status_code == 200 and "being confirmed by Stripe" in paid.text
+    cancelled = await client.get("/billing/checkout", params={"subscription": subscription, "result": "cancelled"})
+    assert cancelled.status_code == 200 and "Nothing was charged" in cancelled.text
+    bad = await client.get("/billing/checkout", params={"subscription": subscription, "result": "maybe"})
+    assert bad.status_code == 422

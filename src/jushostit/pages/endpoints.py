@@ -9,8 +9,10 @@ pages tell browsers not to send it on as a Referer. Minimal on purpose: the web 
 
 from __future__ import annotations
 
+import enum
 import hmac
 import secrets
+import uuid
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import parse_qs, urlsplit
@@ -241,3 +243,23 @@ async def accept_invite(request: Request, session: SessionDep) -> HTMLResponse:
         lines.append(f"Sign in as {user.email} with a sign-in link (POST /v1/auth/magic-link), or choose a "
                      "password with a reset link (POST /v1/auth/password-reset).")
     return render(f"Welcome to {account.name}", *lines)
+
+
+# --- back from a hosted checkout ------------------------------------------------------------------------------------
+
+
+class CheckoutResult(enum.StrEnum):
+    paid = "paid"
+    cancelled = "cancelled"
+
+
+@router.get("/billing/checkout", response_class=HTMLResponse)
+async def checkout_return_page(subscription: uuid.UUID, result: CheckoutResult) -> HTMLResponse:
+    """Where Stripe Checkout sends the customer back. It says what happens next and reads nothing: the browser
+    carries no credentials here, and the subscription turns active from Stripe's confirmation, not from this
+    visit (anyone can open this address)."""
+    if result == CheckoutResult.paid:
+        return render("Thank you", "Your payment is being confirmed by Stripe. Your plan becomes active, and your "
+                      "services start, as soon as it is (usually within a minute).")
+    return render("Checkout cancelled", "Nothing was charged. Your subscription stays pending for 24 hours: open "
+                  "the checkout again to pay, or simply let it lapse.")
