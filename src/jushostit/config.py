@@ -28,6 +28,16 @@ class OIDCProvider(BaseModel):
     scope: str = "openid email profile"
 
 
+def _listed(value: str, what: str) -> Any:
+    """A list setting as written in the environment: comma-separated, or a JSON list."""
+    if value.strip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError(f"not a valid JSON list of {what}") from None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JUSHOSTIT_", extra="ignore", populate_by_name=True)
 
@@ -111,15 +121,8 @@ class Settings(BaseSettings):
     @field_validator("stripe_webhook_secrets", mode="before")
     @classmethod
     def _parse_webhook_secrets(cls, value: Any) -> Any:
-        # Comma-separated (or a JSON list): the current signing secret and, while rotating, the previous one.
-        if isinstance(value, str):
-            if value.strip().startswith("["):
-                try:
-                    return json.loads(value)
-                except ValueError:
-                    raise ValueError("not a valid JSON list of secrets") from None
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        # The current signing secret and, while rotating, the previous one.
+        return _listed(value, "secrets") if isinstance(value, str) else value
 
     @field_validator("stripe_api_base")
     @classmethod
@@ -134,13 +137,7 @@ class Settings(BaseSettings):
         # Comma-separated CIDRs (a bare address is a /32 or /128), or a JSON list of them. Each is parsed here, so
         # a wrong one is named in one clear message (not once per IP version).
         if isinstance(value, str):
-            if value.strip().startswith("["):
-                try:
-                    value = json.loads(value)
-                except ValueError:
-                    raise ValueError("not a valid JSON list of networks") from None
-            else:
-                value = [part.strip() for part in value.split(",") if part.strip()]
+            value = _listed(value, "networks")
         if isinstance(value, list):
             networks = []
             for part in value:
