@@ -97,7 +97,7 @@ async def test_signup_entries_carry_actor_target_after_ip_request_id_and_time(cl
     created = _one(entries, "account.created")
     assert (created.actor_type, created.actor_id) == ("user", user_id)
     assert (created.target_type, created.target_id, created.account_id) == ("account", str(account_id), account_id)
-    assert created.after == {"name": "Signup Co", "owner": str(user_id)}
+    assert created.after == {"name": "Signup Co", "owner": str(user_id), "billing_mode": "free"}
     _assert_request_facts(created, response, started, ended)
     # Nothing secret in the summary: no password, no hash, no token.
     for entry in entries:
