@@ -28,6 +28,8 @@ class StripeStandIn:
     _answers: dict[str, httpx.Response] = field(default_factory=dict)  # by idempotency key
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     fail_next: list[Exception] = field(default_factory=list)  # raised (once each) after a write is made
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # what Stripe holds now, by id
+    reads: list[str] = field(default_factory=list)  # ids read, in order
 
     def created(self, path: str) -> list[dict[str, str]]:
         return [body for where, body, _ in self.requests if where == path]
@@ -62,9 +64,30 @@ class StripeStandIn:
             "metadata": {k[9:-1]: v for k, v in body.items() if k.startswith("metadata[")}, "subscription": None,
         }
 
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Set what Stripe holds for this object (a test moves the truth along, as Stripe would)."""
+        self.objects[obj["id"]] = obj
+        return obj
+
+    def _read(self, request: httpx.Request, object_id: str) -> httpx.Response:
+        self.reads.append(object_id)
+        if object_id not in self.objects:
+            return httpx.Response(404, json={"error": {
+                "type": "invalid_request_error", "code": "resource_missing", "message": f"No such object: '{object_id}'"}})
+        return httpx.Response(200, json=self.objects[object_id])
+
+    def _remember(self, make: Any) -> Any:
+        def made(body: dict[str, str]) -> dict[str, Any]:
+            return self.put(make(body))
+        return made
+
     def install(self) -> StripeStandIn:
-        self.router.post("/v1/customers").mock(side_effect=lambda r: self._write(r, self._customer))
-        self.router.post("/v1/checkout/sessions").mock(side_effect=lambda r: self._write(r, self._session))
+        self.router.post("/v1/customers").mock(side_effect=lambda r: self._write(r, self._remember(self._customer)))
+        self.router.post("/v1/checkout/sessions").mock(
+            side_effect=lambda r: self._write(r, self._remember(self._session)))
+        for path in ("/v1/customers/", "/v1/checkout/sessions/", "/v1/subscriptions/", "/v1/invoices/"):
+            self.router.get(path__regex=rf"^{path}(?P<object_id>[^/]+)$").mock(
+                side_effect=lambda r, object_id: self._read(r, object_id))
         return self
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import stripe
 from stripe.params import CustomerCreateParams
@@ -42,6 +42,42 @@ class CheckoutResult:
     expires_at: datetime | None = None  # when the checkout page stops taking the payment
 
 
+@dataclass(frozen=True)
+class ProviderCheckout:
+    """A hosted checkout as the provider sees it now."""
+
+    external_id: str
+    status: str  # open | complete | expired
+    subscription_ref: str | None  # the provider's subscription it created, once complete
+    our_subscription_id: uuid.UUID | None  # from its metadata
+
+
+@dataclass(frozen=True)
+class ProviderSubscription:
+    """A subscription as the provider sees it now: the truth an event only hints at."""
+
+    external_id: str
+    customer_ref: str | None
+    status: str  # Stripe's: incomplete | incomplete_expired | trialing | active | past_due | unpaid | paused | canceled
+    period_start: datetime
+    period_end: datetime
+    cancel_at_period_end: bool
+    ended_at: datetime | None
+    our_subscription_id: uuid.UUID | None  # from its metadata
+    latest_invoice_ref: str | None = None  # the invoice of its current period
+
+
+@dataclass(frozen=True)
+class ProviderInvoice:
+    external_id: str
+    subscription_ref: str | None
+    status: str  # draft | open | paid | uncollectible | void
+    period_start: datetime  # the service period it bills (its line's period)
+    period_end: datetime
+    amount_paid: int  # minor units
+    currency: str
+
+
 class PaymentProvider(Protocol):
     name: str
     # Whether a customer may extend a paid plan's period with no payment recorded for it (a provider that
@@ -55,6 +91,19 @@ class PaymentProvider(Protocol):
         """Begin paying for the plan; the subscription stays pending until the payment is confirmed. Safe to
         call again for the same subscription: it answers the same checkout."""
         ...
+
+
+class ProviderRecords(Protocol):
+    """A provider whose own records are the truth about what was paid (Stripe): read by id, never trusted from
+    an event's payload."""
+
+    name: str
+
+    async def fetch_checkout(self, external_id: str) -> ProviderCheckout: ...
+
+    async def fetch_subscription(self, external_id: str) -> ProviderSubscription: ...
+
+    async def fetch_invoice(self, external_id: str) -> ProviderInvoice: ...
 
 
 class ManualProvider:
@@ -114,6 +163,42 @@ class StripeProvider:
             expires_at=datetime.fromtimestamp(session.expires_at, tz=UTC) if session.expires_at else None,
         )
 
+    async def fetch_checkout(self, external_id: str) -> ProviderCheckout:
+        raw = (await self.client.v1.checkout.sessions.retrieve_async(external_id)).to_dict()
+        return ProviderCheckout(
+            external_id=str(raw["id"]), status=str(raw["status"]), subscription_ref=_ref(raw.get("subscription")),
+            our_subscription_id=_our_id(raw.get("metadata")),
+        )
+
+    async def fetch_subscription(self, external_id: str) -> ProviderSubscription:
+        found = await self.client.v1.subscriptions.retrieve_async(external_id)
+        raw = found.to_dict()
+        # Since API 2025-03-31 the period lives on the subscription's items; older payloads carry it on top.
+        items = (raw.get("items") or {}).get("data") or [{}]
+        start = items[0].get("current_period_start") or raw.get("current_period_start")
+        end = items[0].get("current_period_end") or raw.get("current_period_end")
+        ended = raw.get("ended_at") or raw.get("canceled_at")
+        return ProviderSubscription(
+            external_id=found.id, customer_ref=_ref(raw.get("customer")),
+            status=str(raw["status"]), period_start=_moment(start), period_end=_moment(end),
+            cancel_at_period_end=bool(raw.get("cancel_at_period_end")),
+            ended_at=_moment(ended) if ended else None, our_subscription_id=_our_id(raw.get("metadata")),
+            latest_invoice_ref=_ref(raw.get("latest_invoice")),
+        )
+
+    async def fetch_invoice(self, external_id: str) -> ProviderInvoice:
+        found = await self.client.v1.invoices.retrieve_async(external_id)
+        raw = found.to_dict()
+        parent = ((raw.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+        subscription = parent or raw.get("subscription")
+        lines = (raw.get("lines") or {}).get("data") or [{}]
+        period = lines[0].get("period") or {"start": raw["period_start"], "end": raw["period_end"]}
+        return ProviderInvoice(
+            external_id=found.id, subscription_ref=_ref(subscription),
+            status=str(raw["status"]), period_start=_moment(period["start"]), period_end=_moment(period["end"]),
+            amount_paid=int(raw.get("amount_paid") or 0), currency=str(raw["currency"]).upper(),
+        )
+
     async def _customer(self, request: CheckoutRequest) -> str:
         params: CustomerCreateParams = {
             "name": request.account_name, "metadata": {"account_id": str(request.account_id)},
@@ -124,6 +209,25 @@ class StripeProvider:
             params, {"idempotency_key": f"customer:{request.account_id}"}
         )
         return customer.id
+
+
+def _moment(unix: Any) -> datetime:
+    return datetime.fromtimestamp(int(unix), tz=UTC)
+
+
+def _ref(value: Any) -> str | None:
+    """An expandable field: an id, or the object (a dict with its id), or nothing."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) else None
+
+
+def _our_id(metadata: Any) -> uuid.UUID | None:
+    value = metadata.get("subscription_id") if isinstance(metadata, dict) else None
+    try:
+        return uuid.UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 _MANUAL = ManualProvider()

@@ -222,3 +222,32 @@ class BillingRepository:
             .returning(Subscription)
             .execution_options(populate_existing=True)
         )
+
+    async def subscription_by_external_id(self, external_id: str) -> tuple[Subscription, Plan] | None:
+        stmt = select(Subscription, Plan).join(Plan, Plan.id == Subscription.plan_id).where(
+            Subscription.external_id == external_id
+        )
+        row = (await self.session.execute(stmt.execution_options(populate_existing=True))).first()
+        return (row[0], row[1]) if row else None
+
+    async def provider_subscriptions_to_check(
+        self, provider: str, *, after: uuid.UUID | None, limit: int
+    ) -> list[tuple[uuid.UUID, uuid.UUID, str | None, str | None]]:
+        """(id, account id, external id, checkout session id) of the provider's subscriptions that can still
+        change there: pending ones with a checkout, and active ones. In id order, a page at a time."""
+        stmt = (
+            select(Subscription.id, Subscription.account_id, Subscription.external_id,
+                   Subscription.checkout_session_id)
+            .where(
+                Subscription.provider == provider,
+                or_(
+                    (Subscription.status == "pending") & Subscription.checkout_session_id.is_not(None),
+                    Subscription.status == "active",
+                ),
+            )
+            .order_by(Subscription.id)
+            .limit(limit)
+        )
+        if after is not None:
+            stmt = stmt.where(Subscription.id > after)
+        return [(row[0], row[1], row[2], row[3]) for row in await self.session.execute(stmt)]

@@ -12,7 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
 from jushostit.billing import periods
-from jushostit.billing.provider import CheckoutRequest, CheckoutResult, PaymentProvider, PaymentProviders
+from jushostit.billing.provider import (
+    CheckoutRequest,
+    CheckoutResult,
+    PaymentProvider,
+    PaymentProviders,
+    ProviderCheckout,
+    ProviderInvoice,
+    ProviderSubscription,
+)
 from jushostit.billing.repository import BillingRepository
 from jushostit.billing.schemas import CancelAt
 from jushostit.catalog.repository import CatalogRepository
@@ -463,3 +471,120 @@ async def cancel(
     )
     request_reconcile(account_id)
     return cancelled, plan
+
+
+# --- a provider's records (Stripe) ----------------------------------------------------------------------------------
+# Applied from the object as the provider holds it now, never from an event's payload or from arrival order, so
+# any order and any number of deliveries end in the same state (REFERENCE §1 F2, F4, F10, F17). The caller holds
+# the account's lock from before it read the object until it commits: the last read is the one applied.
+
+# Stripe subscription states that run a period (past_due and unpaid owe for it: the dunning policy decides), and
+# those that ended it. `incomplete` has not started: the subscription stays pending.
+PROVIDER_RUNNING = frozenset({"active", "trialing", "past_due", "unpaid", "paused"})
+PROVIDER_OWED = frozenset({"past_due", "unpaid", "paused"})
+PROVIDER_ENDED = frozenset({"canceled", "incomplete_expired"})
+
+
+async def _provider_row(
+    repository: BillingRepository, account_id: uuid.UUID, external_id: str | None, ours: uuid.UUID | None
+) -> tuple[Subscription, Plan] | None:
+    """Our subscription for the provider's: linked by its id, or named in its metadata (only within the account:
+    metadata is the customer's to see, never a key to another tenant's row)."""
+    found = await repository.subscription_by_external_id(external_id) if external_id else None
+    if found is None and ours is not None:
+        found = await repository.subscription_of(account_id, ours)
+        if found is not None and found[0].external_id not in (None, external_id):
+            return None  # linked to another provider subscription already
+    if found is not None and found[0].account_id != account_id:
+        return None
+    return found
+
+
+def _sync_fields(subscription: Subscription) -> dict[str, Any]:
+    return {**_period_fields(subscription), "external_id": subscription.external_id}
+
+
+async def apply_provider_checkout(session: AsyncSession, *, account_id: uuid.UUID, checkout: ProviderCheckout) -> bool:
+    """A completed checkout links our pending subscription to the provider's; an expired one lapses it. False
+    when no subscription of the account is named (the event is then flagged, not applied)."""
+    repository = BillingRepository(session)
+    await _locked_account(repository, account_id)
+    found = await _provider_row(repository, account_id, checkout.subscription_ref, checkout.our_subscription_id)
+    if found is None:
+        return False
+    subscription, _ = found
+    if checkout.status == "expired":
+        await _end_abandoned_checkout(session, repository, subscription, utcnow())
+    elif checkout.status == "complete" and checkout.subscription_ref and subscription.external_id is None:
+        subscription.external_id = checkout.subscription_ref
+        await audit.record(
+            session, action="subscription.linked", target_type="subscription", target_id=subscription.id,
+            account_id=account_id, before={"external_id": None}, after={"external_id": checkout.subscription_ref},
+        )
+    return True
+
+
+async def apply_provider_subscription(
+    session: AsyncSession, *, account_id: uuid.UUID, snapshot: ProviderSubscription
+) -> bool:
+    """Make our subscription say what the provider's says: status, period, scheduled cancellation; and the
+    account owe (past due since the unpaid period began) or not (the payment lifts only the `billing` hold)."""
+    repository = BillingRepository(session)
+    account = await _locked_account(repository, account_id)
+    found = await _provider_row(repository, account_id, snapshot.external_id, snapshot.our_subscription_id)
+    if found is None:
+        return False
+    subscription, plan = found
+    before = _sync_fields(subscription)
+    subscription.external_id = snapshot.external_id
+    if snapshot.status in PROVIDER_ENDED:
+        if subscription.status != "cancelled":
+            subscription.status = "cancelled"
+            subscription.cancelled_at = snapshot.ended_at or utcnow()
+    elif snapshot.status in PROVIDER_RUNNING:
+        subscription.status = "active"
+        subscription.current_period_start = snapshot.period_start
+        subscription.current_period_end = snapshot.period_end
+        subscription.cancel_at_period_end = snapshot.cancel_at_period_end
+        subscription.cancelled_at = None
+    after = _sync_fields(subscription)
+    if before != after:
+        await session.flush()
+        await audit.record(
+            session, action="subscription.synced", target_type="subscription", target_id=subscription.id,
+            account_id=account_id, before=before, after={**after, "provider_status": snapshot.status},
+        )
+    if snapshot.status in PROVIDER_OWED:
+        if account.past_due_since is None:
+            account.past_due_since = snapshot.period_start
+        await _account_entitled_by(session, account, plan, payment=False)
+    elif snapshot.status in ("active", "trialing"):
+        await _account_entitled_by(session, account, plan, payment=True)
+    request_reconcile(account_id)
+    return True
+
+
+async def apply_provider_invoice(session: AsyncSession, *, account_id: uuid.UUID, invoice: ProviderInvoice) -> bool:
+    """A paid invoice is the payment of the period it bills: one `payments` row per (subscription, period),
+    whichever path reports it first. False when it bills no subscription of the account."""
+    repository = BillingRepository(session)
+    await _locked_account(repository, account_id)
+    found = await _provider_row(repository, account_id, invoice.subscription_ref, None)
+    if found is None:
+        return False
+    subscription, _ = found
+    if invoice.status == "paid":
+        claimed = await repository.claim_period(
+            subscription, period_start=invoice.period_start, period_end=invoice.period_end,
+            amount_minor=invoice.amount_paid, currency=invoice.currency, source="webhook",
+            external_reference=invoice.external_id, recorded_by=None,
+        )
+        if claimed:
+            await audit.record(
+                session, action="subscription.payment_recorded", target_type="subscription",
+                target_id=subscription.id, account_id=account_id,
+                after={"invoice": invoice.external_id, "period_start": invoice.period_start.isoformat(),
+                       "period_end": invoice.period_end.isoformat(), "amount_minor": invoice.amount_paid,
+                       "currency": invoice.currency},
+            )
+    return True

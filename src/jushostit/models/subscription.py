@@ -26,6 +26,8 @@ class Subscription(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The period end the "expiring in 3 days" notice went out for: one notice per period, never two.
     expiry_notice_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The provider's own subscription (Stripe `sub_…`), once the checkout completed: its records are the truth.
+    external_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     # A hosted checkout (Stripe Checkout): the provider's session, where the customer pays, and until when.
     checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     checkout_url: Mapped[str | None] = mapped_column(String(2048))

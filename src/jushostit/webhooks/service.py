@@ -19,6 +19,9 @@ import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
+from jushostit.billing import service as billing
+from jushostit.billing.provider import StripeProvider
+from jushostit.billing.repository import BillingRepository
 from jushostit.kit import jobs
 from jushostit.kit.errors import BadRequest, Conflict, NotFound
 from jushostit.models import Account, WebhookEvent, WebhookEventStatus
@@ -114,21 +117,22 @@ async def receive_stripe(
 @dataclass(frozen=True)
 class EventContext:
     session: AsyncSession
-    client: stripe.StripeClient
+    stripe: StripeProvider
     event: WebhookEvent
     account: Account
     now: datetime
 
 
-Handler = Callable[[EventContext], Awaitable[None]]
+# A handler applies its event and says whether it concerned something of ours (False: flagged `unmatched`).
+Handler = Callable[[EventContext], Awaitable[bool]]
 
 
-async def _customer_deleted(context: EventContext) -> None:
+async def _customer_deleted(context: EventContext) -> bool:
     """Stripe deleted the customer: the account no longer has one (a new checkout creates another). Only when
     Stripe confirms the deletion: the event alone could be stale."""
-    customer = await context.client.v1.customers.retrieve_async(context.event.customer_ref or "")
+    customer = await context.stripe.client.v1.customers.retrieve_async(context.event.customer_ref or "")
     if not getattr(customer, "deleted", False):
-        return  # it still exists: nothing to do
+        return True  # it still exists: nothing to do
     account = context.account
     await audit.record(
         context.session, action="account.payment_customer_removed", target_type="account", target_id=account.id,
@@ -136,10 +140,66 @@ async def _customer_deleted(context: EventContext) -> None:
         after={"provider_customer_id": None, "event": context.event.event_id},
     )
     account.provider_customer_id = None
+    return True
+
+
+async def _sync_subscription(context: EventContext, external_id: str) -> bool:
+    snapshot = await context.stripe.fetch_subscription(external_id)
+    return await billing.apply_provider_subscription(context.session, account_id=context.account.id, snapshot=snapshot)
+
+
+async def _checkout_session(context: EventContext) -> bool:
+    checkout = await context.stripe.fetch_checkout(context.event.object_id or "")
+    if not await billing.apply_provider_checkout(context.session, account_id=context.account.id, checkout=checkout):
+        return False
+    return await _sync_subscription(context, checkout.subscription_ref) if checkout.subscription_ref else True
+
+
+async def _subscription(context: EventContext) -> bool:
+    return await _sync_subscription(context, context.event.object_id or "")
+
+
+async def _invoice(context: EventContext) -> bool:
+    invoice = await context.stripe.fetch_invoice(context.event.object_id or "")
+    if invoice.subscription_ref is None:
+        return False  # an invoice of no subscription: not ours to apply
+    # The subscription first: it links ours by its metadata when this invoice arrives before any other event.
+    if not await _sync_subscription(context, invoice.subscription_ref):
+        return False
+    return await billing.apply_provider_invoice(context.session, account_id=context.account.id, invoice=invoice)
+
+
+async def pull_subscription(
+    session: AsyncSession, stripe: StripeProvider, *, account_id: uuid.UUID, external_id: str | None,
+    checkout_id: str | None,
+) -> bool:
+    """The periodic pull: converge one of our Stripe subscriptions on Stripe's records without any event (a
+    webhook that never arrived is caught up here): its checkout while pending, then the subscription and the
+    invoice of its current period."""
+    await BillingRepository(session).lock_account(account_id)
+    if external_id is None and checkout_id is not None:
+        checkout = await stripe.fetch_checkout(checkout_id)
+        if not await billing.apply_provider_checkout(session, account_id=account_id, checkout=checkout):
+            return False
+        external_id = checkout.subscription_ref
+    if external_id is None:
+        return True  # still open at Stripe
+    snapshot = await stripe.fetch_subscription(external_id)
+    if not await billing.apply_provider_subscription(session, account_id=account_id, snapshot=snapshot):
+        return False
+    if snapshot.latest_invoice_ref is not None:
+        invoice = await stripe.fetch_invoice(snapshot.latest_invoice_ref)
+        await billing.apply_provider_invoice(session, account_id=account_id, invoice=invoice)
+    return True
 
 
 HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": _checkout_session,
+    "checkout.session.expired": _checkout_session,
     "customer.deleted": _customer_deleted,
+    **{f"customer.subscription.{change}": _subscription
+       for change in ("created", "updated", "deleted", "paused", "resumed")},
+    **{f"invoice.{change}": _invoice for change in ("paid", "payment_succeeded", "payment_failed", "finalized")},
 }
 
 
@@ -165,8 +225,11 @@ async def process(
     elif client is None:
         raise NotConfigured("JUSHOSTIT_STRIPE_SECRET_KEY is not set: events cannot be checked with Stripe")
     else:
-        await handler(EventContext(session, client, event, account, now))
-        status = WebhookEventStatus.processed
+        # The account's lock is held from before Stripe is read until the commit: of two workers applying
+        # events of one account, the later read is the one that lands.
+        await BillingRepository(session).lock_account(account.id)
+        applied = await handler(EventContext(session, StripeProvider(client), event, account, now))
+        status = WebhookEventStatus.processed if applied else WebhookEventStatus.unmatched
     event.status = status
     event.account_id = account.id if account else None
     event.attempts += 1
