@@ -4,16 +4,21 @@ what names a customer we do not know is flagged for admins; failures are retried
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
 import respx
 from sqlalchemy import delete, select, text, update
 
-from jushostit.models import Account, AuditEntry, WebhookEvent
+from jushostit.kit.db import utcnow
+from jushostit.models import Account, AuditEntry, Plan, Subscription, WebhookEvent
+from jushostit.webhooks.tasks import pull_from_stripe
 from tests.live import Live
+from tests.stripe_stand_in import stripe_stand_in
 from tests.webhooks.helpers import STRIPE_TEST_BASE, event, signed, stripe_settings
 
 URL = "/v1/webhooks/stripe"
@@ -171,3 +176,38 @@ async def test_a_permanent_error_fails_the_event_at_once_and_an_admin_replay_app
         replays = list(await session.scalars(select(AuditEntry).where(
             AuditEntry.action == "webhook_event.replayed", AuditEntry.target_id == str(row.id))))
     assert [entry.before["status"] for entry in replays] == ["failed"]
+
+
+async def test_the_periodic_pull_converges_every_open_stripe_subscription_and_one_failure_stops_none(
+    inbox: Live,
+) -> None:
+    period_start = int(time.time()) - 86400
+    rows = {}
+    for name in ("steady", "flaky"):
+        account_id = await with_customer(inbox, f"cus_{name}_{uuid.uuid4().hex[:6]}")
+        async with inbox.container.database.unit_of_work() as session:
+            plan = await session.scalar(select(Plan).where(Plan.code == "starter"))
+            row = Subscription(
+                account_id=uuid.UUID(account_id), plan_id=plan.id, provider="stripe", status="active",
+                current_period_start=utcnow() - timedelta(days=40), current_period_end=utcnow() - timedelta(days=10),
+                external_id=f"sub_{name}_{uuid.uuid4().hex[:6]}",
+            )
+            session.add(row)
+            await session.flush()
+            rows[name] = (row.id, row.external_id)
+    router, stripe = stripe_stand_in()
+    with router:
+        stripe.put({
+            "id": rows["steady"][1], "object": "subscription", "status": "active", "customer": None,
+            "cancel_at_period_end": False, "metadata": {},
+            "items": {"data": [{"current_period_start": period_start, "current_period_end": period_start + 30 * 86400}]},
+        })
+        router.get(f"/v1/subscriptions/{rows['flaky'][1]}").mock(
+            return_value=httpx.Response(500, json={"error": {"type": "api_error", "message": "boom"}}))
+        converged, failed = await pull_from_stripe(0)
+    assert (converged, failed) == (1, 1)
+    async with inbox.container.database.unit_of_work() as session:
+        steady = await session.get(Subscription, rows["steady"][0])
+        flaky = await session.get(Subscription, rows["flaky"][0])
+        assert int(steady.current_period_end.timestamp()) == period_start + 30 * 86400
+        assert flaky.current_period_end < utcnow()  # unchanged: tried again at the next pull
