@@ -13,13 +13,15 @@ from jushostit.admin.schemas import (
     AdminAccountRead,
     AdminUserRead,
     BillingModeUpdate,
+    DunningPolicyRead,
+    DunningPolicyUpdate,
     ReconcileRequested,
     SuspendRequest,
     UnsuspendRequest,
     UserSuspendRequest,
 )
 from jushostit.auth.dependencies import require_admin
-from jushostit.billing.facts import entitlement_inputs, instance_facts
+from jushostit.billing.facts import effective_dunning, entitlement_inputs, instance_facts
 from jushostit.billing.repository import BillingRepository
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import NotFound, responses
@@ -117,6 +119,36 @@ async def set_billing_mode(account_id: uuid.UUID, body: BillingModeUpdate, sessi
         card_payments=container.current().settings.stripe_configured,
     )
     return (await _read(session, [account]))[0]
+
+
+def _dunning_read(account: Account) -> DunningPolicyRead:
+    values, sources = effective_dunning(account.billing_mode, account.dunning_policy)
+    return DunningPolicyRead(
+        account_id=account.id, billing_mode=account.billing_mode, grace=values.grace,
+        reminders=list(values.reminders), terminate_after=values.terminate_after, sources=sources,
+    )
+
+
+@router.get("/accounts/{account_id}/dunning-policy", response_model=DunningPolicyRead,
+            responses=responses(401, 403, 404))
+async def get_dunning_policy(account_id: uuid.UUID, session: SessionDep) -> DunningPolicyRead:
+    """The account's effective dunning policy (ISO 8601 durations) and where each value comes from."""
+    return _dunning_read(await _account(session, account_id))
+
+
+@router.put("/accounts/{account_id}/dunning-policy", response_model=DunningPolicyRead,
+            responses=responses(400, 401, 403, 404, 422))
+async def put_dunning_policy(
+    account_id: uuid.UUID, body: DunningPolicyUpdate, session: SessionDep
+) -> DunningPolicyRead:
+    """Replace the account's overrides of its billing mode's policy: `grace` (past due this long → suspended for
+    `billing`, applied at that instant), `reminders`, `terminate_after` (`null`: never). A field left out
+    follows the default again; `{}` removes every override. 400 `invalid_dunning_policy`: a reminder at or
+    after the grace. Audited."""
+    account = await service.set_dunning_policy(
+        session, account=await _account(session, account_id), overrides=body.model_dump(exclude_unset=True),
+    )
+    return _dunning_read(account)
 
 
 @router.post("/users/{user_id}/suspend", response_model=AdminUserRead, responses=responses(401, 403, 404, 409, 422))

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Annotated
 
 from pydantic import Field
 
-from jushostit.kit.schemas import FromJsonString, Note, RequestModel, ResponseModel
+from jushostit.kit.schemas import FromJsonString, IsoDuration, Note, RequestModel, ResponseModel
 from jushostit.models import AccountStatus, BillingMode, SuspensionReason
 
 
@@ -66,3 +67,31 @@ class AdminUserRead(ResponseModel):
     suspended_at: datetime | None = Field(description="Set while the user is suspended: no sign-in, and every "
                                           "token and API key of theirs answers 401 `user_suspended`")
     created_at: datetime
+
+
+# An ISO 8601 duration (`P7D`, `PT30S`): from a second (a test on a running server) to ten years.
+Duration = Annotated[
+    IsoDuration,
+    Field(ge=timedelta(seconds=1), le=timedelta(days=3650), description="ISO 8601 duration, e.g. `P7D` or `PT30S`"),
+]
+
+
+class DunningPolicyUpdate(RequestModel):
+    """The account's overrides; a field left out takes the billing mode's default again."""
+
+    grace: Duration | None = Field(
+        default=None, description="Past due for this long → suspended (reason `billing`)")
+    reminders: Annotated[list[Duration], Field(max_length=10)] | None = Field(
+        default=None, description="After each of these, past due, a reminder is e-mailed; each shorter than the grace")
+    terminate_after: Duration | None = Field(
+        default=None, description="Suspended for billing this long → terminated; `null` for never")
+
+
+class DunningPolicyRead(ResponseModel):
+    account_id: uuid.UUID
+    billing_mode: BillingMode
+    grace: timedelta
+    reminders: list[timedelta]
+    terminate_after: timedelta | None = Field(description="null: never terminated automatically")
+    sources: dict[str, str] = Field(description="Where each value comes from: `account` (an override) or "
+                                              "`default:<billing mode>`")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
+from jushostit.billing.facts import effective_dunning, stored_durations
 from jushostit.events.repository import EventRepository
 from jushostit.kit import context
 from jushostit.kit.db import utcnow
-from jushostit.kit.errors import Conflict
+from jushostit.kit.errors import BadRequest, Conflict
 from jushostit.models import Account, AccountStatus, BillingMode, SuspensionReason, User
 from jushostit.triggers import request_reconcile
 
@@ -70,6 +73,27 @@ async def set_billing_mode(
         await audit.record(session, action="admin.billing_mode_changed", target_type="account", target_id=account.id,
                            account_id=account.id, before={"billing_mode": before}, after={"billing_mode": billing_mode})
         request_reconcile(account.id)  # the dunning grace depends on it
+    return account
+
+
+async def set_dunning_policy(
+    session: AsyncSession, *, account: Account, overrides: dict[str, Any]
+) -> Account:
+    """Replace the account's dunning overrides (fields left out follow the billing mode again). A reminder must
+    come before the grace ends. The grace decides when the `billing` hold applies: the account is reconciled."""
+    # A null `terminate_after` means never; a null grace or reminder list means the default, like leaving it out.
+    overrides = {name: value for name, value in overrides.items() if value is not None or name == "terminate_after"}
+    values, _ = effective_dunning(account.billing_mode, stored_durations(overrides))
+    if any(reminder >= values.grace for reminder in values.reminders):
+        raise BadRequest("Every reminder must come before the grace ends", code="invalid_dunning_policy",
+                         details={"grace": stored_durations({"grace": values.grace})["grace"]})
+    before, after = account.dunning_policy, stored_durations(overrides) or None
+    if before != after:
+        account.dunning_policy = after
+        await audit.record(session, action="admin.dunning_policy_changed", target_type="account",
+                           target_id=account.id, account_id=account.id, before={"dunning_policy": before},
+                           after={"dunning_policy": after})
+        request_reconcile(account.id)
     return account
 
 

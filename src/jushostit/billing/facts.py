@@ -7,10 +7,12 @@ account (instances and accounts use it; nobody else builds entitlement inputs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.billing.repository import BillingRepository
@@ -30,23 +32,63 @@ from jushostit.models.rows import AccountFactsRow, PlanFactsRow, SubscriptionFac
 
 DEFAULT_EXPIRED_RETENTION_DAYS = 30
 
-# Days past due before the `billing` hold applies, per billing mode (DESIGN §3). Prepaid accounts are never
-# suspended for being past due (an admin or the contract end does that), hence the century.
-DUNNING_GRACE_DAYS: dict[BillingMode, int] = {
-    BillingMode.card: 7,
-    BillingMode.invoice: 14,
-    BillingMode.prepaid: 36_500,
-    BillingMode.free: 7,
+@dataclass(frozen=True)
+class DunningValues:
+    """What the dunning policy of an account says (DESIGN §3)."""
+
+    grace: timedelta  # past due for this long → suspended with reason `billing`
+    reminders: tuple[timedelta, ...]  # after this long past due, a reminder
+    terminate_after: timedelta | None  # suspended for billing this long → terminated; None: never automatically
+
+
+# Per billing mode. Prepaid accounts are never suspended for being past due (an admin or the contract end does
+# that), hence the century; invoices are due 14 days after their due date before the hold.
+DEFAULT_DUNNING: dict[BillingMode, DunningValues] = {
+    BillingMode.card: DunningValues(timedelta(days=7), (timedelta(days=1), timedelta(days=3), timedelta(days=6)),
+                                    timedelta(days=30)),
+    BillingMode.invoice: DunningValues(timedelta(days=14), (), None),
+    BillingMode.prepaid: DunningValues(timedelta(days=36_500), (), None),
+    BillingMode.free: DunningValues(timedelta(days=7), (), None),
 }
+DUNNING_FIELDS = ("grace", "reminders", "terminate_after")
+_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+
+
+def effective_dunning(
+    billing_mode: BillingMode, overrides: Mapping[str, Any] | None
+) -> tuple[DunningValues, dict[str, str]]:
+    """The account's policy: its overrides (ISO 8601 durations, as stored) over its billing mode's defaults, and
+    where each value comes from (`account`, or `default:<billing mode>`)."""
+    default = DEFAULT_DUNNING[billing_mode]
+    overrides = overrides or {}
+    grace = _DURATION.validate_python(overrides["grace"]) if "grace" in overrides else default.grace
+    reminders = (tuple(_DURATION.validate_python(r) for r in overrides["reminders"])
+                 if "reminders" in overrides else default.reminders)
+    terminate_after = default.terminate_after
+    if "terminate_after" in overrides:
+        stored = overrides["terminate_after"]
+        terminate_after = None if stored is None else _DURATION.validate_python(stored)
+    sources = {name: "account" if name in overrides else f"default:{billing_mode.value}" for name in DUNNING_FIELDS}
+    return DunningValues(grace, reminders, terminate_after), sources
+
+
+def stored_durations(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides as stored: ISO 8601 strings (a list for `reminders`, null for a `terminate_after` of never)."""
+    stored: dict[str, Any] = _DURATION_MAP.dump_python(dict(values), mode="json")
+    return stored
+
+
+_DURATION_MAP: TypeAdapter[dict[str, timedelta | list[timedelta] | None]] = TypeAdapter(
+    dict[str, timedelta | list[timedelta] | None]
+)
 
 
 def dunning_policy(
-    billing_mode: BillingMode, *, expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS
+    billing_mode: BillingMode, *, overrides: Mapping[str, Any] | None = None,
+    expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS,
 ) -> DunningPolicy:
-    return DunningPolicy(
-        grace=timedelta(days=DUNNING_GRACE_DAYS[billing_mode]),
-        expired_retention=timedelta(days=expired_retention_days),
-    )
+    values, _ = effective_dunning(billing_mode, overrides)
+    return DunningPolicy(grace=values.grace, expired_retention=timedelta(days=expired_retention_days))
 
 
 def plan_quotas(plan: PlanFactsRow) -> Quotas:
@@ -110,7 +152,8 @@ def entitlement_inputs(
     return EntitlementInputs(
         account=account_facts(account),
         subscriptions=[subscription_facts(s, p) for s, p in subscriptions],
-        policy=dunning_policy(account.billing_mode, expired_retention_days=expired_retention_days),
+        policy=dunning_policy(account.billing_mode, overrides=account.dunning_policy,
+                              expired_retention_days=expired_retention_days),
         budget=budget_facts(account),
     )
 

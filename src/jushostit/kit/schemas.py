@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     Strict,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -41,6 +42,31 @@ def _rfc3339_text(value: Any) -> Any:
 # A date-time as JSON bodies and query strings carry it: RFC 3339 text with an offset. Lax parsing alone would
 # also read a number, or "0.5", as a Unix timestamp, which the OpenAPI's `format: date-time` does not allow.
 DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), Strict(False)]
+
+
+_ISO_DURATION = re.compile(r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$")
+
+
+ISO_DURATION_MAX_LENGTH = 40
+
+
+def _iso_duration_text(value: Any) -> Any:
+    if isinstance(value, timedelta) or (
+        isinstance(value, str) and len(value) <= ISO_DURATION_MAX_LENGTH and _ISO_DURATION.match(value)
+    ):
+        return value
+    raise ValueError("must be an ISO 8601 duration, e.g. P7D or PT30S")
+
+
+# A duration as JSON bodies carry it: ISO 8601 text (`P7D`, `PT30S`). Lax parsing alone would also read a number
+# as seconds, or "7 days".
+IsoDuration = Annotated[
+    timedelta,
+    BeforeValidator(_iso_duration_text),
+    Strict(False),
+    WithJsonSchema({"type": "string", "format": "duration", "maxLength": ISO_DURATION_MAX_LENGTH,
+                    "pattern": _ISO_DURATION.pattern, "examples": ["P7D", "PT30S"]}, mode="validation"),
+]
 
 
 def _has_nul(value: Any) -> bool:

@@ -3,8 +3,10 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ARRAY, BigInteger, Enum, ForeignKey, Integer, String
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jushostit.kit.db import Base, UTCDateTime
@@ -59,6 +61,9 @@ class Account(Base):
     billing_email: Mapped[str | None] = mapped_column(String(320))
     suspension_reasons: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, nullable=False)
     past_due_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An admin's overrides of the billing mode's dunning policy: ISO 8601 durations by field (`grace`,
+    # `reminders`, `terminate_after`; a null `terminate_after` means never). Absent fields take the default.
+    dunning_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     budget_minor: Mapped[int | None] = mapped_column(BigInteger)
     # The payment provider's customer (Stripe `cus_…`), created once per account.
     provider_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)

@@ -36,8 +36,8 @@ _IDS = bindparam("account_ids", type_=ARRAY(PG_UUID(as_uuid=True)))
 # queries. The rows carry just the columns the facts and the write-back need.
 _ACCOUNTS = select(
     Account.id, Account.status, Account.billing_mode, Account.suspension_reasons, Account.past_due_since,
-    Account.budget_minor, Account.month_spend_minor, Account.billing_email, Account.reconcile_error,
-    Account.reconcile_failures,
+    Account.budget_minor, Account.month_spend_minor, Account.dunning_policy, Account.billing_email,
+    Account.reconcile_error, Account.reconcile_failures,
 ).where(Account.id == any_(_IDS))
 _SUBSCRIPTIONS = select(
     Subscription.account_id, Subscription.id, Subscription.plan_id, Subscription.status,
