@@ -5,13 +5,19 @@ nothing; localstripe ignores keys). It records every request so tests can read w
 from __future__ import annotations
 
 import itertools
+import re
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 import httpx
 import respx
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response
 
 from tests.webhooks.helpers import STRIPE_TEST_BASE
 
@@ -23,7 +29,7 @@ def form(request: httpx.Request) -> dict[str, str]:
 
 @dataclass
 class StripeStandIn:
-    router: respx.MockRouter
+    router: respx.MockRouter | None
     requests: list[tuple[str, dict[str, str], str | None]] = field(default_factory=list)  # (path, form, key)
     _answers: dict[str, httpx.Response] = field(default_factory=dict)  # by idempotency key
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -81,14 +87,65 @@ class StripeStandIn:
             return self.put(make(body))
         return made
 
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        """Stripe's answer to one request of the SDK: the writes it makes, or the object it holds."""
+        path = request.url.path
+        if request.method == "POST" and path == "/v1/customers":
+            return self._write(request, self._remember(self._customer))
+        if request.method == "POST" and path == "/v1/checkout/sessions":
+            return self._write(request, self._remember(self._session))
+        found = READABLE.match(path)
+        if request.method == "GET" and found:
+            return self._read(request, found["object_id"])
+        return httpx.Response(404, json={"error": {"type": "invalid_request_error", "message": f"no route {path}"}})
+
     def install(self) -> StripeStandIn:
-        self.router.post("/v1/customers").mock(side_effect=lambda r: self._write(r, self._remember(self._customer)))
-        self.router.post("/v1/checkout/sessions").mock(
-            side_effect=lambda r: self._write(r, self._remember(self._session)))
-        for path in ("/v1/customers/", "/v1/checkout/sessions/", "/v1/subscriptions/", "/v1/invoices/"):
-            self.router.get(path__regex=rf"^{path}(?P<object_id>[^/]+)$").mock(
-                side_effect=lambda r, object_id: self._read(r, object_id))
+        assert self.router is not None
+        self.router.route().mock(side_effect=self.answer)
         return self
+
+
+READABLE = re.compile(r"^/v1/(customers|checkout/sessions|subscriptions|invoices)/(?P<object_id>[^/]+)$")
+
+
+class StripeServer:
+    """The same stand-in served over HTTP on loopback, for a `jushostit serve` process to call (every Stripe
+    call of the product goes through JUSHOSTIT_STRIPE_API_BASE)."""
+
+    def __init__(self) -> None:
+        self.stand_in = StripeStandIn(router=None)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        config = uvicorn.Config(self._asgi, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+                                interface="asgi3")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _asgi(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        body = await request.body()
+        answer = self.stand_in.answer(httpx.Request(request.method, str(request.url), headers=request.headers.raw,
+                                                    content=body))
+        await Response(answer.content, status_code=answer.status_code,
+                       media_type="application/json")(scope, receive, send)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Stripe stand-in did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
 
 
 def stripe_stand_in() -> tuple[respx.MockRouter, StripeStandIn]:
