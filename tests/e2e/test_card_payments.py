@@ -52,7 +52,7 @@ def test_card_checkout_failed_payment_grace_and_recovery_on_a_running_server(ser
         def account() -> dict[str, Any]:
             return httpx.get(f"{base}/v1/accounts/{account_id}", headers=headers, timeout=30).json()
 
-        assert account()["billing_mode"] == "card"  # Stripe is configured: new accounts pay by card
+        assert account()["billing"]["billing_mode"] == "card"  # Stripe is configured: new accounts pay by card
 
         # Card checkout: a Stripe Checkout page, the subscription pending.
         checkout = httpx.post(f"{base}/v1/accounts/{account_id}/checkout", json={"plan": "starter"},
