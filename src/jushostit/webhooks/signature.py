@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import stripe
+from stripe import SignatureVerificationError, WebhookSignature
 
 TOLERANCE_SECONDS = 300
 
@@ -40,8 +40,8 @@ def verify(payload: str, header: str | None, secrets: Sequence[str], *, now: int
     for secret in secrets:
         try:
             # The age was checked above against `now`; this checks the signature only.
-            stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
-        except stripe.SignatureVerificationError:
+            WebhookSignature.verify_header(payload, header, secret, tolerance=None)
+        except SignatureVerificationError:
             continue
         return
     raise SignatureRefused("no configured webhook secret signs this request")
