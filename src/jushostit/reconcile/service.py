@@ -247,7 +247,7 @@ async def _fill_generated(database: Database, box: SecretBox, snap: Snapshot) ->
         instance.id: names
         for instance in snap.inputs
         if (template := snap.templates.get(instance.template_code)) is not None
-        and (names := missing_generated(template, set(snap.ciphertexts.get(instance.id, {}))))
+        and (names := missing_generated(template, set(snap.ciphertexts[instance.id])))  # every input has an entry
     }
     if not missing:
         return snap
