@@ -94,9 +94,21 @@ class StripeStandIn:
             return self._write(request, self._remember(self._customer))
         if request.method == "POST" and path == "/v1/checkout/sessions":
             return self._write(request, self._remember(self._session))
+        if request.method == "POST" and path == "/v1/billing_portal/sessions":
+            return self._write(request, lambda body: {
+                "id": f"bps_{next(self._ids)}", "object": "billing_portal.session", "customer": body["customer"],
+                "return_url": body["return_url"], "url": f"https://billing.stripe.test/p/session/{next(self._ids)}"})
         found = READABLE.match(path)
         if request.method == "GET" and found:
             return self._read(request, found["object_id"])
+        changed = SUBSCRIPTION.match(path)
+        if changed and changed["object_id"] in self.objects and request.method in ("POST", "DELETE"):
+            current = self.objects[changed["object_id"]]
+            if request.method == "DELETE":  # cancel now
+                return self._write(request, lambda body: self.put(
+                    {**current, "status": "canceled", "ended_at": int(time.time()), "canceled_at": int(time.time())}))
+            return self._write(request, lambda body: self.put(
+                {**current, "cancel_at_period_end": body.get("cancel_at_period_end") == "true"}))
         return httpx.Response(404, json={"error": {"type": "invalid_request_error", "message": f"no route {path}"}})
 
     def install(self) -> StripeStandIn:
@@ -105,6 +117,7 @@ class StripeStandIn:
         return self
 
 
+SUBSCRIPTION = re.compile(r"^/v1/subscriptions/(?P<object_id>[^/]+)$")
 READABLE = re.compile(r"^/v1/(customers|checkout/sessions|subscriptions|invoices)/(?P<object_id>[^/]+)$")
 
 

@@ -159,3 +159,80 @@ async def test_accounts_not_billed_by_card_still_pay_off_platform(app_factory, s
     assert response.status_code == 201, response.text
     assert response.json()["checkout_url"] is None and response.json()["subscription"]["provider"] == "manual"
     assert stripe.requests == []
+
+
+async def linked_stripe_subscription(session, owner, stripe, *, status: str = "active"):
+    """A card subscription past its checkout: linked to a Stripe subscription the stand-in holds."""
+    account = await session.get(Account, uuid.UUID(owner.account_id))
+    account.provider_customer_id = "cus_linked"
+    starter = await session.scalar(select(Plan).where(Plan.code == "starter"))
+    now = datetime.now(UTC)
+    row = Subscription(account_id=account.id, plan_id=starter.id, provider="stripe", status=status,
+                       current_period_start=now - timedelta(days=1), current_period_end=now + timedelta(days=29),
+                       external_id=f"sub_{uuid.uuid4().hex[:10]}")
+    session.add(row)
+    await session.flush()
+    stripe.put({
+        "id": row.external_id, "object": "subscription", "customer": "cus_linked", "status": "active",
+        "cancel_at_period_end": False, "metadata": {"subscription_id": str(row.id)},
+        "items": {"data": [{"current_period_start": int((now - timedelta(days=1)).timestamp()),
+                            "current_period_end": int((now + timedelta(days=29)).timestamp())}]},
+    })
+    return row
+
+
+async def test_a_stripe_subscription_is_cancelled_at_stripe_and_stripes_answer_is_applied(
+    app_factory, session, signup
+) -> None:
+    owner, _ = await card_account(session, signup)
+    application = app_factory(**stripe_settings())
+    router, stripe = stripe_stand_in()
+    with router:
+        row = await linked_stripe_subscription(session, owner, stripe)
+        row_id, external_id = row.id, row.external_id
+        async with asgi_client(application) as client:
+            url = f"/v1/accounts/{owner.account_id}/subscriptions/{row_id}/cancel"
+            scheduled = await client.post(url, json={"at": "period_end"}, headers=owner.headers)
+            assert scheduled.status_code == 200, scheduled.text
+            assert (scheduled.json()["status"], scheduled.json()["cancel_at_period_end"]) == ("active", True)
+            assert stripe.objects[external_id]["cancel_at_period_end"] is True
+            now = await client.post(url, json={"at": "now"}, headers=owner.headers)
+            assert now.status_code == 200 and now.json()["status"] == "cancelled", now.text
+            again = await client.post(url, json={"at": "now"}, headers=owner.headers)
+    error_of(again, 409, "subscription_cancelled")
+    assert stripe.keys(f"/v1/subscriptions/{external_id}") == [
+        f"cancel-at-period-end:{external_id}", f"cancel-now:{external_id}"]
+    assert {"subscription.cancel_requested", "subscription.synced"} <= set(await actions(session, row_id))
+
+
+async def test_a_cancellation_stripe_does_not_confirm_changes_nothing(app_factory, session, signup) -> None:
+    owner, _ = await card_account(session, signup)
+    router, stripe = stripe_stand_in()
+    with router:
+        row_id = (await linked_stripe_subscription(session, owner, stripe)).id
+        stripe.fail_next.append(httpx.ConnectError("Stripe is unreachable"))
+        async with asgi_client(app_factory(**stripe_settings())) as client:
+            refused = await client.post(f"/v1/accounts/{owner.account_id}/subscriptions/{row_id}/cancel",
+                                        json={"at": "now"}, headers=owner.headers)
+    error_of(refused, 503, "payment_provider_unavailable")
+    session.expire_all()
+    assert (await session.get(Subscription, row_id)).status == "active"
+
+
+async def test_the_billing_portal_is_for_owners_of_accounts_that_paid_by_card(app_factory, session, signup) -> None:
+    owner, _ = await card_account(session, signup)
+    application = app_factory(**stripe_settings())
+    router, stripe = stripe_stand_in()
+    with router:
+        async with asgi_client(application) as client:
+            url = f"/v1/accounts/{owner.account_id}/billing-portal"
+            error_of(await client.post(url, headers=owner.headers), 409, "no_payment_customer")
+            await linked_stripe_subscription(session, owner, stripe)
+            portal = await client.post(url, headers=owner.headers)
+    assert portal.status_code == 200, portal.text
+    assert portal.json()["url"].startswith("https://billing.stripe.test/p/session/")
+    [made] = stripe.created("/v1/billing_portal/sessions")
+    assert made["customer"] == "cus_linked" and made["return_url"].endswith("/billing/portal")
+    async with asgi_client(app_factory()) as client:  # no Stripe configured here
+        error_of(await client.post(f"/v1/accounts/{owner.account_id}/billing-portal", headers=owner.headers),
+                 409, "card_payments_not_configured")

@@ -23,6 +23,8 @@ from jushostit.billing import service
 from jushostit.billing.provider import PaymentProvider, PaymentProviders, payment_providers
 from jushostit.billing.repository import BillingRepository
 from jushostit.billing.schemas import (
+    BillingPortalRead,
+    CancelAt,
     CheckoutCreate,
     CheckoutRead,
     PaymentRecord,
@@ -33,7 +35,7 @@ from jushostit.billing.schemas import (
 )
 from jushostit.idempotency import IdempotencyDep
 from jushostit.kit.db import SessionDep
-from jushostit.kit.errors import ErrorResponse, ServiceUnavailable, responses
+from jushostit.kit.errors import Conflict, ErrorResponse, ServiceUnavailable, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Plan, Role, Subscription
 
@@ -42,6 +44,7 @@ router = APIRouter(prefix="/v1", tags=["billing"])
 # Members do not see or change billing: owners and admins of the account only.
 BillingReader = Annotated[AccountAccess, Depends(require_account(Scope.billing_read, Role.admin))]
 BillingWriter = Annotated[AccountAccess, Depends(require_account(Scope.billing_write, Role.admin))]
+BillingOwner = Annotated[AccountAccess, Depends(require_account(Scope.billing_write, Role.owner))]
 def _providers() -> PaymentProviders:
     return payment_providers(container.current().settings)
 
@@ -201,15 +204,54 @@ async def renew_subscription(
 @router.post(
     "/accounts/{account_id}/subscriptions/{subscription_id}/cancel",
     response_model=SubscriptionRead,
-    responses=responses(401, 403, 404, 409, 422),
+    responses=responses(401, 403, 404, 409, 422, 503),
 )
 async def cancel_subscription(
-    subscription_id: uuid.UUID, body: SubscriptionCancel, access: BillingWriter, session: SessionDep
+    subscription_id: uuid.UUID, body: SubscriptionCancel, access: BillingWriter, session: SessionDep,
+    providers: Providers,
 ) -> SubscriptionRead:
-    """`at: period_end` (default) keeps it to the end of the period without renewal; `at: now` ends it at once."""
-    return subscription_read(
-        *await service.cancel(session, account_id=access.account.id, subscription_id=subscription_id, at=body.at)
+    """`at: period_end` (default) keeps it to the end of the period without renewal; `at: now` ends it at once.
+    A Stripe subscription is cancelled at Stripe (idempotently) and Stripe's answer is applied; 503
+    `payment_provider_unavailable` when Stripe cannot be reached (nothing changed)."""
+    stripe_provider = providers.stripe
+    external_id = await service.provider_managed(
+        session, account_id=access.account.id, subscription_id=subscription_id, provider=stripe_provider
     )
+    if stripe_provider is None or external_id is None:
+        return subscription_read(
+            *await service.cancel(session, account_id=access.account.id, subscription_id=subscription_id, at=body.at)
+        )
+    try:
+        snapshot = await stripe_provider.cancel(external_id, at_period_end=body.at == CancelAt.period_end)
+    except stripe.StripeError as error:
+        raise ServiceUnavailable("The payment provider did not answer; try again in a moment",
+                                 code="payment_provider_unavailable") from error
+    return subscription_read(*await service.record_cancellation_request(
+        session, account_id=access.account.id, subscription_id=subscription_id, at=body.at, snapshot=snapshot,
+    ))
+
+
+@router.post(
+    "/accounts/{account_id}/billing-portal",
+    response_model=BillingPortalRead,
+    responses={**responses(401, 403, 404, 503), **conflicts({
+        "no_payment_customer": "the account has never paid by card (check out first)",
+        "card_payments_not_configured": "Stripe is not configured here",
+    })},
+)
+async def billing_portal(access: BillingOwner, session: SessionDep, providers: Providers) -> BillingPortalRead:
+    """A Stripe customer portal session (owners only): where the customer updates their card and reads their
+    invoices. The URL is short-lived: open it at once."""
+    if providers.stripe is None:
+        raise Conflict("Card payments are not configured here", code="card_payments_not_configured")
+    customer_id = await service.portal_customer(session, account_id=access.account.id)
+    settings = container.current().settings
+    try:
+        url = await providers.stripe.portal_url(customer_id, f"{settings.base_url}/billing/portal")
+    except stripe.StripeError as error:
+        raise ServiceUnavailable("The payment provider did not answer; try again in a moment",
+                                 code="payment_provider_unavailable") from error
+    return BillingPortalRead(url=url)
 
 
 @router.post(

@@ -105,6 +105,14 @@ class ProviderRecords(Protocol):
 
     async def fetch_invoice(self, external_id: str) -> ProviderInvoice: ...
 
+    async def cancel(self, external_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        """End the provider's subscription now, or schedule its end at the period end; answers it as it is then."""
+        ...
+
+    async def portal_url(self, customer_id: str, return_url: str) -> str:
+        """Where the customer manages their card, invoices and subscription at the provider."""
+        ...
+
 
 class ManualProvider:
     """Paid off-platform (bank transfer, invoice, a deal): a platform admin marks the subscription paid."""
@@ -185,6 +193,24 @@ class StripeProvider:
             ended_at=_moment(ended) if ended else None, our_subscription_id=_our_id(raw.get("metadata")),
             latest_invoice_ref=_ref(raw.get("latest_invoice")),
         )
+
+    async def cancel(self, external_id: str, *, at_period_end: bool) -> ProviderSubscription:
+        if at_period_end:
+            await self.client.v1.subscriptions.update_async(
+                external_id, {"cancel_at_period_end": True},
+                {"idempotency_key": f"cancel-at-period-end:{external_id}"},
+            )
+        else:
+            await self.client.v1.subscriptions.cancel_async(
+                external_id, options={"idempotency_key": f"cancel-now:{external_id}"}
+            )
+        return await self.fetch_subscription(external_id)
+
+    async def portal_url(self, customer_id: str, return_url: str) -> str:
+        portal = await self.client.v1.billing_portal.sessions.create_async(
+            {"customer": customer_id, "return_url": return_url}
+        )
+        return portal.url
 
     async def fetch_invoice(self, external_id: str) -> ProviderInvoice:
         found = await self.client.v1.invoices.retrieve_async(external_id)

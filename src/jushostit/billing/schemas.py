@@ -72,3 +72,7 @@ class PaymentRecord(RequestModel):
     period_start: PeriodStart
     amount_minor: MinorUnits | None = Field(default=None, description="What was paid; default: the plan's price")
     external_reference: DisplayName | None = Field(default=None, description="The invoice or transfer number")
+
+
+class BillingPortalRead(ResponseModel):
+    url: str  # Stripe's customer portal, for this session only

@@ -588,3 +588,39 @@ async def apply_provider_invoice(session: AsyncSession, *, account_id: uuid.UUID
                        "currency": invoice.currency},
             )
     return True
+
+
+async def provider_managed(
+    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, provider: PaymentProvider | None
+) -> str | None:
+    """The provider's id of a subscription the provider runs (a Stripe subscription after its checkout): its
+    cancellation goes through the provider, whose records are then applied. None: ours alone to change."""
+    subscription, _ = await _subscription_of(BillingRepository(session), account_id, subscription_id)
+    if provider is None or not provider.hosted_checkout or subscription.provider != provider.name:
+        return None
+    if subscription.status == "cancelled":
+        raise Conflict("The subscription is already cancelled", code="subscription_cancelled")
+    return subscription.external_id
+
+
+async def record_cancellation_request(
+    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, at: CancelAt,
+    snapshot: ProviderSubscription,
+) -> tuple[Subscription, Plan]:
+    """The provider confirmed the cancellation a customer asked for: its record is applied, and who asked is
+    audited."""
+    await apply_provider_subscription(session, account_id=account_id, snapshot=snapshot)
+    await audit.record(
+        session, action="subscription.cancel_requested", target_type="subscription", target_id=subscription_id,
+        account_id=account_id, after={"at": at.value, "provider_status": snapshot.status,
+                                      "cancel_at_period_end": snapshot.cancel_at_period_end},
+    )
+    return await _subscription_of(BillingRepository(session), account_id, subscription_id)
+
+
+async def portal_customer(session: AsyncSession, *, account_id: uuid.UUID) -> str:
+    """The account's customer at the payment provider, for its billing portal."""
+    account = await BillingRepository(session).account(account_id)
+    if account is None or account.provider_customer_id is None:
+        raise Conflict("The account has no card payments yet: check out a plan first", code="no_payment_customer")
+    return account.provider_customer_id

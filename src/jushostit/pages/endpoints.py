@@ -263,3 +263,10 @@ async def checkout_return_page(subscription: uuid.UUID, result: CheckoutResult) 
                       "services start, as soon as it is (usually within a minute).")
     return render("Checkout cancelled", "Nothing was charged. Your subscription stays pending for 24 hours: open "
                   "the checkout again to pay, or simply let it lapse.")
+
+
+@router.get("/billing/portal", response_class=HTMLResponse)
+async def portal_return_page() -> HTMLResponse:
+    """Where Stripe's customer portal sends the customer back."""
+    return render("Billing updated", "Changes made in the billing portal (card, plan, cancellation) reach your "
+                  "account as soon as Stripe confirms them, usually within a minute.")
