@@ -43,6 +43,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import event, insert, select, text
 
 from jushostit.app import create_app
+from jushostit.billing.service import sold_terms
 from jushostit.bootstrap import open_container
 from jushostit.config import Settings
 from jushostit.kit.db import utcnow
@@ -91,7 +92,7 @@ async def make_accounts(container, count: int, *, with_instance: int = 0) -> tup
         free = await session.scalar(select(Plan).where(Plan.code == "free"))
         await session.execute(insert(Account), rows)
         await session.execute(insert(Subscription), [
-            {"account_id": r["id"], "plan_id": free.id, "provider": "manual", "status": "active",
+            {"account_id": r["id"], "plan_id": free.id, "provider": "manual", "status": "active", **sold_terms(free),
              "current_period_start": now, "current_period_end": now + timedelta(days=30)} for r in rows])
         instances = [{"id": uuid.uuid4(), "account_id": r["id"], "template_code": "n8n", "name": "flow",
                       "slug": f"flow-{uuid.uuid4().hex[:10]}", "tier": "small", "desired_level": "running",

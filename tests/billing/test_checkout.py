@@ -10,7 +10,16 @@ import time_machine
 from sqlalchemy import func, select
 
 from jushostit.billing.periods import add_months
-from jushostit.models import Account, AccountStatus, AuditEntry, BillingMode, Membership, Role, Subscription
+from jushostit.models import (
+    Account,
+    AccountStatus,
+    AuditEntry,
+    BillingMode,
+    Membership,
+    Payment,
+    Role,
+    Subscription,
+)
 from tests.billing.helpers import error_of, payments_of, reconcile_jobs
 
 FREE_QUOTAS = {"cpu_millicores": 500, "memory_mib": 512, "storage_gib": 1, "max_instances": 1}
@@ -286,3 +295,48 @@ async def test_subscriptions_list_is_paginated(client, signup) -> None:
             break
     assert seen == ids
     error_of(await client.get(f"{base}/subscriptions", params={"cursor": "!!"}, headers=owner.headers), 400)
+
+
+async def test_a_subscription_keeps_the_terms_it_was_sold_with_when_the_plan_is_edited(
+    client, session, signup, admin
+) -> None:
+    boss, owner = await admin(), await signup()
+    account = await _account(session, owner.account_id)
+    account.billing_mode = BillingMode.invoice
+    await session.flush()
+    pending = (await client.post(f"/v1/accounts/{owner.account_id}/checkout", json={"plan": "starter"},
+                                 headers=owner.headers)).json()["subscription"]
+    paid = await client.post(f"/v1/admin/subscriptions/{pending['id']}/mark-paid", headers=boss.headers)
+    assert paid.status_code == 200, paid.text
+    sold = await session.get(Subscription, uuid.UUID(pending["id"]))
+    await session.refresh(sold)
+    terms = (sold.plan_version, sold.price_minor, sold.currency, sold.interval, dict(sold.quotas))
+
+    edited = await client.patch("/v1/admin/plans/starter", headers=boss.headers, json={
+        "price_minor": 4900, "interval": "year",
+        "quotas": {"cpu_millicores": 500, "memory_mib": 512, "storage_gib": 1, "max_instances": 1}})
+    assert edited.status_code == 200 and edited.json()["version"] == terms[0] + 1, edited.text
+
+    # The existing subscriber keeps version 1: its quotas, and the price and interval its next period is paid at.
+    shown = (await client.get(f"/v1/accounts/{owner.account_id}", headers=owner.headers)).json()
+    assert shown["entitlement"]["quotas"]["max_instances"] == terms[4]["max_instances"] == 3
+    renewed = await client.post(f"/v1/admin/subscriptions/{pending['id']}/renew", headers=boss.headers,
+                                json={"period_start": paid.json()["current_period_end"]})
+    assert renewed.status_code == 200, renewed.text
+    payment = await session.scalar(select(Payment).where(
+        Payment.subscription_id == uuid.UUID(pending["id"])).order_by(Payment.period_start.desc()))
+    assert (payment.amount_minor, payment.currency) == (terms[1], terms[2]) == (900, "EUR")
+    period = renewed.json()
+    days = (datetime.fromisoformat(period["current_period_end"]) - datetime.fromisoformat(
+        paid.json()["current_period_end"])).days
+    assert 28 <= days <= 31  # still monthly
+
+    # A new subscriber buys the new version.
+    newcomer = await signup()
+    other = await _account(session, newcomer.account_id)
+    other.billing_mode = BillingMode.invoice
+    await session.flush()
+    fresh = (await client.post(f"/v1/accounts/{newcomer.account_id}/checkout", json={"plan": "starter"},
+                               headers=newcomer.headers)).json()["subscription"]
+    row = await session.get(Subscription, uuid.UUID(fresh["id"]))
+    assert (row.plan_version, row.price_minor, row.interval, row.quotas["max_instances"]) == (terms[0] + 1, 4900, "year", 1)

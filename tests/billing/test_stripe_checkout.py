@@ -11,6 +11,7 @@ import httpx
 import time_machine
 from sqlalchemy import select
 
+from jushostit.billing.service import sold_terms
 from jushostit.models import Account, AuditEntry, BillingMode, Plan, Subscription
 from tests.billing.helpers import error_of, login
 from tests.conftest import asgi_client
@@ -168,6 +169,7 @@ async def linked_stripe_subscription(session, owner, stripe, *, status: str = "a
     starter = await session.scalar(select(Plan).where(Plan.code == "starter"))
     now = datetime.now(UTC)
     row = Subscription(account_id=account.id, plan_id=starter.id, provider="stripe", status=status,
+                       **sold_terms(starter),
                        current_period_start=now - timedelta(days=1), current_period_end=now + timedelta(days=29),
                        external_id=f"sub_{uuid.uuid4().hex[:10]}")
     session.add(row)

@@ -74,6 +74,7 @@ async def test_plans_are_public_and_show_prices_in_minor_units(client) -> None:
     starter = plans["starter"]
     assert starter == {
         "code": "starter",
+        "version": 1,
         "name": "Starter",
         "price_minor": 900,
         "currency": "EUR",
@@ -165,9 +166,11 @@ async def test_admin_creates_updates_and_retires_a_plan_with_audit_entries(clien
     assert all(e.actor_id == uuid.UUID(boss.user_id) for e in entries)
     assert entries[1].before == {
         "price_minor": 1500, "stripe_price_id": None,
-        "quotas": body["quotas"],
+        "quotas": body["quotas"], "version": 1,
     }
     assert entries[1].after["price_minor"] == 1900 and entries[1].after["quotas"]["max_instances"] == 5
+    assert (entries[1].after["version"], entries[2].after["version"]) == (2, 3)  # each change of terms: a version
+    assert listed[body["code"]]["version"] == 3
 
 
 async def test_admin_plan_input_is_strict_and_a_refusal_changes_nothing(client, session, admin) -> None:

@@ -14,6 +14,7 @@ import pytest
 import respx
 from sqlalchemy import delete, select, text, update
 
+from jushostit.billing.service import sold_terms
 from jushostit.kit.db import utcnow
 from jushostit.models import Account, AuditEntry, Plan, Subscription, WebhookEvent
 from jushostit.webhooks.tasks import pull_from_stripe
@@ -189,6 +190,7 @@ async def test_the_periodic_pull_converges_every_open_stripe_subscription_and_on
             plan = await session.scalar(select(Plan).where(Plan.code == "starter"))
             row = Subscription(
                 account_id=uuid.UUID(account_id), plan_id=plan.id, provider="stripe", status="active",
+                **sold_terms(plan),
                 current_period_start=utcnow() - timedelta(days=40), current_period_end=utcnow() - timedelta(days=10),
                 external_id=f"sub_{name}_{uuid.uuid4().hex[:6]}",
             )

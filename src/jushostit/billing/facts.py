@@ -91,7 +91,8 @@ def dunning_policy(
     return DunningPolicy(grace=values.grace, expired_retention=timedelta(days=expired_retention_days))
 
 
-def plan_quotas(plan: PlanFactsRow) -> Quotas:
+def plan_quotas(plan: PlanFactsRow | SubscriptionFactsRow) -> Quotas:
+    """The quotas a plan grants, or those a subscription was sold with."""
     q = plan.quotas
     return Quotas(
         cpu_millicores=int(q.get("cpu_millicores", 0)),
@@ -108,7 +109,7 @@ def subscription_facts(subscription: SubscriptionFactsRow, plan: PlanFactsRow) -
         status=subscription.status,
         period_start=subscription.current_period_start,
         period_end=subscription.current_period_end,
-        quotas=plan_quotas(plan),
+        quotas=plan_quotas(subscription),  # the version it was sold, not the plan as edited since
         cancelled_at=subscription.cancelled_at,
     )
 

@@ -29,7 +29,11 @@ class CheckoutRequest:
     billing_email: str | None
     customer_id: str | None  # the provider's customer of the account, when it has one already
     subscription_id: uuid.UUID
-    plan: Plan
+    plan: Plan  # its code and name; the price is the subscription's own (the version it was sold)
+    price_minor: int
+    currency: str
+    interval: str
+    stripe_price_id: str | None
     success_url: str
     cancel_url: str
 
@@ -144,13 +148,13 @@ class StripeProvider:
             "account_id": str(request.account_id), "plan": plan.code, "subscription_id": str(request.subscription_id),
         }
         line_item: SessionCreateParamsLineItem = {"quantity": 1}
-        if plan.stripe_price_id:
-            line_item["price"] = plan.stripe_price_id
+        if request.stripe_price_id:
+            line_item["price"] = request.stripe_price_id
         else:  # priced from the plan itself: a checkout never waits for an operator to copy a price id
             line_item["price_data"] = {
-                "currency": plan.currency.lower(),
-                "unit_amount": plan.price_minor,
-                "recurring": {"interval": "year" if plan.interval == "year" else "month"},
+                "currency": request.currency.lower(),
+                "unit_amount": request.price_minor,
+                "recurring": {"interval": "year" if request.interval == "year" else "month"},
                 "product_data": {"name": plan.name, "metadata": {"plan": plan.code}},
             }
         session = await self.client.v1.checkout.sessions.create_async(

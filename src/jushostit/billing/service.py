@@ -43,8 +43,17 @@ class CheckoutOutcome:
     opens_at_provider: CheckoutRequest | None = None
 
 
-def is_free(plan: Plan) -> bool:
-    return plan.price_minor == 0
+def is_free(terms: Plan | Subscription) -> bool:
+    """A plan, or the terms a subscription was sold with, that costs nothing."""
+    return terms.price_minor == 0
+
+
+def sold_terms(plan: Plan) -> dict[str, Any]:
+    """What a new subscription keeps of its plan: this version's terms, whatever later edits change."""
+    return {
+        "plan_version": plan.version, "price_minor": plan.price_minor, "currency": plan.currency,
+        "interval": plan.interval, "quotas": dict(plan.quotas), "stripe_price_id": plan.stripe_price_id,
+    }
 
 
 def _period_fields(subscription: Subscription) -> dict[str, Any]:
@@ -141,14 +150,14 @@ async def checkout(
     checkout_url = None
     if is_free(plan):
         subscription = Subscription(
-            account_id=account.id, plan_id=plan.id, provider="manual", status="active",
+            account_id=account.id, plan_id=plan.id, provider="manual", status="active", **sold_terms(plan),
             current_period_start=now,
             current_period_end=periods.period_end(now, interval=plan.interval, free=True),
         )
     else:
         # No period until the payment is confirmed: an empty one, which entitles nothing.
         subscription = Subscription(
-            account_id=account.id, plan_id=plan.id, provider=provider.name, status="pending",
+            account_id=account.id, plan_id=plan.id, provider=provider.name, status="pending", **sold_terms(plan),
             current_period_start=now, current_period_end=now,
             checkout_expires_at=now + HOSTED_CHECKOUT_LIFETIME if provider.hosted_checkout else None,
         )
@@ -179,6 +188,8 @@ def checkout_request(account: Account, plan: Plan, subscription: Subscription, b
     return CheckoutRequest(
         account_id=account.id, account_name=account.name, billing_email=account.billing_email,
         customer_id=account.provider_customer_id, subscription_id=subscription.id, plan=plan,
+        price_minor=subscription.price_minor, currency=subscription.currency, interval=subscription.interval,
+        stripe_price_id=subscription.stripe_price_id,
         success_url=f"{back}&result=paid", cancel_url=f"{back}&result=cancelled",
     )
 
@@ -243,13 +254,13 @@ async def mark_paid(
     pending, plan = await _subscription_by_id(repository, subscription_id)
     account = await _locked_account(repository, pending.account_id)
     pending_end, now = pending.current_period_end, utcnow()
-    end = periods.period_end(now, interval=plan.interval, free=is_free(plan))
+    end = periods.period_end(now, interval=pending.interval, free=is_free(pending))
     subscription = await repository.activate_pending(subscription_id, start=now, end=end)
     if subscription is None:
         raise Conflict("Only a pending subscription can be marked paid", code="subscription_not_pending")
     await repository.add(Payment(
         subscription_id=subscription.id, account_id=account.id, provider=subscription.provider,
-        period_start=pending_end, period_end=end, amount_minor=plan.price_minor, currency=plan.currency,
+        period_start=pending_end, period_end=end, amount_minor=pending.price_minor, currency=pending.currency,
         source="admin", recorded_by=recorded_by,
     ))
     await credits.grant_period_credits(
@@ -333,18 +344,18 @@ async def _renew_once(
     period) and the extension is a compare-and-set on the period end, in one transaction. A concurrent
     renewal of the same period waits for this one and then answers with its result."""
     seen_end = subscription.current_period_end
-    free = is_free(plan)
+    free = is_free(subscription)
     if seen_end >= now:
         # Still running: the period follows on, anchored on the day the periods began. The subscription then
         # starts at the period running now (never at a future one: that would entitle nothing until then).
         start = max(moment for moment in starts if moment <= now)
         anchor = periods.anchor_day([*starts, seen_end])
-        end = periods.period_end(seen_end, interval=plan.interval, free=free, anchor_day=anchor)
+        end = periods.period_end(seen_end, interval=subscription.interval, free=free, anchor_day=anchor)
     else:  # lapsed: a fresh period from now
-        start, end = now, periods.period_end(now, interval=plan.interval, free=free)
+        start, end = now, periods.period_end(now, interval=subscription.interval, free=free)
     claimed = await repository.claim_period(
         subscription, period_start=seen_end, period_end=end, amount_minor=report.amount_minor,
-        currency=plan.currency, source=report.source, external_reference=report.external_reference,
+        currency=subscription.currency, source=report.source, external_reference=report.external_reference,
         recorded_by=report.recorded_by,
     )
     if not claimed:
@@ -362,7 +373,7 @@ async def _renew_once(
         period_end=end,
     )
     payment = {
-        "period_start": seen_end.isoformat(), "amount_minor": report.amount_minor, "currency": plan.currency,
+        "period_start": seen_end.isoformat(), "amount_minor": report.amount_minor, "currency": subscription.currency,
         "source": report.source, "external_reference": report.external_reference,
     }
     await audit.record(
@@ -397,14 +408,14 @@ async def renew(
         return subscription, plan
     _refuse_unless_renewable(subscription)
     provider = providers.named(subscription.provider)
-    if not is_free(plan) and not (provider and provider.customer_can_renew_without_payment):
+    if not is_free(subscription) and not (provider and provider.customer_can_renew_without_payment):
         raise Conflict(
             "A paid plan renews when its payment is recorded", code="payment_required",
             details={"plan": plan.code},
         )
     starts = await _period_starts(repository, subscription)
     now = utcnow()
-    if is_free(plan):
+    if is_free(subscription):
         # Never before the last paid period has begun: at most the running period and the next are paid.
         opens_at = max(subscription.current_period_end - free_renewal_window, starts[-1])
         if now < opens_at:
@@ -439,7 +450,7 @@ async def record_payment(
         return subscription, plan
     _refuse_unless_renewable(subscription)
     report = PaymentReport(
-        source="admin", amount_minor=plan.price_minor if amount_minor is None else amount_minor,
+        source="admin", amount_minor=subscription.price_minor if amount_minor is None else amount_minor,
         external_reference=external_reference, recorded_by=recorded_by,
     )
     starts = await _period_starts(repository, subscription)

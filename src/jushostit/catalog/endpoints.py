@@ -52,6 +52,7 @@ def plan_admin_read(plan: Plan) -> PlanAdminRead:
 def _plan_fields(plan: Plan) -> dict[str, object]:
     return {
         "code": plan.code,
+        "version": plan.version,
         "name": plan.name,
         "price_minor": plan.price_minor,
         "currency": plan.currency,

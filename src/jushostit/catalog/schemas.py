@@ -116,6 +116,8 @@ class PlanUpdate(RequestModel):
 
 class PlanRead(ResponseModel):
     code: str
+    version: int = Field(description="Raised by each change of price, currency, interval, quotas or Stripe price: "
+                                     "subscriptions keep the version they were sold")
     name: str
     price_minor: int
     currency: str

@@ -98,6 +98,10 @@ async def _plan_for_update(repository: CatalogRepository, code: str) -> Plan:
     return plan
 
 
+# What a subscription buys and keeps: a change of any of these makes a new version of the plan.
+SOLD_TERMS = ("price_minor", "currency", "interval", "quotas", "stripe_price_id")
+
+
 async def update_plan(session: AsyncSession, *, code: str, data: PlanUpdate) -> Plan:
     plan = await _plan_for_update(CatalogRepository(session), code)
     changes = data.model_dump(exclude_unset=True)
@@ -106,6 +110,10 @@ async def update_plan(session: AsyncSession, *, code: str, data: PlanUpdate) -> 
         setattr(plan, name, value)
     after = {name: getattr(plan, name) for name in changes}
     if before != after:
+        if any(before[name] != after[name] for name in SOLD_TERMS if name in changes):
+            # What subscriptions buy changed: a new version, for new subscribers only.
+            before["version"], plan.version = plan.version, plan.version + 1
+            after["version"] = plan.version
         await session.flush()
         await audit.record(session, action="plan.updated", target_type="plan", target_id=plan.id,
                            before=before, after=after)

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Boolean, CheckConstraint, String
+from sqlalchemy import ARRAY, BigInteger, Boolean, CheckConstraint, Integer, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -37,4 +37,7 @@ class Plan(Base):
     credits_rollover_cap: Mapped[int | None] = mapped_column(BigInteger)
     stripe_price_id: Mapped[str | None] = mapped_column(String(100))
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Raised by every change of what a subscription buys (price, currency, interval, quotas, Stripe price):
+    # subscriptions keep the terms of the version they were sold.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1", nullable=False)
     created_at: Mapped[datetime] = created_at_column()

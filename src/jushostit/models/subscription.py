@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jushostit.kit.db import Base, UTCDateTime
@@ -19,6 +21,13 @@ class Subscription(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id"), nullable=False)
     provider: Mapped[str] = mapped_column(String(32), nullable=False)  # manual | stripe
+    # The terms it was sold with (the plan's version at checkout): a later edit of the plan changes none of them.
+    plan_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    price_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    interval: Mapped[str] = mapped_column(String(16), nullable=False)
+    quotas: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    stripe_price_id: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(16), nullable=False)  # pending | active | cancelled
     current_period_start: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     current_period_end: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -42,6 +42,7 @@ _ACCOUNTS = select(
 _SUBSCRIPTIONS = select(
     Subscription.account_id, Subscription.id, Subscription.plan_id, Subscription.status,
     Subscription.current_period_start, Subscription.current_period_end, Subscription.cancelled_at,
+    Subscription.quotas,
 ).where(Subscription.account_id == any_(_IDS))
 _PLANS = select(Plan.id, Plan.code, Plan.quotas).where(Plan.id == any_(bindparam("plan_ids", type_=ARRAY(PG_UUID(as_uuid=True)))))
 _LIVE_INSTANCES = (
