@@ -94,6 +94,18 @@ class StripeStandIn:
             return self._write(request, self._remember(self._customer))
         if request.method == "POST" and path == "/v1/checkout/sessions":
             return self._write(request, self._remember(self._session))
+        if request.method == "GET" and path == "/v1/prices":
+            keys = {value for key, value in request.url.params.multi_items() if key.startswith("lookup_keys")}
+            prices = [obj for obj in self.objects.values() if obj["object"] == "price" and obj["lookup_key"] in keys]
+            return httpx.Response(200, json={"object": "list", "data": prices, "has_more": False, "url": path})
+        if request.method == "POST" and path == "/v1/prices":
+            return self._write(request, self._remember(lambda body: {
+                "id": f"price_{next(self._ids)}", "object": "price", "product": body["product"],
+                "currency": body["currency"], "unit_amount": int(body["unit_amount"]),
+                "recurring": {"interval": body["recurring[interval]"]}, "lookup_key": body.get("lookup_key")}))
+        if request.method == "POST" and path == "/v1/products":
+            return self._write(request, self._remember(lambda body: {
+                "id": body["id"], "object": "product", "name": body["name"]}))
         if request.method == "POST" and path == "/v1/billing_portal/sessions":
             return self._write(request, lambda body: {
                 "id": f"bps_{next(self._ids)}", "object": "billing_portal.session", "customer": body["customer"],
@@ -118,7 +130,8 @@ class StripeStandIn:
 
 
 SUBSCRIPTION = re.compile(r"^/v1/subscriptions/(?P<object_id>[^/]+)$")
-READABLE = re.compile(r"^/v1/(customers|checkout/sessions|subscriptions|invoices)/(?P<object_id>[^/]+)$")
+READABLE = re.compile(
+    r"^/v1/(customers|checkout/sessions|subscriptions|invoices|products|prices)/(?P<object_id>[^/]+)$")
 
 
 class StripeServer:

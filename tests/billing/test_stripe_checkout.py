@@ -33,6 +33,10 @@ async def checkout(application, owner, plan: str = "starter", headers=None) -> h
                                  headers=headers or owner.headers)
 
 
+def sessions(stripe) -> list[dict]:
+    return [obj for obj in stripe.objects.values() if obj["object"] == "checkout.session"]
+
+
 async def actions(session, target_id) -> list[str]:
     rows = await session.scalars(select(AuditEntry.action).where(AuditEntry.target_id == str(target_id))
                                  .order_by(AuditEntry.seq))
@@ -50,7 +54,8 @@ async def test_a_card_checkout_commits_the_pending_subscription_then_opens_a_str
     body = response.json()
     subscription_id = body["subscription"]["id"]
     assert (body["subscription"]["status"], body["subscription"]["provider"]) == ("pending", "stripe")
-    assert body["checkout_url"] == "https://checkout.stripe.test/c/pay/cs_test_2"
+    [made] = sessions(stripe)
+    assert body["checkout_url"] == made["url"]
 
     [customer] = stripe.created("/v1/customers")
     assert stripe.keys("/v1/customers") == [f"customer:{owner.account_id}"]
@@ -59,21 +64,29 @@ async def test_a_card_checkout_commits_the_pending_subscription_then_opens_a_str
     starter = await session.scalar(select(Plan).where(Plan.code == "starter"))
     back = f"{settings.base_url}/billing/checkout?subscription={subscription_id}"
     metadata = {"account_id": owner.account_id, "plan": "starter", "subscription_id": subscription_id}
+    # The plan version's Stripe Price, made once with its Product: found by lookup key next time.
+    lookup_key = f"jushostit:starter:{starter.version}"
+    [product] = stripe.created("/v1/products")
+    [price] = stripe.created("/v1/prices")
+    assert product == {"id": "jushostit_starter", "name": starter.name, "metadata[plan]": "starter"}
+    assert price == {
+        "product": "jushostit_starter", "currency": starter.currency.lower(), "unit_amount": str(starter.price_minor),
+        "recurring[interval]": "month", "lookup_key": lookup_key,
+        "metadata[plan]": "starter", "metadata[version]": str(starter.version),
+    }
+    assert stripe.keys("/v1/prices") == [f"price:{lookup_key}"] and stripe.keys("/v1/products") == ["product:starter"]
+    price_id = next(obj["id"] for obj in stripe.objects.values() if obj.get("lookup_key") == lookup_key)
     assert stripe.created("/v1/checkout/sessions") == [{
         "mode": "subscription", "customer": "cus_test1", "client_reference_id": owner.account_id,
-        "line_items[0][quantity]": "1",
-        "line_items[0][price_data][currency]": starter.currency.lower(),
-        "line_items[0][price_data][unit_amount]": str(starter.price_minor),
-        "line_items[0][price_data][recurring][interval]": "month",
-        "line_items[0][price_data][product_data][name]": starter.name,
-        "line_items[0][price_data][product_data][metadata][plan]": "starter",
+        "line_items[0][quantity]": "1", "line_items[0][price]": price_id,
         **{f"metadata[{k}]": v for k, v in metadata.items()},
         **{f"subscription_data[metadata][{k}]": v for k, v in metadata.items()},
         "success_url": f"{back}&result=paid", "cancel_url": f"{back}&result=cancelled",
     }]
     session.expire_all()
     row = await session.get(Subscription, uuid.UUID(subscription_id))
-    assert (row.status, row.checkout_session_id, row.checkout_url) == ("pending", "cs_test_2", body["checkout_url"])
+    assert (row.status, row.checkout_session_id, row.checkout_url) == ("pending", made["id"], body["checkout_url"])
+    assert row.stripe_price_id == price_id  # the subscription keeps the price it is sold at
     assert (await session.get(Account, uuid.UUID(owner.account_id))).provider_customer_id == "cus_test1"
     assert await actions(session, subscription_id) == ["subscription.created", "subscription.checkout_opened"]
     assert "account.payment_customer_created" in await actions(session, owner.account_id)
@@ -111,7 +124,8 @@ async def test_an_answer_lost_on_the_way_back_from_stripe_is_retried_without_a_s
     # Stripe saw three customer requests and two session requests, all with the same keys: one of each exists.
     assert set(stripe.keys("/v1/customers")) == {f"customer:{owner.account_id}"}
     assert set(stripe.keys("/v1/checkout/sessions")) == {f"checkout:{retried.json()['subscription']['id']}"}
-    assert retried.json()["checkout_url"] == "https://checkout.stripe.test/c/pay/cs_test_2"
+    [made] = sessions(stripe)  # one session at Stripe, however many times it was asked for
+    assert retried.json()["checkout_url"] == made["url"]
 
 
 async def test_an_abandoned_checkout_lapses_after_24_hours_and_never_blocks_a_new_one(
@@ -238,3 +252,26 @@ async def test_the_billing_portal_is_for_owners_of_accounts_that_paid_by_card(ap
     async with asgi_client(app_factory()) as client:  # no Stripe configured here
         error_of(await client.post(f"/v1/accounts/{owner.account_id}/billing-portal", headers=owner.headers),
                  409, "card_payments_not_configured")
+
+
+async def test_each_plan_version_is_sold_at_its_own_stripe_price_made_once(
+    app_factory, client, session, signup, admin
+) -> None:
+    boss = await admin()
+    application = app_factory(**stripe_settings())
+    router, stripe = stripe_stand_in()
+    with router:
+        for _ in range(2):
+            owner, _ = await card_account(session, signup)
+            assert (await checkout(application, owner)).status_code == 201
+        edited = await client.patch("/v1/admin/plans/starter", json={"price_minor": 1200}, headers=boss.headers)
+        version = edited.json()["version"]
+        owner, _ = await card_account(session, signup)
+        assert (await checkout(application, owner)).status_code == 201
+    prices = [obj for obj in stripe.objects.values() if obj["object"] == "price"]
+    assert sorted((p["lookup_key"], p["unit_amount"]) for p in prices) == [
+        (f"jushostit:starter:{version - 1}", 900), (f"jushostit:starter:{version}", 1200)]
+    assert len(stripe.created("/v1/products")) == 1  # one Product per plan
+    sold = [body["line_items[0][price]"] for body in stripe.created("/v1/checkout/sessions")]
+    assert sold[0] == sold[1] != sold[2]
+

@@ -34,6 +34,7 @@ class CheckoutRequest:
     currency: str
     interval: str
     stripe_price_id: str | None
+    plan_version: int
     success_url: str
     cancel_url: str
 
@@ -44,6 +45,7 @@ class CheckoutResult:
     external_id: str | None = None  # the provider's id for the checkout, when it has one
     customer_id: str | None = None  # the provider's customer it was made for
     expires_at: datetime | None = None  # when the checkout page stops taking the payment
+    price_id: str | None = None  # the provider's price the subscription is sold at
 
 
 @dataclass(frozen=True)
@@ -147,16 +149,9 @@ class StripeProvider:
         metadata = {
             "account_id": str(request.account_id), "plan": plan.code, "subscription_id": str(request.subscription_id),
         }
-        line_item: SessionCreateParamsLineItem = {"quantity": 1}
-        if request.stripe_price_id:
-            line_item["price"] = request.stripe_price_id
-        else:  # priced from the plan itself: a checkout never waits for an operator to copy a price id
-            line_item["price_data"] = {
-                "currency": request.currency.lower(),
-                "unit_amount": request.price_minor,
-                "recurring": {"interval": "year" if request.interval == "year" else "month"},
-                "product_data": {"name": plan.name, "metadata": {"plan": plan.code}},
-            }
+        # A price an admin linked, or the plan version's own (created once): never an operator's copy-paste.
+        price_id = request.stripe_price_id or await self._price(request)
+        line_item: SessionCreateParamsLineItem = {"quantity": 1, "price": price_id}
         session = await self.client.v1.checkout.sessions.create_async(
             {
                 "mode": "subscription",
@@ -173,7 +168,35 @@ class StripeProvider:
         return CheckoutResult(
             checkout_url=session.url, external_id=session.id, customer_id=customer_id,
             expires_at=datetime.fromtimestamp(session.expires_at, tz=UTC) if session.expires_at else None,
+            price_id=price_id,
         )
+
+    async def _price(self, request: CheckoutRequest) -> str:
+        """The Stripe Price of the plan version the subscription was sold: found by its lookup key
+        `jushostit:<plan>:<version>`, else created (with the plan's Product, id `jushostit_<plan>`, created once)
+        under idempotency keys, so two checkouts racing make one."""
+        plan = request.plan
+        lookup_key = f"jushostit:{plan.code}:{request.plan_version}"
+        found = await self.client.v1.prices.list_async({"lookup_keys": [lookup_key], "limit": 1})
+        if found.data:
+            return found.data[0].id
+        product_id = f"jushostit_{plan.code}"
+        try:
+            await self.client.v1.products.retrieve_async(product_id)
+        except stripe.InvalidRequestError:
+            await self.client.v1.products.create_async(
+                {"id": product_id, "name": plan.name, "metadata": {"plan": plan.code}},
+                {"idempotency_key": f"product:{plan.code}"},
+            )
+        price = await self.client.v1.prices.create_async(
+            {
+                "product": product_id, "currency": request.currency.lower(), "unit_amount": request.price_minor,
+                "recurring": {"interval": "year" if request.interval == "year" else "month"},
+                "lookup_key": lookup_key, "metadata": {"plan": plan.code, "version": str(request.plan_version)},
+            },
+            {"idempotency_key": f"price:{lookup_key}"},
+        )
+        return price.id
 
     async def fetch_checkout(self, external_id: str) -> ProviderCheckout:
         raw = (await self.client.v1.checkout.sessions.retrieve_async(external_id)).to_dict()

@@ -206,10 +206,13 @@ class BillingRepository:
         )
 
     async def record_checkout(
-        self, subscription_id: uuid.UUID, *, session_id: str | None, url: str | None, expires_at: datetime | None
+        self, subscription_id: uuid.UUID, *, session_id: str | None, url: str | None, expires_at: datetime | None,
+        price_id: str | None,
     ) -> Subscription | None:
         """Keep a pending subscription's hosted checkout, once; None when it has one or is no longer pending."""
         values: dict[str, Any] = {"checkout_session_id": session_id, "checkout_url": url}
+        if price_id is not None:
+            values["stripe_price_id"] = price_id
         if expires_at is not None:
             values["checkout_expires_at"] = expires_at
         return await self.session.scalar(

@@ -189,7 +189,7 @@ def checkout_request(account: Account, plan: Plan, subscription: Subscription, b
         account_id=account.id, account_name=account.name, billing_email=account.billing_email,
         customer_id=account.provider_customer_id, subscription_id=subscription.id, plan=plan,
         price_minor=subscription.price_minor, currency=subscription.currency, interval=subscription.interval,
-        stripe_price_id=subscription.stripe_price_id,
+        stripe_price_id=subscription.stripe_price_id, plan_version=subscription.plan_version,
         success_url=f"{back}&result=paid", cancel_url=f"{back}&result=cancelled",
     )
 
@@ -224,13 +224,15 @@ async def record_checkout(
             after={"provider_customer_id": started.customer_id},
         )
     recorded = await repository.record_checkout(
-        subscription.id, session_id=started.external_id, url=started.checkout_url, expires_at=started.expires_at
+        subscription.id, session_id=started.external_id, url=started.checkout_url, expires_at=started.expires_at,
+        price_id=started.price_id,
     )
     if recorded is None:
         return await _subscription_by_id(repository, subscription_id)  # recorded already, paid or cancelled
     await audit.record(
         session, action="subscription.checkout_opened", target_type="subscription", target_id=recorded.id,
-        account_id=recorded.account_id, after={"checkout_session_id": started.external_id, "plan": plan.code},
+        account_id=recorded.account_id,
+        after={"checkout_session_id": started.external_id, "plan": plan.code, "stripe_price_id": started.price_id},
     )
     return recorded, plan
 
