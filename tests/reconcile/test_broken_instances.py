@@ -121,3 +121,28 @@ async def test_a_template_that_gains_a_generated_value_fills_it_in_for_existing_
     credentials = await live.client.get(f"/v1/instances/{instance['id']}/credentials", headers=owner.headers)
     [value] = [c["value"] for c in credentials.json()["values"] if c["name"] == "SESSION_KEY"]
     assert psutil.Process(process.pid).environ()["SESSION_KEY"] == value and len(value) == 24
+
+
+async def test_a_new_generated_value_leaves_the_values_the_instance_already_has_untouched(
+    live: Live, custom_template: str
+) -> None:
+    owner = await live.signup("Keeps Its Keys Co")
+    await live.checkout(owner, "free")
+    token = {"name": "SITE_TOKEN", "generate": {"length": 16}, "secret": True}
+    await set_spec(live, custom_template, static_site_spec(custom_template, env=[token]))
+    instance = await live.ordered(owner, "keeper", template=custom_template)
+
+    async def stored() -> dict[str, str]:
+        async with live.container.database.sessionmaker() as session:
+            rows = await session.execute(select(StoredSecret.name, StoredSecret.ciphertext).where(
+                StoredSecret.owner_id == uuid.UUID(instance["id"])))
+            return dict(rows.all())
+
+    before = await stored()
+    assert list(before) == ["SITE_TOKEN"]
+    session_key = {"name": "SESSION_KEY", "generate": {"length": 24}, "secret": True}
+    await set_spec(live, custom_template, static_site_spec(custom_template, env=[token, session_key]))
+    await live.reconcile(owner.account_id)
+    after = await stored()
+    assert set(after) == {"SITE_TOKEN", "SESSION_KEY"}
+    assert after["SITE_TOKEN"] == before["SITE_TOKEN"]  # only the missing one is generated
