@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -290,22 +290,23 @@ async def _run_wrk(url: str, headers: dict[str, str], seconds: float, clients: i
     return requests, rate, p50, p99, errors
 
 
-async def httpx_load(url: str, headers: dict[str, str], requests: int, clients: int) -> tuple[int, float, float, float, int]:
-    """The fallback load generator (run in a child process): `requests` GETs from `clients` concurrent tasks."""
+async def concurrent_load(
+    clients: int, requests: int, send: Callable[[httpx.AsyncClient, int], Awaitable[bool]], headers: dict[str, str]
+) -> tuple[int, float, float, float, int]:
+    """`requests` calls of `send(client, n)` (True when the answer was right) from `clients` concurrent tasks:
+    (requests, rate per second, p50 ms, p99 ms, errors)."""
     latencies: list[float] = []
     errors = 0
-    remaining = requests
+    numbers = iter(range(requests))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, headers=headers, timeout=30) as client:
 
         async def one_client() -> None:
-            nonlocal remaining, errors
-            while remaining > 0:
-                remaining -= 1
+            nonlocal errors
+            for number in numbers:
                 started = time.perf_counter()
                 try:
-                    response = await client.get(url)
-                    errors += response.status_code >= 400
+                    errors += not await send(client, number)
                 except httpx.HTTPError:
                     errors += 1
                 latencies.append(time.perf_counter() - started)
@@ -315,7 +316,16 @@ async def httpx_load(url: str, headers: dict[str, str], requests: int, clients: 
         elapsed = time.perf_counter() - started
     latencies.sort()
     return (len(latencies), len(latencies) / elapsed, latencies[len(latencies) // 2] * 1000,
-            latencies[int(len(latencies) * 0.99)] * 1000, errors)
+            latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, errors)
+
+
+async def httpx_load(url: str, headers: dict[str, str], requests: int, clients: int) -> tuple[int, float, float, float, int]:
+    """The fallback load generator (run in a child process): `requests` GETs from `clients` concurrent tasks."""
+
+    async def get(client: httpx.AsyncClient, number: int) -> bool:
+        return (await client.get(url)).status_code < 400
+
+    return await concurrent_load(clients, requests, get, headers)
 
 
 async def load(label: str, url: str, headers: dict[str, str], seconds: float, clients: int) -> LoadFigure:

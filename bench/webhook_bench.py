@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reconcile_bench import uvicorn_server
+from reconcile_bench import concurrent_load, uvicorn_server
 
 from jushostit.app import create_app
 from jushostit.bootstrap import open_container
@@ -60,32 +60,14 @@ def event_body(number: int) -> str:
 
 async def post_load(url: str, bodies: list[str], clients: int) -> tuple[int, float, float, float, int]:
     """(requests, rate per second, p50 ms, p99 ms, errors), from `clients` concurrent connections."""
-    latencies: list[float] = []
-    errors = 0
-    queue = list(reversed(bodies))
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
-        async def one_client() -> None:
-            nonlocal errors
-            while queue:
-                body = queue.pop()
-                headers = {"Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, SECRET),
-                           "Content-Type": "application/json"}
-                started = time.perf_counter()
-                try:
-                    response = await client.post(url, content=body, headers=headers)
-                    errors += response.status_code != 200
-                except httpx.HTTPError:
-                    errors += 1
-                latencies.append(time.perf_counter() - started)
+    async def post(client: httpx.AsyncClient, number: int) -> bool:
+        body = bodies[number]
+        headers = {"Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, SECRET),
+                   "Content-Type": "application/json"}
+        return (await client.post(url, content=body, headers=headers)).status_code == 200
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return (len(latencies), len(latencies) / elapsed, latencies[len(latencies) // 2] * 1000,
-            latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, errors)
+    return await concurrent_load(clients, len(bodies), post, {})
 
 
 async def raw_inserts(container, bodies: list[str], clients: int) -> float:
