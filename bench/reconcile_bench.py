@@ -48,7 +48,7 @@ from jushostit.bootstrap import open_container
 from jushostit.config import Settings
 from jushostit.kit.db import utcnow
 from jushostit.kit.logging import configure_logging
-from jushostit.models import Account, AccountStatus, Instance, Plan, Subscription, User
+from jushostit.models import Account, AccountStatus, Instance, Membership, Plan, Subscription, User
 from jushostit.reconcile import service
 from jushostit.reconcile.tasks import RESYNC_CHUNK
 from jushostit.runtime.protocol import AccountState, Observed, ObservedInstance
@@ -165,19 +165,27 @@ async def ids_of(container) -> list[uuid.UUID]:
         return list((await session.scalars(select(Account.id).order_by(Account.id))).all())
 
 
+async def bench_user(client: httpx.AsyncClient, container, *, platform_admin: bool = False) -> tuple[dict[str, str], str]:
+    """A signed-up user with a confirmed address (set in the database: the bench reads no mailbox), signed in:
+    (their bearer headers, their account id)."""
+    email, password = f"b{uuid.uuid4().hex[:8]}@example.com", "bench passphrase " + uuid.uuid4().hex
+    signed_up = await client.post("/v1/auth/signup", json={"email": email, "password": password, "account_name": "Bench"})
+    assert signed_up.status_code == 202, signed_up.text
+    async with container.database.unit_of_work() as session:
+        user = await session.scalar(select(User).where(User.email == email))
+        user.email_verified = True
+        user.is_platform_admin = platform_admin
+        account_id = await session.scalar(select(Membership.account_id).where(Membership.user_id == user.id))
+    tokens = (await client.post("/v1/auth/login", json={"email": email, "password": password})).json()
+    return {"Authorization": f"Bearer {tokens['access_token']}"}, str(account_id)
+
+
 async def time_admin_action(container, settings: Settings, rounds: int) -> list[tuple[str, float]]:
     app = create_app(settings, container)
     transport = httpx.ASGITransport(app=app)
     results = []
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        password = "bench passphrase " + uuid.uuid4().hex
-        signup = (await client.post("/v1/auth/signup", json={"email": f"b{uuid.uuid4().hex[:8]}@example.com",
-                                                             "password": password, "account_name": "Bench"})).json()
-        user_headers = {"Authorization": f"Bearer {signup['access_token']}"}
-        account_id = signup["account"]["id"]
-        async with container.database.unit_of_work() as session:
-            user = await session.get(User, uuid.UUID(signup["user"]["id"]))
-            user.is_platform_admin = True
+        user_headers, account_id = await bench_user(client, container, platform_admin=True)
         await client.post(f"/v1/accounts/{account_id}/checkout", json={"plan": "free"}, headers=user_headers)
         order = await client.post(f"/v1/accounts/{account_id}/instances", json={"template": "static-site", "name": "bench"},
                                   headers=user_headers)
@@ -442,11 +450,7 @@ async def http_figures(seconds: float, clients: int) -> None:
             app = create_app(settings, container)
             try:
                 async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
-                    signup = (await client.post("/v1/auth/signup", json={
-                        "email": f"h{uuid.uuid4().hex[:8]}@example.com", "password": "bench passphrase " + uuid.uuid4().hex,
-                        "account_name": "Bench"})).json()
-                    user_headers = {"Authorization": f"Bearer {signup['access_token']}"}
-                    account_id = signup["account"]["id"]
+                    user_headers, account_id = await bench_user(client, container)
                     key = (await client.post("/v1/me/api-keys", json={"name": "bench", "scopes": ["instances:read"]},
                                              headers=user_headers)).json()["key"]
                     key_headers = {"Authorization": f"Bearer {key}"}
