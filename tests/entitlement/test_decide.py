@@ -245,3 +245,24 @@ def test_nothing_changes_before_next_change(status, held, due, subs, budget) -> 
     before = decide(account, subs, budget, now=NOW)
     just_before = decide(account, subs, budget, now=max(NOW, horizon))
     assert just_before.level == before.level
+
+
+def test_an_account_unpaid_past_grace_and_retention_is_terminated_only_where_the_policy_allows_it() -> None:
+    terminating = DunningPolicy(grace=timedelta(days=7), terminate_after=timedelta(days=30))
+    since = NOW - timedelta(days=37)
+
+    def decided(policy: DunningPolicy, past_due_since: datetime, now: datetime = NOW):
+        return entitlement(AccountFacts("past_due", past_due_since=past_due_since), [sub()], policy, BudgetFacts(),
+                           [InstanceFacts(I1)], now)
+
+    ended = decided(terminating, since)
+    assert (ended.level, ended.access, ended.account_status) == (Level.deleted, Access.none, "terminated")
+    assert ended.instances[I1].level == Level.deleted and "billing" in ended.holds
+    still = decided(terminating, since + timedelta(seconds=1))  # a second short of grace + retention
+    assert (still.level, still.account_status) == (Level.stopped, "suspended")
+    never = decided(DunningPolicy(grace=timedelta(days=7), terminate_after=None), NOW - timedelta(days=3650))
+    assert (never.level, never.account_status) == (Level.stopped, "suspended")
+    # The instant it happens is a deadline the reconciler schedules.
+    after_grace = since + timedelta(days=7, seconds=1)
+    assert next_change(AccountFacts("past_due", past_due_since=since), [], terminating, [], after_grace) == (
+        since + timedelta(days=37))

@@ -88,7 +88,8 @@ def dunning_policy(
     expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS,
 ) -> DunningPolicy:
     values, _ = effective_dunning(billing_mode, overrides)
-    return DunningPolicy(grace=values.grace, expired_retention=timedelta(days=expired_retention_days))
+    return DunningPolicy(grace=values.grace, expired_retention=timedelta(days=expired_retention_days),
+                         terminate_after=values.terminate_after)
 
 
 def plan_quotas(plan: PlanFactsRow | SubscriptionFactsRow) -> Quotas:

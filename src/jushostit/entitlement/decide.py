@@ -76,6 +76,10 @@ class SubscriptionFacts:
 class DunningPolicy:
     grace: timedelta = timedelta(days=7)  # past due for this long → suspended (billing)
     expired_retention: timedelta = timedelta(days=30)  # expired data kept this long, then deleted
+    terminate_after: timedelta | None = None  # suspended for billing this long → terminated (deleted); None: never
+
+    def terminates_at(self, past_due_since: datetime) -> datetime | None:
+        return None if self.terminate_after is None else past_due_since + self.grace + self.terminate_after
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,7 @@ def entitlement(
     reasons: list[str] = []
     banner: str | None = None
     holds = set(account.suspension_reasons)
+    terminated = False  # by the dunning policy, now
 
     if account.status == "terminated":
         level = Level.deleted
@@ -160,6 +165,8 @@ def entitlement(
         if account.past_due_since is not None:
             if now - account.past_due_since >= policy.grace:
                 holds.add("billing")
+                ends = policy.terminates_at(account.past_due_since)
+                terminated = ends is not None and now >= ends
             else:
                 due = account.past_due_since + policy.grace
                 banner = f"Payment is past due; services will be suspended on {due:%Y-%m-%d %H:%M} UTC"
@@ -177,6 +184,10 @@ def entitlement(
             reasons.append(f"suspended: {hold}")
         if holds:
             banner = "Services are suspended (" + ", ".join(sorted(holds)) + ")"
+        if terminated:  # unpaid past the policy's retention: irreversible, and only where the policy allows it
+            level = Level.deleted
+            reasons.append("terminated: unpaid beyond the dunning policy's retention")
+            banner = "The account was terminated for non-payment"
 
     if level == Level.deleted:
         access = Access.none
@@ -192,14 +203,18 @@ def entitlement(
             per_instance[instance.id] = InstanceEntitlement(Level.deleted, ("deletion requested",))
         else:
             per_instance[instance.id] = InstanceEntitlement(level, tuple(reasons))
-    status = _account_status(account, frozenset(holds), any(s.entitles_at(now) for s in subscriptions))
+    status = _account_status(account, frozenset(holds), any(s.entitles_at(now) for s in subscriptions),
+                             terminated=terminated)
     return Entitlement(level, tuple(reasons), access, banner, quotas, per_instance, frozenset(holds), status)
 
 
-def _account_status(account: AccountFacts, holds: frozenset[str], entitled: bool) -> str:
-    """pending → active → past_due → suspended → active; cancelled and terminated are set by their own facts."""
+def _account_status(account: AccountFacts, holds: frozenset[str], entitled: bool, *, terminated: bool) -> str:
+    """pending → active → past_due → suspended → active, or terminated when the dunning policy's retention ran
+    out; cancelled and terminated are otherwise set by their own facts."""
     if account.status in {"cancelled", "terminated"}:
         return account.status
+    if terminated:
+        return "terminated"
     if holds:
         return "suspended"
     if account.past_due_since is not None:
@@ -226,6 +241,8 @@ def next_change(
         candidates += [subscription.period_start, ended, ended + policy.expired_retention]
     if account.past_due_since is not None:
         candidates.append(account.past_due_since + policy.grace)
+        if (ends := policy.terminates_at(account.past_due_since)) is not None:
+            candidates.append(ends)
     candidates += [i.delete_requested_at for i in instances if i.delete_requested_at is not None]
     future = [moment for moment in candidates if moment > now]
     return min(future) if future else None
