@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -45,6 +47,17 @@ router = APIRouter(prefix="/v1", tags=["billing"])
 BillingReader = Annotated[AccountAccess, Depends(require_account(Scope.billing_read, Role.admin))]
 BillingWriter = Annotated[AccountAccess, Depends(require_account(Scope.billing_write, Role.admin))]
 BillingOwner = Annotated[AccountAccess, Depends(require_account(Scope.billing_write, Role.owner))]
+@contextlib.contextmanager
+def provider_unavailable_as_503() -> Iterator[None]:
+    """A call to the payment provider that fails is a 503 the client can retry: nothing was recorded here, and
+    the provider's idempotency keys make the retry repeat nothing there."""
+    try:
+        yield
+    except stripe.StripeError as error:
+        raise ServiceUnavailable("The payment provider did not answer; try again in a moment",
+                                 code="payment_provider_unavailable") from error
+
+
 def _providers() -> PaymentProviders:
     return payment_providers(container.current().settings)
 
@@ -143,13 +156,8 @@ async def _hosted_checkout(
     subscription, plan = outcome.subscription, outcome.plan
     if outcome.opens_at_provider is not None:
         await session.commit()
-        try:
+        with provider_unavailable_as_503():
             started = await provider.start_checkout(outcome.opens_at_provider)
-        except stripe.StripeError as error:
-            raise ServiceUnavailable(
-                "The payment provider did not answer; try the checkout again in a moment",
-                code="payment_provider_unavailable",
-            ) from error
         subscription, plan = await service.record_checkout(
             session, subscription_id=subscription.id, started=started
         )
@@ -221,11 +229,8 @@ async def cancel_subscription(
         return subscription_read(
             *await service.cancel(session, account_id=access.account.id, subscription_id=subscription_id, at=body.at)
         )
-    try:
+    with provider_unavailable_as_503():
         snapshot = await stripe_provider.cancel(external_id, at_period_end=body.at == CancelAt.period_end)
-    except stripe.StripeError as error:
-        raise ServiceUnavailable("The payment provider did not answer; try again in a moment",
-                                 code="payment_provider_unavailable") from error
     return subscription_read(*await service.record_cancellation_request(
         session, account_id=access.account.id, subscription_id=subscription_id, at=body.at, snapshot=snapshot,
     ))
@@ -244,13 +249,9 @@ async def billing_portal(access: BillingOwner, session: SessionDep, providers: P
     invoices. The URL is short-lived: open it at once."""
     if providers.stripe is None:
         raise Conflict("Card payments are not configured here", code="card_payments_not_configured")
-    customer_id = await service.portal_customer(session, account_id=access.account.id)
-    settings = container.current().settings
-    try:
-        url = await providers.stripe.portal_url(customer_id, f"{settings.base_url}/billing/portal")
-    except stripe.StripeError as error:
-        raise ServiceUnavailable("The payment provider did not answer; try again in a moment",
-                                 code="payment_provider_unavailable") from error
+    customer_id = service.portal_customer(access.account)
+    with provider_unavailable_as_503():
+        url = await providers.stripe.portal_url(customer_id, f"{container.current().settings.base_url}/billing/portal")
     return BillingPortalRead(url=url)
 
 

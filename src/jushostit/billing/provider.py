@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import stripe
 from stripe.params import CustomerCreateParams
-from stripe.params.checkout import SessionCreateParamsLineItem
 
 from jushostit.billing.stripe_api import stripe_client
 from jushostit.config import Settings
@@ -151,13 +150,12 @@ class StripeProvider:
         }
         # A price an admin linked, or the plan version's own (created once): never an operator's copy-paste.
         price_id = request.stripe_price_id or await self._price(request)
-        line_item: SessionCreateParamsLineItem = {"quantity": 1, "price": price_id}
         session = await self.client.v1.checkout.sessions.create_async(
             {
                 "mode": "subscription",
                 "customer": customer_id,
                 "client_reference_id": str(request.account_id),
-                "line_items": [line_item],
+                "line_items": [{"quantity": 1, "price": price_id}],
                 "metadata": metadata,
                 "subscription_data": {"metadata": metadata},
                 "success_url": request.success_url,

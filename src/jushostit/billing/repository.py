@@ -254,6 +254,3 @@ class BillingRepository:
         if after is not None:
             stmt = stmt.where(Subscription.id > after)
         return [(row[0], row[1], row[2], row[3]) for row in await self.session.execute(stmt)]
-
-    async def account(self, account_id: uuid.UUID) -> Account | None:
-        return await self.session.get(Account, account_id)

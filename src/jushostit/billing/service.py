@@ -631,9 +631,8 @@ async def record_cancellation_request(
     return await _subscription_of(BillingRepository(session), account_id, subscription_id)
 
 
-async def portal_customer(session: AsyncSession, *, account_id: uuid.UUID) -> str:
+def portal_customer(account: Account) -> str:
     """The account's customer at the payment provider, for its billing portal."""
-    account = await BillingRepository(session).account(account_id)
-    if account is None or account.provider_customer_id is None:
+    if account.provider_customer_id is None:
         raise Conflict("The account has no card payments yet: check out a plan first", code="no_payment_customer")
     return account.provider_customer_id

@@ -120,7 +120,6 @@ class EventContext:
     stripe: StripeProvider
     event: WebhookEvent
     account: Account
-    now: datetime
 
 
 # A handler applies its event and says whether it concerned something of ours (False: flagged `unmatched`).
@@ -228,7 +227,7 @@ async def process(
         # The account's lock is held from before Stripe is read until the commit: of two workers applying
         # events of one account, the later read is the one that lands.
         await BillingRepository(session).lock_account(account.id)
-        applied = await handler(EventContext(session, StripeProvider(client), event, account, now))
+        applied = await handler(EventContext(session, StripeProvider(client), event, account))
         status = WebhookEventStatus.processed if applied else WebhookEventStatus.unmatched
     event.status = status
     event.account_id = account.id if account else None
