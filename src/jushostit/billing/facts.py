@@ -32,31 +32,26 @@ from jushostit.models.rows import AccountFactsRow, PlanFactsRow, SubscriptionFac
 
 DEFAULT_EXPIRED_RETENTION_DAYS = 30
 
-@dataclass(frozen=True)
-class DunningValues:
-    """What the dunning policy of an account says (DESIGN §3)."""
-
-    grace: timedelta  # past due for this long → suspended with reason `billing`
-    reminders: tuple[timedelta, ...]  # after this long past due, a reminder
-    terminate_after: timedelta | None  # suspended for billing this long → terminated; None: never automatically
-
-
-# Per billing mode. Prepaid accounts are never suspended for being past due (an admin or the contract end does
-# that), hence the century; invoices are due 14 days after their due date before the hold.
-DEFAULT_DUNNING: dict[BillingMode, DunningValues] = {
-    BillingMode.card: DunningValues(timedelta(days=7), (timedelta(days=1), timedelta(days=3), timedelta(days=6)),
-                                    timedelta(days=30)),
-    BillingMode.invoice: DunningValues(timedelta(days=14), (), None),
-    BillingMode.prepaid: DunningValues(timedelta(days=36_500), (), None),
-    BillingMode.free: DunningValues(timedelta(days=7), (), None),
+# Per billing mode (DESIGN §3). Prepaid accounts are never suspended for being past due (an admin or the contract
+# end does that), hence the century; invoices are due 14 days after their due date before the hold.
+DEFAULT_DUNNING: dict[BillingMode, DunningPolicy] = {
+    BillingMode.card: DunningPolicy(grace=timedelta(days=7), terminate_after=timedelta(days=30),
+                                    reminders=(timedelta(days=1), timedelta(days=3), timedelta(days=6))),
+    BillingMode.invoice: DunningPolicy(grace=timedelta(days=14)),
+    BillingMode.prepaid: DunningPolicy(grace=timedelta(days=36_500)),
+    BillingMode.free: DunningPolicy(grace=timedelta(days=7)),
 }
 DUNNING_FIELDS = ("grace", "reminders", "terminate_after")
 _DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+_DURATION_MAP: TypeAdapter[dict[str, timedelta | list[timedelta] | None]] = TypeAdapter(
+    dict[str, timedelta | list[timedelta] | None]
+)
 
 
 def effective_dunning(
-    billing_mode: BillingMode, overrides: Mapping[str, Any] | None
-) -> tuple[DunningValues, dict[str, str]]:
+    billing_mode: BillingMode, overrides: Mapping[str, Any] | None, *,
+    expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS,
+) -> tuple[DunningPolicy, dict[str, str]]:
     """The account's policy: its overrides (ISO 8601 durations, as stored) over its billing mode's defaults, and
     where each value comes from (`account`, or `default:<billing mode>`)."""
     default = DEFAULT_DUNNING[billing_mode]
@@ -69,7 +64,9 @@ def effective_dunning(
         stored = overrides["terminate_after"]
         terminate_after = None if stored is None else _DURATION.validate_python(stored)
     sources = {name: "account" if name in overrides else f"default:{billing_mode.value}" for name in DUNNING_FIELDS}
-    return DunningValues(grace, reminders, terminate_after), sources
+    policy = DunningPolicy(grace=grace, expired_retention=timedelta(days=expired_retention_days),
+                           terminate_after=terminate_after, reminders=reminders)
+    return policy, sources
 
 
 def stored_durations(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,18 +75,11 @@ def stored_durations(values: Mapping[str, Any]) -> dict[str, Any]:
     return stored
 
 
-_DURATION_MAP: TypeAdapter[dict[str, timedelta | list[timedelta] | None]] = TypeAdapter(
-    dict[str, timedelta | list[timedelta] | None]
-)
-
-
 def dunning_policy(
     billing_mode: BillingMode, *, overrides: Mapping[str, Any] | None = None,
     expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS,
 ) -> DunningPolicy:
-    values, _ = effective_dunning(billing_mode, overrides)
-    return DunningPolicy(grace=values.grace, expired_retention=timedelta(days=expired_retention_days),
-                         terminate_after=values.terminate_after)
+    return effective_dunning(billing_mode, overrides, expired_retention_days=expired_retention_days)[0]
 
 
 def plan_quotas(plan: PlanFactsRow | SubscriptionFactsRow) -> Quotas:

@@ -77,6 +77,7 @@ class DunningPolicy:
     grace: timedelta = timedelta(days=7)  # past due for this long → suspended (billing)
     expired_retention: timedelta = timedelta(days=30)  # expired data kept this long, then deleted
     terminate_after: timedelta | None = None  # suspended for billing this long → terminated (deleted); None: never
+    reminders: tuple[timedelta, ...] = ()  # past due this long → a reminder (e-mails; no effect on the level)
 
     def terminates_at(self, past_due_since: datetime) -> datetime | None:
         return None if self.terminate_after is None else past_due_since + self.grace + self.terminate_after
