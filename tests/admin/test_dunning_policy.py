@@ -90,3 +90,12 @@ async def test_the_accounts_own_grace_decides_when_being_past_due_suspends_it(cl
     assert shortened.status_code == 200, shortened.text
     after = (await client.get(f"/v1/accounts/{customer.account_id}", headers=customer.headers)).json()
     assert "billing" in after["entitlement"]["holds"] and after["entitlement"]["level"] == "stopped"
+
+
+async def test_durations_are_answered_in_days_and_time_never_in_years(client, session, signup, admin) -> None:
+    operator, customer = await admin(), await card_customer(session, signup)
+    changed = await client.put(policy_url(customer), json={
+        "grace": "P7DT1H30M", "reminders": ["PT90S"], "terminate_after": "P601D"}, headers=operator.headers)
+    assert changed.status_code == 200, changed.text
+    shown = (await client.get(policy_url(customer), headers=operator.headers)).json()
+    assert (shown["grace"], shown["reminders"], shown["terminate_after"]) == ("P7DT1H30M", ["PT1M30S"], "P601D")

@@ -90,8 +90,8 @@ class DunningPolicyUpdate(RequestModel):
 class DunningPolicyRead(ResponseModel):
     account_id: uuid.UUID
     billing_mode: BillingMode
-    grace: timedelta
-    reminders: list[timedelta]
-    terminate_after: timedelta | None = Field(description="null: never terminated automatically")
+    grace: IsoDuration
+    reminders: list[IsoDuration]
+    terminate_after: IsoDuration | None = Field(description="null: never terminated automatically")
     sources: dict[str, str] = Field(description="Where each value comes from: `account` (an override) or "
                                               "`default:<billing mode>`")

@@ -12,6 +12,7 @@ from jushostit.events.repository import EventRepository
 from jushostit.kit import context
 from jushostit.kit.db import utcnow
 from jushostit.kit.errors import BadRequest, Conflict
+from jushostit.kit.schemas import iso_duration
 from jushostit.models import Account, AccountStatus, BillingMode, SuspensionReason, User
 from jushostit.triggers import request_reconcile
 
@@ -86,7 +87,7 @@ async def set_dunning_policy(
     values, _ = effective_dunning(account.billing_mode, stored_durations(overrides))
     if any(reminder >= values.grace for reminder in values.reminders):
         raise BadRequest("Every reminder must come before the grace ends", code="invalid_dunning_policy",
-                         details={"grace": stored_durations({"grace": values.grace})["grace"]})
+                         details={"grace": iso_duration(values.grace)})
     before, after = account.dunning_policy, stored_durations(overrides) or None
     if before != after:
         account.dunning_policy = after

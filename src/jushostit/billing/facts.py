@@ -27,6 +27,7 @@ from jushostit.entitlement import (
     entitlement,
     next_change,
 )
+from jushostit.kit.schemas import iso_duration
 from jushostit.models import Account, BillingMode, Instance
 from jushostit.models.rows import AccountFactsRow, PlanFactsRow, SubscriptionFactsRow
 
@@ -43,9 +44,6 @@ DEFAULT_DUNNING: dict[BillingMode, DunningPolicy] = {
 }
 DUNNING_FIELDS = ("grace", "reminders", "terminate_after")
 _DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
-_DURATION_MAP: TypeAdapter[dict[str, timedelta | list[timedelta] | None]] = TypeAdapter(
-    dict[str, timedelta | list[timedelta] | None]
-)
 
 
 def effective_dunning(
@@ -71,8 +69,12 @@ def effective_dunning(
 
 def stored_durations(values: Mapping[str, Any]) -> dict[str, Any]:
     """Overrides as stored: ISO 8601 strings (a list for `reminders`, null for a `terminate_after` of never)."""
-    stored: dict[str, Any] = _DURATION_MAP.dump_python(dict(values), mode="json")
-    return stored
+    def text(value: Any) -> Any:
+        if isinstance(value, timedelta):
+            return iso_duration(value)
+        return [text(item) for item in value] if isinstance(value, list | tuple) else value
+
+    return {name: text(value) for name, value in values.items()}
 
 
 def dunning_policy(

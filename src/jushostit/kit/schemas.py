@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    PlainSerializer,
     Strict,
     StringConstraints,
     WithJsonSchema,
@@ -58,14 +59,27 @@ def _iso_duration_text(value: Any) -> Any:
     raise ValueError("must be an ISO 8601 duration, e.g. P7D or PT30S")
 
 
-# A duration as JSON bodies carry it: ISO 8601 text (`P7D`, `PT30S`). Lax parsing alone would also read a number
-# as seconds, or "7 days".
+def iso_duration(value: timedelta) -> str:
+    """ISO 8601 (RFC 3339) text in days and time only, e.g. `P601D`, `P7DT1H`, `PT30S`: never years or months,
+    which have no fixed length (pydantic would write 601 days as `P1Y236D`, which RFC 3339 does not allow)."""
+    hours, rest = divmod(value.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    time = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M")) if n)
+    if seconds or value.microseconds:
+        time += f"{seconds}.{value.microseconds:06d}".rstrip("0").rstrip(".") + "S"
+    text = "P" + (f"{value.days}D" if value.days else "") + (f"T{time}" if time else "")
+    return "PT0S" if text == "P" else text
+
+
+# A duration as JSON bodies carry it, both ways: ISO 8601 text (`P7D`, `PT30S`). Lax parsing alone would also read
+# a number as seconds, or "7 days".
 IsoDuration = Annotated[
     timedelta,
     BeforeValidator(_iso_duration_text),
     Strict(False),
+    PlainSerializer(iso_duration, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "duration", "maxLength": ISO_DURATION_MAX_LENGTH,
-                    "pattern": _ISO_DURATION.pattern, "examples": ["P7D", "PT30S"]}, mode="validation"),
+                    "pattern": _ISO_DURATION.pattern, "examples": ["P7D", "PT30S"]}),
 ]
 
 
