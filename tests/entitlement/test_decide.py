@@ -19,6 +19,7 @@ from jushostit.entitlement import (
     Level,
     Quotas,
     SubscriptionFacts,
+    current_dunning_stage,
     entitlement,
     next_change,
 )
@@ -230,9 +231,11 @@ def test_next_change_is_the_earliest_future_deadline() -> None:
     subs = [sub(-1, 29), sub(-40, -10)]
     due = AccountFacts("past_due", past_due_since=NOW - timedelta(days=2))
     later_delete = InstanceFacts(I1, delete_requested_at=NOW + timedelta(days=1))
-    # past-due grace (5 days) < ended sub's retention end (20 days) < period end (29 days), and the deletion (1 day)
+    # the suspension warning (4 days) < past-due grace (5 days) < ended sub's retention end (20 days) < period end
+    # (29 days), and the deletion (1 day)
     assert next_change(due, subs, POLICY, [later_delete], NOW) == NOW + timedelta(days=1)
-    assert next_change(due, subs, POLICY, [], NOW) == NOW + timedelta(days=5)
+    assert next_change(due, subs, POLICY, [], NOW) == NOW + timedelta(days=4)
+    assert next_change(due, subs, POLICY, [], NOW + timedelta(days=4)) == NOW + timedelta(days=5)
     assert next_change(AccountFacts("active"), subs, POLICY, [], NOW) == NOW + timedelta(days=20)
     assert next_change(AccountFacts("active"), [sub(-1, 29, status="pending")], POLICY, [], NOW) is None
 
@@ -266,3 +269,28 @@ def test_an_account_unpaid_past_grace_and_retention_is_terminated_only_where_the
     after_grace = since + timedelta(days=7, seconds=1)
     assert next_change(AccountFacts("past_due", past_due_since=since), [], terminating, [], after_grace) == (
         since + timedelta(days=37))
+
+
+CARD = DunningPolicy(grace=timedelta(days=7), reminders=(timedelta(days=1), timedelta(days=3), timedelta(days=6)))
+
+
+def test_the_stages_of_a_past_due_episode_end_in_the_suspension_with_a_warning_a_day_before() -> None:
+    stages = [(s.kind, s.step, s.at - NOW) for s in CARD.stages(NOW)]
+    assert stages == [("payment_failed", 0, timedelta(0)), ("reminder", 1, timedelta(days=1)),
+                      ("reminder", 2, timedelta(days=3)),  # the reminder at 6 days is the warning's day: left to it
+                      ("suspension_warning", 0, timedelta(days=6)), ("suspended", 0, timedelta(days=7))]
+    short = DunningPolicy(grace=timedelta(seconds=5), reminders=(timedelta(seconds=2),))
+    assert [(s.kind, s.step) for s in short.stages(NOW)] == [("payment_failed", 0), ("reminder", 1), ("suspended", 0)]
+
+
+def test_the_current_stage_is_the_latest_reached_and_the_reconciler_wakes_at_each() -> None:
+    assert current_dunning_stage(None, CARD, NOW) is None
+    assert current_dunning_stage(NOW, CARD, NOW + timedelta(hours=23)).kind == "payment_failed"
+    reminder = current_dunning_stage(NOW, CARD, NOW + timedelta(days=4))
+    assert (reminder.kind, reminder.step) == ("reminder", 2)
+    assert current_dunning_stage(NOW, CARD, NOW + timedelta(days=30)).kind == "suspended"
+    account = AccountFacts(status="past_due", past_due_since=NOW)
+    wakes, moment = [], NOW
+    while (moment := next_change(account, [sub(end_days=60)], CARD, [], moment)) and moment < NOW + timedelta(days=8):
+        wakes.append(moment - NOW)
+    assert wakes == [timedelta(days=1), timedelta(days=3), timedelta(days=6), timedelta(days=7)]

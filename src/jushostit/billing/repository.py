@@ -11,7 +11,7 @@ from sqlalchemy import exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import Account, Payment, Plan, Subscription
+from jushostit.models import Account, DunningNotice, Payment, Plan, Subscription
 
 
 class BillingRepository:
@@ -180,6 +180,35 @@ class BillingRepository:
             .returning(Subscription.account_id, Subscription.current_period_end)
         )
         return [(account_id, ends) for account_id, ends in rows.all()]
+
+    async def claim_dunning_notice(self, account_id: uuid.UUID, episode: datetime, kind: str, step: int,
+                                   now: datetime) -> bool:
+        """Whether this notice of the episode is ours to send: inserted or ignored, so it goes out once."""
+        claimed = await self.session.scalar(
+            insert(DunningNotice)
+            .values(account_id=account_id, episode=episode, kind=kind, step=step, sent_at=now)
+            .on_conflict_do_nothing()
+            .returning(DunningNotice.kind)
+        )
+        return claimed is not None
+
+    async def dunning_notice_sent(self, account_id: uuid.UUID, episode: datetime, kind: str) -> bool:
+        return bool(await self.session.scalar(select(exists().where(
+            DunningNotice.account_id == account_id, DunningNotice.episode == episode, DunningNotice.kind == kind,
+        ))))
+
+    async def open_dunning_episode(self, account_id: uuid.UUID, episode: datetime) -> None:
+        await self.session.execute(update(Account).where(Account.id == account_id).values(dunning_episode=episode))
+
+    async def close_dunning_episode(self, account_id: uuid.UUID, episode: datetime) -> bool:
+        """Compare-and-set: True for the one caller that ends this episode."""
+        closed = await self.session.scalar(
+            update(Account)
+            .where(Account.id == account_id, Account.dunning_episode == episode)
+            .values(dunning_episode=None)
+            .returning(Account.id)
+        )
+        return closed is not None
 
     async def cancel(self, subscription_id: uuid.UUID, *, now: datetime | None) -> Subscription | None:
         """Cancel at `now`, or at period end when `now` is None; None when it was already cancelled."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,10 +24,14 @@ from jushostit.billing.provider import (
 from jushostit.billing.repository import BillingRepository
 from jushostit.billing.schemas import CancelAt
 from jushostit.catalog.repository import CatalogRepository
+from jushostit.config import Settings
 from jushostit.credits import service as credits
+from jushostit.entitlement import DunningStage
+from jushostit.kit import context
 from jushostit.kit.db import utcnow
 from jushostit.kit.errors import Conflict, NotFound
 from jushostit.models import Account, AccountStatus, Payment, Plan, Subscription, SuspensionReason
+from jushostit.notifications.service import queue_email
 from jushostit.triggers import request_reconcile
 
 # A hosted checkout page (Stripe Checkout) takes the payment for 24 hours; unpaid after that, it lapses.
@@ -636,3 +640,55 @@ def portal_customer(account: Account) -> str:
     if account.provider_customer_id is None:
         raise Conflict("The account has no card payments yet: check out a plan first", code="no_payment_customer")
     return account.provider_customer_id
+
+
+# --- dunning e-mails ----------------------------------------------------------------------------------------
+
+DUNNING_TEMPLATES = {"payment_failed": "payment_failed", "reminder": "payment_reminder",
+                     "suspension_warning": "suspension_warning", "suspended": "account_suspended",
+                     "restored": "account_restored"}
+
+
+class DunningRecipient(Protocol):
+    """What a dunning e-mail needs of an account, and the episode its e-mails last went out for."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def billing_email(self) -> str | None: ...
+    @property
+    def dunning_episode(self) -> datetime | None: ...
+
+
+async def send_dunning_notice(
+    session: AsyncSession, settings: Settings, account: DunningRecipient, *, past_due_since: datetime | None,
+    stage: DunningStage | None, suspends_at: datetime | None, now: datetime,
+) -> str | None:
+    """The e-mail a past-due episode's stage calls for, claimed once (compare-and-set) and queued with its audit
+    entry in the caller's transaction; "restored" once the episode ends, only when its suspension was announced.
+    Returns the kind queued, if any."""
+    repository = BillingRepository(session)
+    episode = past_due_since
+    if stage is None or episode is None:
+        if account.dunning_episode is None or not await repository.close_dunning_episode(account.id, account.dunning_episode):
+            return None
+        episode = account.dunning_episode
+        if not await repository.dunning_notice_sent(account.id, episode, "suspended"):
+            return None
+        kind, step = "restored", 0
+    else:
+        if account.dunning_episode != episode:
+            await repository.open_dunning_episode(account.id, episode)
+        kind, step = stage.kind, stage.step
+    if not await repository.claim_dunning_notice(account.id, episode, kind, step, now):
+        return None
+    await audit.record(session, action="account.dunning_notice_sent", target_type="account", target_id=account.id,
+                       account_id=account.id, actor=context.SYSTEM,
+                       after={"kind": kind, "step": step, "episode": episode.isoformat()})
+    if account.billing_email:
+        values = {"account_name": account.name, "base_url": settings.base_url,
+                  "suspends_at": f"{suspends_at:%Y-%m-%d %H:%M} UTC" if suspends_at else ""}
+        await queue_email(session, to=account.billing_email, template=DUNNING_TEMPLATES[kind], values=values)
+    return kind

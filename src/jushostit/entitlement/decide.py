@@ -82,6 +82,43 @@ class DunningPolicy:
     def terminates_at(self, past_due_since: datetime) -> datetime | None:
         return None if self.terminate_after is None else past_due_since + self.grace + self.terminate_after
 
+    def stages(self, past_due_since: datetime) -> list[DunningStage]:
+        """The e-mails of a past-due episode, in order: payment failed, each reminder, the suspension warning a
+        day before the grace ends (when the grace is longer than that; a reminder from then on is left to the
+        warning), suspended."""
+        suspends_at = past_due_since + self.grace
+        warning_at = suspends_at - SUSPENSION_WARNING_LEAD if self.grace > SUSPENSION_WARNING_LEAD else None
+        last_reminder = warning_at or suspends_at
+        stages = [DunningStage("payment_failed", 0, past_due_since)]
+        stages += [DunningStage("reminder", number, past_due_since + after)
+                   for number, after in enumerate(sorted(self.reminders), 1) if past_due_since + after < last_reminder]
+        if warning_at is not None:
+            stages.append(DunningStage("suspension_warning", 0, warning_at))
+        stages.append(DunningStage("suspended", 0, suspends_at))
+        return stages
+
+
+SUSPENSION_WARNING_LEAD = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class DunningStage:
+    """One e-mail of a past-due episode: its kind, the reminder's number (0 for the other kinds), and when it
+    is due."""
+
+    kind: str
+    step: int
+    at: datetime
+
+
+def current_dunning_stage(past_due_since: datetime | None, policy: DunningPolicy, now: datetime) -> DunningStage | None:
+    """The stage a past-due episode has reached at `now`: the one e-mail due. A stage overtaken by a later one
+    (after downtime, or a payment failure learnt late) is never sent late: the later one says it all."""
+    if past_due_since is None:
+        return None
+    reached = [stage for stage in policy.stages(past_due_since) if stage.at <= now]
+    return reached[-1] if reached else None
+
 
 @dataclass(frozen=True)
 class BudgetFacts:
@@ -241,7 +278,7 @@ def next_change(
         ended = subscription.ended_at()
         candidates += [subscription.period_start, ended, ended + policy.expired_retention]
     if account.past_due_since is not None:
-        candidates.append(account.past_due_since + policy.grace)
+        candidates += [stage.at for stage in policy.stages(account.past_due_since)]  # the grace's end among them
         if (ends := policy.terminates_at(account.past_due_since)) is not None:
             candidates.append(ends)
     candidates += [i.delete_requested_at for i in instances if i.delete_requested_at is not None]

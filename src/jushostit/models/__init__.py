@@ -6,11 +6,13 @@ from jushostit.models.audit_entry import AuditEntry
 from jushostit.models.auth_session import AuthSession, RefreshToken
 from jushostit.models.auth_throttle import AuthThrottle
 from jushostit.models.credit import CreditBalance, CreditEntry, CreditGrant
+from jushostit.models.dunning_notice import DunningNotice
 from jushostit.models.email_outbox import EmailOutbox, EmailStatus
 from jushostit.models.email_token import EmailToken, EmailTokenPurpose
 from jushostit.models.idempotency_key import IdempotencyKey
 from jushostit.models.instance import Instance
 from jushostit.models.invite import Invite
+from jushostit.models.invoice import Invoice, InvoiceCounter, InvoiceLine, InvoiceStatus
 from jushostit.models.magic_link import MagicLink
 from jushostit.models.oidc_identity import OIDCIdentity
 from jushostit.models.payment import Payment
@@ -32,6 +34,7 @@ __all__ = [
     "CreditBalance",
     "CreditEntry",
     "CreditGrant",
+    "DunningNotice",
     "EmailOutbox",
     "EmailStatus",
     "EmailToken",
@@ -39,6 +42,10 @@ __all__ = [
     "IdempotencyKey",
     "Instance",
     "Invite",
+    "Invoice",
+    "InvoiceCounter",
+    "InvoiceLine",
+    "InvoiceStatus",
     "MagicLink",
     "Membership",
     "OIDCIdentity",

@@ -84,6 +84,43 @@ TEMPLATES: dict[str, EmailTemplate] = {
         Template("$name was deleted"),
         Template("Hello,\n\nyour service \"$name\" and its data have been deleted.\n\n— $product\n"),
     ),
+    # Dunning: one e-mail per stage of a past-due episode, each sent once (billing.service.send_dunning_notice).
+    "payment_failed": EmailTemplate(
+        Template("Your payment failed"),
+        Template(
+            "Hello,\n\nwe could not collect the payment for \"$account_name\". Your services keep running while "
+            "it is retried; pay or update your payment method by $suspends_at to keep them:\n\n$base_url\n\n"
+            "— $product\n"
+        ),
+    ),
+    "payment_reminder": EmailTemplate(
+        Template("Reminder: a payment for $account_name is still due"),
+        Template(
+            "Hello,\n\nthe payment for \"$account_name\" is still due. Services will be suspended on "
+            "$suspends_at unless it is paid:\n\n$base_url\n\n— $product\n"
+        ),
+    ),
+    "suspension_warning": EmailTemplate(
+        Template("$account_name will be suspended tomorrow"),
+        Template(
+            "Hello,\n\nthe payment for \"$account_name\" is still due, and its services will be suspended on "
+            "$suspends_at. Pay now to keep them running:\n\n$base_url\n\n— $product\n"
+        ),
+    ),
+    "account_suspended": EmailTemplate(
+        Template("$account_name is suspended for non-payment"),
+        Template(
+            "Hello,\n\nthe services of \"$account_name\" are stopped because a payment is overdue. Their data "
+            "is kept; pay to bring them back:\n\n$base_url\n\n— $product\n"
+        ),
+    ),
+    "account_restored": EmailTemplate(
+        Template("$account_name is restored"),
+        Template(
+            "Hello,\n\nthank you: the payment for \"$account_name\" arrived and its services are coming back."
+            "\n\n— $product\n"
+        ),
+    ),
 }
 
 

@@ -21,7 +21,11 @@ class AccountRow(AccountFactsRow, Protocol):
     @property
     def id(self) -> uuid.UUID: ...
     @property
+    def name(self) -> str: ...
+    @property
     def billing_email(self) -> str | None: ...
+    @property
+    def dunning_episode(self) -> datetime | None: ...
     @property
     def reconcile_error(self) -> str | None: ...
     @property
@@ -37,7 +41,7 @@ _IDS = bindparam("account_ids", type_=ARRAY(PG_UUID(as_uuid=True)))
 _ACCOUNTS = select(
     Account.id, Account.status, Account.billing_mode, Account.suspension_reasons, Account.past_due_since,
     Account.budget_minor, Account.month_spend_minor, Account.dunning_policy, Account.billing_email,
-    Account.reconcile_error, Account.reconcile_failures,
+    Account.reconcile_error, Account.reconcile_failures, Account.name, Account.dunning_episode,
 ).where(Account.id == any_(_IDS))
 _SUBSCRIPTIONS = select(
     Subscription.account_id, Subscription.id, Subscription.plan_id, Subscription.status,

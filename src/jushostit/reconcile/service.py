@@ -23,11 +23,12 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
+from jushostit.billing import service as billing
 from jushostit.billing.facts import entitlement_inputs, instance_facts
 from jushostit.billing.repository import BillingRepository
 from jushostit.catalog.spec import TemplateSpec
 from jushostit.config import Settings
-from jushostit.entitlement import Entitlement, Level
+from jushostit.entitlement import DunningStage, Entitlement, Level, current_dunning_stage
 from jushostit.events.repository import EventRepository
 from jushostit.kit import context, metrics
 from jushostit.kit.crypto import SecretBox
@@ -64,6 +65,14 @@ class Snapshot:
     templates: dict[str, TemplateSpec]
     ciphertexts: dict[uuid.UUID, dict[str, str]] = field(default_factory=dict)
     next_change: datetime | None = None  # when time alone may change the entitlement
+    past_due_since: datetime | None = None  # the past-due episode the facts show, if any
+    dunning: DunningStage | None = None  # the e-mail that episode calls for now
+    suspends_at: datetime | None = None  # when its grace ends
+
+    @property
+    def dunning_notice_due(self) -> bool:
+        """An episode to announce, or one whose e-mails went out and whose end is still to announce."""
+        return self.dunning is not None or self.account.dunning_episode is not None
 
 
 async def snapshots(
@@ -92,11 +101,15 @@ async def snapshots(
         facts = entitlement_inputs(account, subscriptions, expired_retention_days=settings.expired_retention_days)
         facts_of_instances = instance_facts(own)
         used = {i.template_code for i in own}
+        past_due_since = facts.account.past_due_since
         result[account_id] = Snapshot(
             account, own, facts.decide(now, facts_of_instances), inputs,
             {c: templates[c] for c in used if c in templates},
             {i.id: ciphertexts.get(i.id, {}) for i in own},
             facts.next_change(now, facts_of_instances),
+            past_due_since,
+            current_dunning_stage(past_due_since, facts.policy, now),
+            past_due_since + facts.policy.grace if past_due_since else None,
         )
     return result
 
@@ -166,6 +179,11 @@ async def _pass(
     metrics.reconcile_passes.labels(path).inc()
     try:
         observed = await converge(database, settings, box, driver, snap)
+        if snap.dunning_notice_due:
+            async with database.unit_of_work() as session:
+                await billing.send_dunning_notice(
+                    session, settings, snap.account, past_due_since=snap.past_due_since, stage=snap.dunning,
+                    suspends_at=snap.suspends_at, now=utcnow())
     except Exception as error:  # noqa: BLE001 - logged, counted, recorded, retried: never hidden
         await _account_failed(database, snap.account, error, path=path)
         return None
