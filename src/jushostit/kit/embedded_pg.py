@@ -8,8 +8,10 @@ package's own lock before attaching.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,8 +53,13 @@ def start(pgdata: Path) -> PostgresServer:
 
     pgdata = pgdata.expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    _prune_dead_handles(pgdata)
-    return get_server(pgdata, cleanup_mode="stop", postgres_version=POSTGRES_MAJOR)
+    # One start at a time on this machine: as root, the package creates its `pgserver` user and hands it the
+    # data directory outside its own lock, and two first starts at once (the test run's workers on a new
+    # machine) left a directory initdb could not use.
+    with open(Path(tempfile.gettempdir()) / "jushostit-embedded-pg.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _prune_dead_handles(pgdata)
+        return get_server(pgdata, cleanup_mode="stop", postgres_version=POSTGRES_MAJOR)
 
 
 def database_url(server: PostgresServer, database: str) -> str:
