@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import itertools
 import re
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import respx
-import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tests.loopback_server import LoopbackServer
 from tests.webhooks.helpers import STRIPE_TEST_BASE
 
 
@@ -134,44 +132,21 @@ READABLE = re.compile(
     r"^/v1/(customers|checkout/sessions|subscriptions|invoices|products|prices)/(?P<object_id>[^/]+)$")
 
 
-class StripeServer:
+class StripeServer(LoopbackServer):
     """The same stand-in served over HTTP on loopback, for a `jushostit serve` process to call (every Stripe
     call of the product goes through JUSHOSTIT_STRIPE_API_BASE)."""
 
     def __init__(self) -> None:
         self.stand_in = StripeStandIn(router=None)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        config = uvicorn.Config(self._asgi, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-                                interface="asgi3")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        super().__init__()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _asgi(self, scope: Any, receive: Any, send: Any) -> None:
+    async def app(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
         body = await request.body()
         answer = self.stand_in.answer(httpx.Request(request.method, str(request.url), headers=request.headers.raw,
                                                     content=body))
         await Response(answer.content, status_code=answer.status_code,
                        media_type="application/json")(scope, receive, send)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Stripe stand-in did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
 
 
 def stripe_stand_in() -> tuple[respx.MockRouter, StripeStandIn]:

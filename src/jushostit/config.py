@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     stripe_api_base: str = "https://api.stripe.com"
     default_billing_mode: Literal["card", "invoice", "prepaid", "free"] | None = None
 
+    hubspot_token: SecretStr | None = None
+    hubspot_api_base: str = "https://api.hubapi.com"
+    hubspot_contract_end_property: str = Field(default="contract_end_date", pattern=r"^[a-z0-9_]{1,100}$")
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
@@ -124,11 +128,11 @@ class Settings(BaseSettings):
         # The current signing secret and, while rotating, the previous one.
         return _listed(value, "secrets") if isinstance(value, str) else value
 
-    @field_validator("stripe_api_base")
+    @field_validator("stripe_api_base", "hubspot_api_base")
     @classmethod
     def _api_base(cls, value: str) -> str:
         if not value.startswith(("https://", "http://")):
-            raise ValueError("not an http(s) URL (e.g. https://api.stripe.com)")
+            raise ValueError("not an http(s) URL (e.g. https://api.stripe.com or https://api.hubapi.com)")
         return value.rstrip("/")
 
     @field_validator("trusted_proxies", mode="before")
@@ -178,6 +182,10 @@ class Settings(BaseSettings):
     @property
     def stripe_configured(self) -> bool:
         return self.stripe_secret_key is not None and bool(self.stripe_secret_key.get_secret_value())
+
+    @property
+    def hubspot_configured(self) -> bool:
+        return self.hubspot_token is not None and bool(self.hubspot_token.get_secret_value())
 
     @property
     def new_account_billing_mode(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.models import Account, Invite, Membership, Role, User
@@ -18,6 +18,10 @@ class AccountRepository:
     async def add(self, *objects: object) -> None:
         self.session.add_all(objects)
         await self.session.flush()
+
+    async def contract_taken(self, contract_ref: str) -> bool:
+        """Whether an account was already made with this contract (a CRM deal makes one account)."""
+        return bool(await self.session.scalar(select(exists().where(Account.contract_ref == contract_ref))))
 
     async def members(self, account_id: uuid.UUID, *, after: uuid.UUID | None, limit: int) -> list[tuple[User, Membership]]:
         stmt = (

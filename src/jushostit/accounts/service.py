@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,14 +20,20 @@ from jushostit.models import Account, BillingMode, Invite, Membership, Role, Use
 from jushostit.notifications.service import queue_email
 
 
-async def create_account(session: AsyncSession, *, owner: User, name: str, billing_mode: BillingMode) -> Account:
-    account = Account(name=name, billing_email=owner.email, billing_mode=billing_mode, suspension_reasons=[])
+async def create_account(
+    session: AsyncSession, *, owner: User, name: str, billing_mode: BillingMode, contract_ref: str | None = None,
+    contract_ends_at: datetime | None = None,
+) -> Account:
+    """A new account owned by `owner`; with a prepaid contract (its CRM deal and end) when one paid for it."""
+    account = Account(name=name, billing_email=owner.email, billing_mode=billing_mode, suspension_reasons=[],
+                      contract_ref=contract_ref, contract_ends_at=contract_ends_at)
     repository = AccountRepository(session)
     await repository.add(account)
     await repository.add(Membership(account_id=account.id, user_id=owner.id, role=Role.owner))
+    contract = {"contract_ref": contract_ref, "contract_ends_at": contract_ends_at.isoformat()} if contract_ends_at else {}
     await audit.record(
         session, action="account.created", target_type="account", target_id=account.id, account_id=account.id,
-        after={"name": name, "owner": str(owner.id), "billing_mode": billing_mode.value},
+        after={"name": name, "owner": str(owner.id), "billing_mode": billing_mode.value, **contract},
     )
     return account
 

@@ -29,7 +29,7 @@ from jushostit.auth.schemas import (
     VerifyEmailRequest,
 )
 from jushostit.kit.db import SessionDep
-from jushostit.kit.errors import responses
+from jushostit.kit.errors import conflicts, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 
 router = APIRouter(prefix="/v1", tags=["auth"])
@@ -45,6 +45,14 @@ def auth_config() -> service.AuthConfig:
     return service.AuthConfig(c.settings, c.jwt_secret)
 
 
+CORPORATE_SIGNUP_CONFLICTS = {
+    "corporate_contracts_not_configured": "`corporate_ref` was sent, but no CRM (HubSpot token) is configured",
+    "corporate_ref_not_won": "the deal is open or lost (`details.outcome`)",
+    "corporate_ref_without_contract_end": "the won deal has no contract end (`details.property`)",
+    "corporate_contract_ended": "the deal's contract has ended already",
+    "corporate_ref_used": "the deal already made an account",
+}
+
 SIGNUP_ACCEPTED = (
     "Check your e-mail: we sent a link to confirm the address. You can sign in now; checkout, API keys and "
     "invites wait until the address is confirmed."
@@ -56,13 +64,20 @@ SIGNUP_ACCEPTED = (
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SignupAccepted,
     dependencies=[RateLimited],
-    responses=responses(400, 413, 422, 429),
+    responses={**responses(400, 413, 422, 429, 503), **conflicts(CORPORATE_SIGNUP_CONFLICTS)},
 )
 async def signup(body: SignupRequest, session: SessionDep) -> SignupAccepted:
     """Create a user and their account, and e-mail a confirmation link; then sign in with `/v1/auth/login`.
-    The answer is the same when the address already has a user (its owner is e-mailed instead)."""
-    await service.signup(session, auth_config(), email=body.email, password=body.password,
-                         account_name=body.account_name)
+    The answer is the same when the address already has a user (its owner is e-mailed instead).
+
+    With `corporate_ref` (a HubSpot deal id) the account is `prepaid` by that deal's contract: the deal must
+    exist (400 `unknown_corporate_ref`), be won and have a contract end still ahead (409, below); 503
+    `crm_unavailable` when HubSpot cannot answer now (`Retry-After` when HubSpot said how long)."""
+    config = auth_config()
+    # HubSpot is asked before the session's first query, so no database transaction is open while it answers.
+    contract = await service.corporate_contract(config, body.corporate_ref) if body.corporate_ref else None
+    await service.signup(session, config, email=body.email, password=body.password,
+                         account_name=body.account_name, contract=contract)
     return SignupAccepted(message=SIGNUP_ACCEPTED)
 
 

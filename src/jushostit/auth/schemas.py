@@ -23,10 +23,17 @@ Password = Annotated[str, Field(min_length=1, max_length=256)]
 Name = DisplayName
 
 
+# A HubSpot deal's record id (HubSpot's ids are numbers; nothing else may reach the CRM's URL).
+CorporateRef = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=r"^[0-9]+$")]
+
+
 class SignupRequest(RequestModel):
     email: EmailAddress
     password: Password
     account_name: Name
+    corporate_ref: CorporateRef | None = Field(
+        default=None, description="A won HubSpot deal's id: the account is prepaid by that contract until its end "
+        "(one deal, one account)")
 
 
 class LoginRequest(RequestModel):

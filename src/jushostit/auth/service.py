@@ -15,12 +15,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.accounts import service as accounts_service
+from jushostit.accounts.repository import AccountRepository
 from jushostit.audit import service as audit
 from jushostit.auth.passwords import hasher_for, password_problem
 from jushostit.auth.repository import AuthRepository
 from jushostit.auth.schemas import ApiKeyCreate, Revoked, TokenPair
 from jushostit.auth.scopes import API_KEY_PREFIX, Scope
 from jushostit.auth.tokens import AccessClaims, issue_access_token
+from jushostit.billing.hubspot import DealOutcome, hubspot_crm
 from jushostit.config import Settings
 from jushostit.kit import context
 from jushostit.kit.crypto import new_token, token_hash
@@ -151,15 +153,61 @@ async def logout(session: AsyncSession, *, session_id: uuid.UUID) -> None:
 # --- sign-up and password sign-in ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Contract:
+    """The prepaid contract a corporate sign-up brings: its won CRM deal and when it ends."""
+
+    ref: str
+    ends_at: datetime
+
+
+CONTRACT_REF_UNIQUE = "uq_accounts_contract_ref"
+
+
+def _constraint_of(error: IntegrityError) -> str | None:
+    return getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+
+
+def _contract_in_use(ref: str) -> Conflict:
+    return Conflict(f"The deal {ref} already has an account", code="corporate_ref_used")
+
+
+async def corporate_contract(config: AuthConfig, corporate_ref: str) -> Contract:
+    """The contract a corporate sign-up names: a HubSpot deal that exists, is won, and whose contract end is still
+    ahead. Calls HubSpot, so it is asked before the sign-up opens a database transaction."""
+    crm = hubspot_crm(config.settings)
+    if crm is None:
+        raise Conflict("Corporate sign-up is not available here: no CRM is configured",
+                       code="corporate_contracts_not_configured")
+    deal = await crm.deal(corporate_ref)
+    if deal is None:
+        raise BadRequest(f"No deal {corporate_ref} was found", code="unknown_corporate_ref")
+    if deal.outcome != DealOutcome.won:
+        raise Conflict(f"The deal {deal.id} is not won ({deal.outcome.value})", code="corporate_ref_not_won",
+                       details={"outcome": deal.outcome.value})
+    if deal.contract_ends_at is None:
+        raise Conflict(f"The deal {deal.id} has no contract end", code="corporate_ref_without_contract_end",
+                       details={"property": crm.contract_end_property})
+    if deal.contract_ends_at <= utcnow():
+        raise Conflict(f"The contract of deal {deal.id} has ended", code="corporate_contract_ended",
+                       details={"contract_ends_at": deal.contract_ends_at.isoformat()})
+    return Contract(deal.id, deal.contract_ends_at)
+
+
 async def signup(
-    session: AsyncSession, config: AuthConfig, *, email: str, password: str, account_name: str
+    session: AsyncSession, config: AuthConfig, *, email: str, password: str, account_name: str,
+    contract: Contract | None = None,
 ) -> None:
     """Create an unverified user and their account, and e-mail a confirmation link. The answer is the same
     whether or not the address already has a user (no account enumeration): an existing owner gets an e-mail
-    saying someone tried, and nothing changes."""
+    saying someone tried, and nothing changes. With a `contract` (checked with the CRM beforehand) the account
+    is prepaid by it; a deal that made an account already makes no other (409 `corporate_ref_used`, whoever
+    asks, so it tells nothing about the address)."""
     email = normalize_email(email)
     _check_password(config, password, email=email)
     hashed = await config.hash_password(password)  # both ways, so timing does not tell them apart either
+    if contract is not None and await AccountRepository(session).contract_taken(contract.ref):
+        raise _contract_in_use(contract.ref)
     repository = AuthRepository(session)
     user: User | None = None
     if await repository.user_by_email(email) is None:
@@ -175,11 +223,19 @@ async def signup(
                               values={"base_url": config.settings.base_url})
         return
     context.actor.set(context.Actor("user", user.id))
-    account = await accounts_service.create_account(
-        session, owner=user, name=account_name, billing_mode=BillingMode(config.settings.new_account_billing_mode)
-    )
+    try:
+        account = await accounts_service.create_account(
+            session, owner=user, name=account_name,
+            billing_mode=BillingMode.prepaid if contract else BillingMode(config.settings.new_account_billing_mode),
+            contract_ref=contract.ref if contract else None, contract_ends_at=contract.ends_at if contract else None,
+        )
+    except IntegrityError as error:
+        if contract is not None and _constraint_of(error) == CONTRACT_REF_UNIQUE:  # a concurrent sign-up won the deal
+            raise _contract_in_use(contract.ref) from error
+        raise
+    corporate = {"corporate_ref": contract.ref} if contract else {}
     await audit.record(session, action="user.signup", target_type="user", target_id=user.id, account_id=account.id,
-                       after={"email": email, "account_name": account.name})
+                       after={"email": email, "account_name": account.name, **corporate})
     await _send_verification(session, config, user, account_name=account.name)
 
 

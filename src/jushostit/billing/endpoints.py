@@ -4,7 +4,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import stripe
 from fastapi import APIRouter, Body, Depends, status
@@ -37,7 +37,7 @@ from jushostit.billing.schemas import (
 )
 from jushostit.idempotency import IdempotencyDep
 from jushostit.kit.db import SessionDep
-from jushostit.kit.errors import Conflict, ErrorResponse, ServiceUnavailable, responses
+from jushostit.kit.errors import Conflict, ServiceUnavailable, conflicts, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Plan, Role, Subscription
 
@@ -80,12 +80,6 @@ CUSTOMER_RENEWAL_CONFLICTS = {
     "payment_required": "a paid plan renews when its payment is recorded",
     "renewal_not_open": "a free plan renews only in its last days; `details.opens_at` says when",
 }
-
-
-def conflicts(codes: dict[str, str]) -> dict[int | str, dict[str, Any]]:
-    """A 409 entry for `responses=` that lists the route's error codes."""
-    listed = "; ".join(f"`{code}`: {meaning}" for code, meaning in codes.items())
-    return {409: {"model": ErrorResponse, "description": f"Conflict. {listed}."}}
 
 
 def subscription_read(subscription: Subscription, plan: Plan) -> SubscriptionRead:

@@ -21,8 +21,9 @@ from jushostit.credits.schemas import (
     CreditsRead,
 )
 from jushostit.idempotency import IdempotencyDep
+from jushostit.kit import errors
 from jushostit.kit.db import SessionDep
-from jushostit.kit.errors import ErrorResponse, responses
+from jushostit.kit.errors import responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Role
 
@@ -40,8 +41,7 @@ IDEMPOTENCY_CONFLICTS = {
 
 
 def conflicts(codes: dict[str, str]) -> dict[int | str, dict[str, Any]]:
-    listed = "; ".join(f"`{code}`: {meaning}" for code, meaning in {**codes, **IDEMPOTENCY_CONFLICTS}.items())
-    return {409: {"model": ErrorResponse, "description": f"Conflict. {listed}."}}
+    return errors.conflicts({**codes, **IDEMPOTENCY_CONFLICTS})
 
 
 def change_read(change: service.CreditChange) -> CreditChangeRead:

@@ -92,3 +92,9 @@ def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the error statuses a route can answer."""
     return {status: {"model": ErrorResponse} for status in statuses}
+
+
+def conflicts(codes: dict[str, str]) -> dict[int | str, dict[str, Any]]:
+    """A 409 entry for `responses=` that lists the route's error codes."""
+    listed = "; ".join(f"`{code}`: {meaning}" for code, meaning in codes.items())
+    return {409: {"model": ErrorResponse, "description": f"Conflict. {listed}."}}
