@@ -112,6 +112,8 @@ def account_facts(account: AccountFactsRow) -> AccountFacts:
         status=account.status.value,
         suspension_reasons=frozenset(account.suspension_reasons),
         past_due_since=account.past_due_since,
+        # A contract pays only while the account is prepaid: one moved to another billing mode pays that way.
+        contract_ends_at=account.contract_ends_at if account.billing_mode == BillingMode.prepaid else None,
     )
 
 

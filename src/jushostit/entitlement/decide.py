@@ -34,6 +34,8 @@ class Access(enum.StrEnum):
 
 BUDGET_THROTTLE_PERCENT = 100
 BUDGET_SUSPEND_PERCENT = 120
+# A prepaid contract's end is announced in the banner this long before it.
+CONTRACT_END_NOTICE = timedelta(days=14)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class AccountFacts:
     status: str  # pending | active | past_due | suspended | cancelled | terminated
     suspension_reasons: frozenset[str] = frozenset()
     past_due_since: datetime | None = None
+    contract_ends_at: datetime | None = None  # a prepaid contract's end: held (`contract`) from that instant
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,14 @@ def entitlement(
                 due = account.past_due_since + policy.grace
                 banner = f"Payment is past due; services will be suspended on {due:%Y-%m-%d %H:%M} UTC"
 
+        contract_ends = account.contract_ends_at
+        contract_ended = contract_ends is not None and now >= contract_ends
+        if contract_ended:
+            holds.add("contract")
+        elif contract_ends is not None and contract_ends - now <= CONTRACT_END_NOTICE and banner is None:
+            banner = (f"The contract ends on {contract_ends:%Y-%m-%d %H:%M} UTC; services stop then unless it is "
+                      "extended")
+
         percent = budget.percent
         if percent is not None and percent >= BUDGET_SUSPEND_PERCENT:
             holds.add("budget")
@@ -222,6 +233,8 @@ def entitlement(
             reasons.append(f"suspended: {hold}")
         if holds:
             banner = "Services are suspended (" + ", ".join(sorted(holds)) + ")"
+            if contract_ended:
+                banner = f"The contract ended on {contract_ends:%Y-%m-%d %H:%M} UTC. {banner}"
         if terminated:  # unpaid past the policy's retention: irreversible, and only where the policy allows it
             level = Level.deleted
             reasons.append("terminated: unpaid beyond the dunning policy's retention")
@@ -270,7 +283,8 @@ def next_change(
     now: datetime,
 ) -> datetime | None:
     """The next instant after `now` at which the passage of time alone may change the decision: a period
-    starting or ending, an expiry's retention running out, a past-due grace ending, a scheduled deletion."""
+    starting or ending, an expiry's retention running out, a past-due grace ending, a scheduled deletion, a
+    contract ending. (The contract's notice only changes the banner, which is read, not applied.)"""
     candidates: list[datetime] = []
     for subscription in subscriptions:
         if subscription.status == "pending":
@@ -281,6 +295,8 @@ def next_change(
         candidates += [stage.at for stage in policy.stages(account.past_due_since)]  # the grace's end among them
         if (ends := policy.terminates_at(account.past_due_since)) is not None:
             candidates.append(ends)
+    if account.contract_ends_at is not None:
+        candidates.append(account.contract_ends_at)
     candidates += [i.delete_requested_at for i in instances if i.delete_requested_at is not None]
     future = [moment for moment in candidates if moment > now]
     return min(future) if future else None

@@ -41,6 +41,7 @@ _IDS = bindparam("account_ids", type_=ARRAY(PG_UUID(as_uuid=True)))
 _ACCOUNTS = select(
     Account.id, Account.status, Account.billing_mode, Account.suspension_reasons, Account.past_due_since,
     Account.budget_minor, Account.month_spend_minor, Account.dunning_policy, Account.billing_email,
+    Account.contract_ends_at,
     Account.reconcile_error, Account.reconcile_failures, Account.name, Account.dunning_episode,
 ).where(Account.id == any_(_IDS))
 _SUBSCRIPTIONS = select(
