@@ -34,6 +34,7 @@ class StripeStandIn:
     fail_next: list[Exception] = field(default_factory=list)  # raised (once each) after a write is made
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # what Stripe holds now, by id
     reads: list[str] = field(default_factory=list)  # ids read, in order
+    declines: bool = False  # the customer's card is declined (a plan change's prorated payment fails)
 
     def created(self, path: str) -> list[dict[str, str]]:
         return [body for where, body, _ in self.requests if where == path]
@@ -67,6 +68,15 @@ class StripeStandIn:
             "client_reference_id": body.get("client_reference_id"), "expires_at": int(time.time()) + 86400,
             "metadata": {k[9:-1]: v for k, v in body.items() if k.startswith("metadata[")}, "subscription": None,
         }
+
+    def _change_price(self, current: dict[str, Any], body: dict[str, str]) -> dict[str, Any]:
+        """A plan change (`pending_if_incomplete`): the item moves to the new price at once when the prorated
+        invoice is paid; while `declines` is set, the payment fails and the change waits in `pending_update`."""
+        price = self.objects[body["items[0][price]"]]
+        if self.declines:
+            return {**current, "pending_update": {"subscription_items": [{"price": price["id"]}]}}
+        item = {**current["items"]["data"][0], "id": body["items[0][id]"], "price": price}
+        return {**current, "items": {**current["items"], "data": [item]}, "pending_update": None}
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Set what Stripe holds for this object (a test moves the truth along, as Stripe would)."""
@@ -117,6 +127,8 @@ class StripeStandIn:
             if request.method == "DELETE":  # cancel now
                 return self._write(request, lambda body: self.put(
                     {**current, "status": "canceled", "ended_at": int(time.time()), "canceled_at": int(time.time())}))
+            if "items[0][price]" in form(request):
+                return self._write(request, lambda body: self.put(self._change_price(current, body)))
             return self._write(request, lambda body: self.put(
                 {**current, "cancel_at_period_end": body.get("cancel_at_period_end") == "true"}))
         return httpx.Response(404, json={"error": {"type": "invalid_request_error", "message": f"no route {path}"}})

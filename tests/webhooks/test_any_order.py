@@ -1,4 +1,4 @@
-"""Any order, any number of times (REFERENCE §1 F2, F4, F10, F17): a card subscription's life (sign-up, renewal,
+"""Any order, any number of times (REFERENCE §1 F2, F4, F10, F17): a card subscription's life (sign-up, renewal, an upgrade,
 failed payment, recovery, cancellation) told by Stripe's events delivered in every order within each step, with
 redeliveries and repeated events, ends after every step in exactly the state in-order delivery gives; a
 renewal never pays a period twice; and with no event at all the periodic pull reaches the same state.
@@ -19,7 +19,7 @@ from sqlalchemy import select
 from jushostit.billing.provider import StripeProvider
 from jushostit.billing.stripe_api import stripe_client
 from jushostit.kit.db import unit_of_work, utcnow
-from jushostit.models import Account, BillingMode, Payment, Subscription, WebhookEvent
+from jushostit.models import Account, BillingMode, Payment, Plan, Subscription, WebhookEvent
 from jushostit.webhooks import service as inbox
 from tests.conftest import asgi_client, joined_session
 from tests.stripe_stand_in import StripeStandIn, stripe_stand_in
@@ -40,31 +40,36 @@ class Run:
     session_id: str
     sub: str
     customer: str
+    pro_price: dict[str, Any]  # the price of the plan it changes to, as Stripe holds it
 
     def invoice(self, number: int) -> str:
         return f"in_{self.sub}_{number}"
 
 
-def subscription_truth(run: Run, status: str, period: int, *, ended: bool = False, invoice: int) -> dict[str, Any]:
+def subscription_truth(run: Run, status: str, period: int, *, ended: bool = False, invoice: int,
+                       pro: bool = False) -> dict[str, Any]:
     start = T0 + period * PERIOD
+    item = {"id": f"si_{run.sub}", "object": "subscription_item",
+            "current_period_start": start, "current_period_end": start + PERIOD}
     return {
         "id": run.sub, "object": "subscription", "customer": run.customer, "status": status,
         "cancel_at_period_end": False, "canceled_at": start + DAY if ended else None,
         "ended_at": start + DAY if ended else None,
-        "items": {"object": "list", "data": [{"id": f"si_{run.sub}", "object": "subscription_item",
-                                              "current_period_start": start, "current_period_end": start + PERIOD}]},
+        "items": {"object": "list", "data": [{**item, "price": run.pro_price} if pro else item]},
         "metadata": {"subscription_id": run.subscription_id, "account_id": run.owner.account_id, "plan": "starter"},
         "latest_invoice": run.invoice(invoice),
     }
 
 
-def invoice_truth(run: Run, number: int, status: str) -> dict[str, Any]:
-    start = T0 + number * PERIOD
+def invoice_truth(run: Run, number: int, status: str, *, prorated_from: int | None = None) -> dict[str, Any]:
+    """The invoice of period `number`; or, `prorated_from` seconds into it, the plan change's prorated one."""
+    start = T0 + number * PERIOD + (prorated_from or 0)
+    end = T0 + (number + 1) * PERIOD
     return {
         "id": run.invoice(number), "object": "invoice", "customer": run.customer, "status": status,
         "currency": "eur", "amount_paid": 900 if status == "paid" else 0,
         "parent": {"type": "subscription_details", "subscription_details": {"subscription": run.sub}},
-        "lines": {"object": "list", "data": [{"period": {"start": start, "end": start + PERIOD}}]},
+        "lines": {"object": "list", "data": [{"period": {"start": start, "end": end}}]},
         "period_start": start - PERIOD, "period_end": start,
     }
 
@@ -80,11 +85,16 @@ def steps(run: Run) -> list[tuple[list[dict[str, Any]], list[tuple[str, str]]]]:
         ([subscription_truth(run, "active", 1, invoice=1), invoice_truth(run, 1, "paid")],
          [("invoice.finalized", run.invoice(1)), ("invoice.paid", run.invoice(1)),
           ("customer.subscription.updated", run.sub)]),
-        ([subscription_truth(run, "past_due", 2, invoice=2), invoice_truth(run, 2, "open")],
+        # An upgrade five days into the period: its prorated invoice is paid, and the item moves to pro's price.
+        ([subscription_truth(run, "active", 1, invoice=11, pro=True),
+          {**invoice_truth(run, 1, "paid", prorated_from=5 * DAY), "id": run.invoice(11), "amount_paid": 1667}],
+         [("customer.subscription.updated", run.sub), ("invoice.paid", run.invoice(11)),
+          ("invoice.payment_succeeded", run.invoice(11))]),
+        ([subscription_truth(run, "past_due", 2, invoice=2, pro=True), invoice_truth(run, 2, "open")],
          [("invoice.payment_failed", run.invoice(2)), ("customer.subscription.updated", run.sub)]),
-        ([subscription_truth(run, "active", 2, invoice=2), invoice_truth(run, 2, "paid")],
+        ([subscription_truth(run, "active", 2, invoice=2, pro=True), invoice_truth(run, 2, "paid")],
          [("invoice.paid", run.invoice(2)), ("customer.subscription.updated", run.sub)]),
-        ([subscription_truth(run, "canceled", 2, ended=True, invoice=2)],
+        ([subscription_truth(run, "canceled", 2, ended=True, invoice=2, pro=True)],
          [("customer.subscription.updated", run.sub), ("customer.subscription.deleted", run.sub)]),
     ]
 
@@ -102,7 +112,10 @@ async def start(application, session, signup, stripe: StripeStandIn) -> Run:
     session.expire_all()
     row = await session.get(Subscription, uuid.UUID(pending["id"]))
     customer = (await session.get(Account, uuid.UUID(owner.account_id))).provider_customer_id
-    return Run(owner, pending["id"], row.checkout_session_id, f"sub_{uuid.uuid4().hex[:12]}", customer)
+    pro_version = await session.scalar(select(Plan.version).where(Plan.code == "pro"))
+    sub = f"sub_{uuid.uuid4().hex[:12]}"
+    pro_price = {"id": f"price_pro_{sub}", "object": "price", "lookup_key": f"jushostit:pro:{pro_version}"}
+    return Run(owner, pending["id"], row.checkout_session_id, sub, customer, pro_price)
 
 
 async def deliver(application, session, settings, stripe: StripeStandIn, run: Run, changes) -> None:
@@ -132,6 +145,7 @@ async def state(session, run: Run) -> dict[str, Any]:
         select(Payment.period_start, Payment.period_end, Payment.amount_minor, Payment.external_reference)
         .where(Payment.subscription_id == subscription.id).order_by(Payment.period_start))).all()
     return {
+        "plan": await session.scalar(select(Plan.code).where(Plan.id == subscription.plan_id)),
         "subscription": (subscription.status, subscription.external_id == run.sub,
                          subscription.current_period_start - datetime.fromtimestamp(T0, UTC),
                          subscription.current_period_end - subscription.current_period_start,
@@ -161,10 +175,13 @@ async def test_every_order_and_every_redelivery_of_each_step_ends_in_the_in_orde
                           [(kind, object_id, None) for kind, object_id in changes])
             expected.append(await state(session, reference))
         assert expected[0]["subscription"] == ("active", True, timedelta(0), timedelta(days=30), False)
-        assert expected[2]["account"] == ("past_due", [], timedelta(days=60))  # still running, with a banner
-        assert expected[3]["account"] == ("active", [], None)
-        assert [p[0] for p in expected[3]["payments"]] == [timedelta(0), timedelta(days=30), timedelta(days=60)]
-        assert expected[4]["subscription"][0] == "cancelled"
+        assert [step["plan"] for step in expected] == ["starter", "starter", "pro", "pro", "pro", "pro"]
+        assert expected[2]["subscription"] == expected[1]["subscription"]  # the change moves no period
+        assert expected[3]["account"] == ("past_due", [], timedelta(days=60))  # still running, with a banner
+        assert expected[4]["account"] == ("active", [], None)
+        assert [p[0] for p in expected[4]["payments"]] == [
+            timedelta(0), timedelta(days=30), timedelta(days=35), timedelta(days=60)]  # the prorated one at 35
+        assert expected[5]["subscription"][0] == "cancelled"
 
         # Every permutation of every step (the largest step has 4! = 24), each with one event redelivered and
         # one sent again as a new event, as Stripe does.
@@ -193,7 +210,7 @@ async def test_with_no_event_at_all_the_periodic_pull_reaches_the_same_state(
     with router:
         run = await start(application, session, signup, stripe)
         provider = StripeProvider(stripe_client(configured))
-        for truth, _ in steps(run)[:4]:
+        for truth, _ in steps(run)[:5]:
             for obj in truth:
                 stripe.put(obj)
             session.expire_all()
@@ -205,6 +222,8 @@ async def test_with_no_event_at_all_the_periodic_pull_reaches_the_same_state(
                 )
         pulled = await state(session, run)
     assert pulled["subscription"] == ("active", True, timedelta(days=60), timedelta(days=30), False)
-    assert pulled["account"] == ("active", [], None)
-    # The pull reads each period's invoice; the past-due step's invoice was paid by the time it was read again.
-    assert [p[0] for p in pulled["payments"]] == [timedelta(0), timedelta(days=30), timedelta(days=60)]
+    assert (pulled["plan"], pulled["account"]) == ("pro", ("active", [], None))
+    # The pull reads each period's latest invoice (the plan change's prorated one among them); the past-due
+    # step's invoice was paid by the time it was read again.
+    assert [p[0] for p in pulled["payments"]] == [
+        timedelta(0), timedelta(days=30), timedelta(days=35), timedelta(days=60)]

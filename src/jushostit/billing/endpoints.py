@@ -30,6 +30,8 @@ from jushostit.billing.schemas import (
     CheckoutCreate,
     CheckoutRead,
     PaymentRecord,
+    PlanChangeCreate,
+    PlanChangeRead,
     SubscriptionCancel,
     SubscriptionPage,
     SubscriptionRead,
@@ -228,6 +230,44 @@ async def cancel_subscription(
     return subscription_read(*await service.record_cancellation_request(
         session, account_id=access.account.id, subscription_id=subscription_id, at=body.at, snapshot=snapshot,
     ))
+
+
+@router.post(
+    "/accounts/{account_id}/subscriptions/{subscription_id}/change-plan",
+    response_model=PlanChangeRead,
+    responses={**responses(401, 403, 404, 422, 503), **conflicts({
+        "subscription_cancelled": "the subscription is cancelled: check out again",
+        "subscription_pending": "the subscription waits for its first payment",
+        "plan_retired": "the plan is retired",
+        "plan_unchanged": "the subscription is on that plan already",
+        "billing_mode_not_allowed": "the plan is not sold to accounts of this billing mode",
+        "plan_change_not_supported": "only a paid plan of the same currency and interval can replace a paid plan",
+    })},
+)
+async def change_plan(
+    subscription_id: uuid.UUID, body: PlanChangeCreate, access: BillingWriter, session: SessionDep,
+    providers: Providers,
+) -> PlanChangeRead:
+    """Upgrade or downgrade to another paid plan, prorated for the rest of the period. A card subscription
+    changes at Stripe, which invoices the difference at once; the new plan (its quotas) applies when that is
+    paid (`pending_payment` until then), and a retry repeats nothing. Off-platform subscriptions change at once,
+    and the answer carries the prorated difference for the operator to bill or credit."""
+    subscription, plan = await service.plan_change_target(
+        session, account=access.account, subscription_id=subscription_id, plan_code=body.plan)
+    records = providers.records(subscription.provider)
+    if records is None or subscription.external_id is None:
+        changed, sold, proration = await service.change_plan_off_platform(
+            session, account_id=access.account.id, subscription_id=subscription_id, plan_code=body.plan)
+        return PlanChangeRead(subscription=subscription_read(changed, sold), proration_minor=proration,
+                              pending_payment=False)
+    external_id, change_key = subscription.external_id, service.provider_change_key(subscription, plan)
+    await session.commit()  # nothing is held open while Stripe answers
+    with provider_unavailable_as_503():
+        snapshot = await records.change_plan(external_id, plan, change_key=change_key)
+    changed, sold = await service.record_plan_change_request(
+        session, account_id=access.account.id, subscription_id=subscription_id, plan=plan, snapshot=snapshot)
+    return PlanChangeRead(subscription=subscription_read(changed, sold), proration_minor=None,
+                          pending_payment=snapshot.pending_update)
 
 
 @router.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from fractions import Fraction
 
 FREE_PERIOD = timedelta(days=30)
 MONTHS = {"month": 1, "year": 12}
@@ -32,3 +33,13 @@ def anchor_day(boundaries: Iterable[datetime]) -> int:
     short month, but of two consecutive months one has 31 days, so the largest day among them is the anchor.
     (Yearly periods all fall in one month: an anchor past Feb 28 reads as the 28th.)"""
     return max(moment.day for moment in boundaries)
+
+
+def prorated_difference(old_minor: int, new_minor: int, *, start: datetime, end: datetime, at: datetime) -> int:
+    """What changing a period's price from `old_minor` to `new_minor` at `at` owes (positive) or credits
+    (negative) for the rest of the period [start, end): the difference times the share of the period left, to
+    the nearest minor unit (half to even). Nothing before the period or after it."""
+    tick = timedelta(microseconds=1)
+    total = (end - start) // tick
+    left = min(max((end - at) // tick, 0), total)
+    return round(Fraction((new_minor - old_minor) * left, total)) if total > 0 else 0

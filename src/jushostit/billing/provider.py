@@ -70,6 +70,10 @@ class ProviderSubscription:
     ended_at: datetime | None
     our_subscription_id: uuid.UUID | None  # from its metadata
     latest_invoice_ref: str | None = None  # the invoice of its current period
+    item_ref: str | None = None  # its one item (the plan sold)
+    price_ref: str | None = None  # the price that item is sold at: which plan, whoever changed it (the portal too)
+    price_lookup_key: str | None = None
+    pending_update: bool = False  # a plan change waiting for its payment (Stripe's `pending_update`)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,11 @@ class ProviderRecords(Protocol):
         """End the provider's subscription now, or schedule its end at the period end; answers it as it is then."""
         ...
 
+    async def change_plan(self, external_id: str, plan: Plan, *, change_key: str) -> ProviderSubscription:
+        """Sell the subscription at `plan`'s current version from now on, prorated by the provider; answers it
+        as it is then. `change_key` names this one change (a retry of it repeats nothing)."""
+        ...
+
     async def portal_url(self, customer_id: str, return_url: str) -> str:
         """Where the customer manages their card, invoices and subscription at the provider."""
         ...
@@ -149,7 +158,8 @@ class StripeProvider:
             "account_id": str(request.account_id), "plan": plan.code, "subscription_id": str(request.subscription_id),
         }
         # A price an admin linked, or the plan version's own (created once): never an operator's copy-paste.
-        price_id = request.stripe_price_id or await self._price(request)
+        price_id = request.stripe_price_id or await self._price(
+            request.plan, request.plan_version, request.price_minor, request.currency, request.interval)
         session = await self.client.v1.checkout.sessions.create_async(
             {
                 "mode": "subscription",
@@ -169,12 +179,11 @@ class StripeProvider:
             price_id=price_id,
         )
 
-    async def _price(self, request: CheckoutRequest) -> str:
-        """The Stripe Price of the plan version the subscription was sold: found by its lookup key
-        `jushostit:<plan>:<version>`, else created (with the plan's Product, id `jushostit_<plan>`, created once)
-        under idempotency keys, so two checkouts racing make one."""
-        plan = request.plan
-        lookup_key = f"jushostit:{plan.code}:{request.plan_version}"
+    async def _price(self, plan: Plan, version: int, price_minor: int, currency: str, interval: str) -> str:
+        """The Stripe Price of a plan version: found by its lookup key `jushostit:<plan>:<version>`, else created
+        (with the plan's Product, id `jushostit_<plan>`, created once) under idempotency keys, so two checkouts
+        racing make one."""
+        lookup_key = price_lookup_key(plan.code, version)
         found = await self.client.v1.prices.list_async({"lookup_keys": [lookup_key], "limit": 1})
         if found.data:
             return found.data[0].id
@@ -188,9 +197,9 @@ class StripeProvider:
             )
         price = await self.client.v1.prices.create_async(
             {
-                "product": product_id, "currency": request.currency.lower(), "unit_amount": request.price_minor,
-                "recurring": {"interval": "year" if request.interval == "year" else "month"},
-                "lookup_key": lookup_key, "metadata": {"plan": plan.code, "version": str(request.plan_version)},
+                "product": product_id, "currency": currency.lower(), "unit_amount": price_minor,
+                "recurring": {"interval": "year" if interval == "year" else "month"},
+                "lookup_key": lookup_key, "metadata": {"plan": plan.code, "version": str(version)},
             },
             {"idempotency_key": f"price:{lookup_key}"},
         )
@@ -211,12 +220,15 @@ class StripeProvider:
         start = items[0].get("current_period_start") or raw.get("current_period_start")
         end = items[0].get("current_period_end") or raw.get("current_period_end")
         ended = raw.get("ended_at") or raw.get("canceled_at")
+        price = items[0].get("price")
         return ProviderSubscription(
             external_id=found.id, customer_ref=_ref(raw.get("customer")),
             status=str(raw["status"]), period_start=_moment(start), period_end=_moment(end),
             cancel_at_period_end=bool(raw.get("cancel_at_period_end")),
             ended_at=_moment(ended) if ended else None, our_subscription_id=_our_id(raw.get("metadata")),
-            latest_invoice_ref=_ref(raw.get("latest_invoice")),
+            latest_invoice_ref=_ref(raw.get("latest_invoice")), item_ref=_ref(items[0].get("id")),
+            price_ref=_ref(price), price_lookup_key=price.get("lookup_key") if isinstance(price, dict) else None,
+            pending_update=bool(raw.get("pending_update")),
         )
 
     async def cancel(self, external_id: str, *, at_period_end: bool) -> ProviderSubscription:
@@ -229,6 +241,23 @@ class StripeProvider:
             await self.client.v1.subscriptions.cancel_async(
                 external_id, options={"idempotency_key": f"cancel-now:{external_id}"}
             )
+        return await self.fetch_subscription(external_id)
+
+    async def change_plan(self, external_id: str, plan: Plan, *, change_key: str) -> ProviderSubscription:
+        current = await self.fetch_subscription(external_id)
+        price_id = plan.stripe_price_id or await self._price(
+            plan, plan.version, plan.price_minor, plan.currency, plan.interval)
+        if current.price_ref == price_id:
+            return current
+        # The difference is invoiced at once (an upgrade is charged now, a downgrade's unused time is credited to
+        # the customer's balance), and the new price applies only once that invoice is paid: a failed upgrade
+        # payment leaves the old plan in place rather than a plan nobody paid for.
+        await self.client.v1.subscriptions.update_async(
+            external_id,
+            {"items": [{"id": current.item_ref or "", "price": price_id}],
+             "proration_behavior": "always_invoice", "payment_behavior": "pending_if_incomplete"},
+            {"idempotency_key": change_key},
+        )
         return await self.fetch_subscription(external_id)
 
     async def portal_url(self, customer_id: str, return_url: str) -> str:
@@ -260,6 +289,17 @@ class StripeProvider:
             params, {"idempotency_key": f"customer:{request.account_id}"}
         )
         return customer.id
+
+
+def price_lookup_key(plan_code: str, version: int) -> str:
+    return f"jushostit:{plan_code}:{version}"
+
+
+def plan_of_lookup_key(lookup_key: str | None) -> tuple[str, int] | None:
+    """The (plan, version) one of our prices is for, from its lookup key; None for a price we did not make."""
+    prefix, _, rest = (lookup_key or "").partition(":")
+    code, _, version = rest.rpartition(":")
+    return (code, int(version)) if prefix == "jushostit" and code and version.isdigit() else None
 
 
 def _moment(unix: Any) -> datetime:
@@ -295,6 +335,11 @@ class PaymentProviders:
         if billing_mode == BillingMode.card and self.stripe is not None:
             return self.stripe
         return _MANUAL
+
+    def records(self, name: str) -> ProviderRecords | None:
+        """The provider whose records are the truth of the subscriptions it runs (changes go through it); None
+        for subscriptions paid off-platform, which are ours alone to change."""
+        return self.stripe if self.stripe is not None and name == self.stripe.name else None
 
     def named(self, name: str) -> PaymentProvider | None:
         """The provider a subscription was taken out with; None for one this installation does not run."""

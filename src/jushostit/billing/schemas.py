@@ -40,6 +40,19 @@ class CheckoutRead(ResponseModel):
     checkout_url: str | None  # set when the customer pays at the provider (Stripe); null when free or manual
 
 
+class PlanChangeCreate(RequestModel):
+    plan: Code  # the paid plan to change to (same currency and interval)
+
+
+class PlanChangeRead(ResponseModel):
+    subscription: SubscriptionRead
+    # Paid off-platform: the prorated difference for the rest of the period, to bill (positive) or credit
+    # (negative). Null when the payment provider prorates and charges it itself (Stripe).
+    proration_minor: int | None
+    # True while the provider waits for the prorated payment: the plan changes once it is paid.
+    pending_payment: bool
+
+
 class SubscriptionPage(ResponseModel):
     items: list[SubscriptionRead]
     next_cursor: str | None

@@ -39,6 +39,15 @@ class CatalogRepository:
             stmt = stmt.with_for_update()
         return await self.session.scalar(stmt)
 
+    async def plan_for_price(self, price_ref: str, plan_version: tuple[str, int] | None) -> Plan | None:
+        """The plan a payment provider's price sells: the plan an admin linked it to, or the plan version it was
+        made for (its lookup key), while that version is the plan's current one."""
+        linked = await self.session.scalar(select(Plan).where(Plan.stripe_price_id == price_ref))
+        if linked is not None or plan_version is None:
+            return linked
+        code, version = plan_version
+        return await self.session.scalar(select(Plan).where(Plan.code == code, Plan.version == version))
+
     async def plans(self, *, include_retired: bool, after: str | None, limit: int) -> list[Plan]:
         stmt = select(Plan).order_by(Plan.code).limit(limit)
         if not include_retired:

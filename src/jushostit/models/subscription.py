@@ -28,6 +28,8 @@ class Subscription(Base):
     interval: Mapped[str] = mapped_column(String(16), nullable=False)
     quotas: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     stripe_price_id: Mapped[str | None] = mapped_column(String(100))
+    # How many times its plan changed: names the next change at the provider (see migration 0018).
+    plan_changes: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)  # pending | active | cancelled
     current_period_start: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     current_period_end: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
