@@ -86,11 +86,11 @@ TEMPLATES: dict[str, EmailTemplate] = {
     ),
     # Dunning: one e-mail per stage of a past-due episode, each sent once (billing.service.send_dunning_notice).
     "payment_failed": EmailTemplate(
-        Template("Your payment failed"),
+        Template("A payment for $account_name is overdue"),
         Template(
-            "Hello,\n\nwe could not collect the payment for \"$account_name\". Your services keep running while "
-            "it is retried; pay or update your payment method by $suspends_at to keep them:\n\n$base_url\n\n"
-            "— $product\n"
+            "Hello,\n\nwe have not received the payment for \"$account_name\" (a card payment failed, or an "
+            "invoice passed its due date). Your services keep running for now; pay, or update your payment method, "
+            "by $suspends_at to keep them:\n\n$base_url\n\n— $product\n"
         ),
     ),
     "payment_reminder": EmailTemplate(
