@@ -124,7 +124,6 @@ BODIES: dict[str, Callable[[], dict[str, Any]]] = {
     "ApiKeyCreate": lambda: {"name": "matrix key", "scopes": ["account:read"]},
     "CheckoutCreate": lambda: {"plan": "free"},
     "SubscriptionCancel": lambda: {"at": "period_end"},
-    "PlanChangeCreate": lambda: {"plan": "pro"},
     "SubscriptionRenew": dict,
     "InstanceCreate": lambda: {"template": "static-site", "name": f"matrix-{uuid.uuid4().hex[:8]}"},
     "PlanUpdate": lambda: {"name": "Renamed plan"},

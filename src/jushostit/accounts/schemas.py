@@ -22,6 +22,9 @@ class AccountBilling(ResponseModel):
 
     billing_mode: BillingMode
     billing_email: str | None
+    contract_ref: str | None = Field(description="The CRM deal of the account's prepaid contract, if it has one")
+    contract_ends_at: datetime | None = Field(description="When that contract ends: services stop then unless an "
+                                              "operator extends it")
 
 
 class EntitlementQuotas(ResponseModel):

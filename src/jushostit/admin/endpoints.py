@@ -13,6 +13,7 @@ from jushostit.admin.schemas import (
     AdminAccountRead,
     AdminUserRead,
     BillingModeUpdate,
+    ContractUpdate,
     DunningPolicyRead,
     DunningPolicyUpdate,
     ReconcileRequested,
@@ -24,7 +25,7 @@ from jushostit.auth.dependencies import require_admin
 from jushostit.billing.facts import effective_dunning, entitlement_inputs, instance_facts
 from jushostit.billing.repository import BillingRepository
 from jushostit.kit.db import SessionDep, utcnow
-from jushostit.kit.errors import NotFound, responses
+from jushostit.kit.errors import NotFound, conflicts, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Account, User
 from jushostit.reconcile.repository import ReconcileRepository
@@ -65,7 +66,8 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
             AdminAccountRead(
                 id=account.id, name=account.name, status=entitled.account_status,
                 suspension_reasons=account.suspension_reasons, holds=sorted(entitled.holds),
-                billing_mode=account.billing_mode,
+                billing_mode=account.billing_mode, contract_ref=account.contract_ref,
+                contract_ends_at=account.contract_ends_at,
                 level=entitled.level.name, reasons=list(entitled.reasons), access=entitled.access.value,
                 instances=count, failing_instances=failing, last_error=error, last_reconciled_at=reconciled,
                 reconcile_error=account.reconcile_error, reconcile_error_at=account.reconcile_error_at,
@@ -118,6 +120,20 @@ async def set_billing_mode(account_id: uuid.UUID, body: BillingModeUpdate, sessi
         session, account=await _account(session, account_id), billing_mode=body.billing_mode,
         card_payments=container.current().settings.stripe_configured,
     )
+    return (await _read(session, [account]))[0]
+
+
+@router.put(
+    "/accounts/{account_id}/contract", response_model=AdminAccountRead,
+    responses={**responses(401, 403, 404, 422), **conflicts({"no_contract": "the account has no prepaid contract"})},
+)
+async def set_contract_end(account_id: uuid.UUID, body: ContractUpdate, session: SessionDep) -> AdminAccountRead:
+    """Set the end of the account's prepaid contract: later when its deal is renewed, an instant already past to
+    end it now. Applied at once: the `contract` hold holds from the end on and lifts when the end moves past now;
+    the subscriptions the contract pays that lapsed or end within a day are renewed at once, and the account is
+    reconciled. Audited (`admin.contract_end_changed`)."""
+    account = await service.set_contract_end(session, account=await _account(session, account_id),
+                                             ends_at=body.ends_at)
     return (await _read(session, [account]))[0]
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from jushostit.kit.schemas import FromJsonString, IsoDuration, Note, RequestModel, ResponseModel
+from jushostit.kit.schemas import DateTime, FromJsonString, IsoDuration, Note, RequestModel, ResponseModel
 from jushostit.models import AccountStatus, BillingMode, SuspensionReason
 
 
@@ -35,6 +35,8 @@ class AdminAccountRead(ResponseModel):
     holds: list[str] = Field(description="Every hold in force: the stored ones and those the facts imply "
                                          "(billing: past due beyond the grace; budget: spend over the limit)")
     billing_mode: BillingMode
+    contract_ref: str | None = Field(description="The CRM deal (HubSpot) of the account's prepaid contract")
+    contract_ends_at: datetime | None = Field(description="When that contract ends: held (`contract`) from then on")
     level: str
     reasons: list[str]
     access: str
@@ -95,3 +97,8 @@ class DunningPolicyRead(ResponseModel):
     terminate_after: IsoDuration | None = Field(description="null: never terminated automatically")
     sources: dict[str, str] = Field(description="Where each value comes from: `account` (an override) or "
                                               "`default:<billing mode>`")
+
+
+class ContractUpdate(RequestModel):
+    ends_at: DateTime = Field(description="The contract's new end (RFC 3339 with an offset); an instant already "
+                              "past ends it now")

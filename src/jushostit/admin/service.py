@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
+from jushostit.billing import service as billing
 from jushostit.billing.facts import effective_dunning, stored_durations
 from jushostit.events.repository import EventRepository
 from jushostit.kit import context
@@ -95,6 +97,25 @@ async def set_dunning_policy(
                            target_id=account.id, account_id=account.id, before={"dunning_policy": before},
                            after={"dunning_policy": after})
         request_reconcile(account.id)
+    return account
+
+
+async def set_contract_end(session: AsyncSession, *, account: Account, ends_at: datetime) -> Account:
+    """Move the end of the account's prepaid contract: later when its deal is renewed, sooner to end it. The
+    entitlement applies it at once (held for `contract` from the end on); the subscriptions the contract pays that
+    lapsed or end within a day are renewed now, so an extension brings a stopped service back at once."""
+    if account.contract_ref is None:
+        raise Conflict("The account has no prepaid contract", code="no_contract")
+    before = account.contract_ends_at
+    if before == ends_at:
+        return account
+    account.contract_ends_at = ends_at
+    await audit.record(session, action="admin.contract_end_changed", target_type="account", target_id=account.id,
+                       account_id=account.id, before={"contract_ends_at": before.isoformat() if before else None},
+                       after={"contract_ref": account.contract_ref, "contract_ends_at": ends_at.isoformat()})
+    await session.flush()  # renewing re-reads the account under its lock
+    await billing.renew_contract_periods(session, account_id=account.id, now=utcnow())
+    request_reconcile(account.id)
     return account
 
 

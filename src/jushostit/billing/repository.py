@@ -11,7 +11,7 @@ from sqlalchemy import exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import Account, DunningNotice, Payment, Plan, Subscription
+from jushostit.models import Account, BillingMode, DunningNotice, Payment, Plan, Subscription
 
 
 class BillingRepository:
@@ -209,6 +209,27 @@ class BillingRepository:
             .returning(Account.id)
         )
         return closed is not None
+
+    async def accounts_with_contract_periods_due(
+        self, provider: str, *, now: datetime, horizon: datetime
+    ) -> list[uuid.UUID]:
+        """Prepaid accounts whose running contract pays a subscription (of `provider`) whose period ends by
+        `horizon` (or has lapsed) and which the contract still covers at that end."""
+        stmt = (
+            select(Subscription.account_id)
+            .join(Account, Account.id == Subscription.account_id)
+            .where(
+                Subscription.provider == provider,
+                Subscription.status == "active",
+                Subscription.cancel_at_period_end.is_(False),
+                Subscription.current_period_end <= horizon,
+                Account.billing_mode == BillingMode.prepaid,
+                Account.contract_ends_at > now,
+                Account.contract_ends_at > Subscription.current_period_end,
+            )
+            .distinct()
+        )
+        return list((await self.session.scalars(stmt)).all())
 
     async def cancel(self, subscription_id: uuid.UUID, *, now: datetime | None) -> Subscription | None:
         """Cancel at `now`, or at period end when `now` is None; None when it was already cancelled."""

@@ -20,7 +20,6 @@ from jushostit.billing.provider import (
     ProviderCheckout,
     ProviderInvoice,
     ProviderSubscription,
-    plan_of_lookup_key,
 )
 from jushostit.billing.repository import BillingRepository
 from jushostit.billing.schemas import CancelAt
@@ -31,12 +30,24 @@ from jushostit.entitlement import DunningStage
 from jushostit.kit import context
 from jushostit.kit.db import utcnow
 from jushostit.kit.errors import Conflict, NotFound
-from jushostit.models import Account, AccountStatus, Payment, Plan, Subscription, SuspensionReason
+from jushostit.models import (
+    Account,
+    AccountStatus,
+    BillingMode,
+    Payment,
+    Plan,
+    Subscription,
+    SuspensionReason,
+)
 from jushostit.notifications.service import queue_email
 from jushostit.triggers import request_reconcile
 
 # A hosted checkout page (Stripe Checkout) takes the payment for 24 hours; unpaid after that, it lapses.
 HOSTED_CHECKOUT_LIFETIME = timedelta(hours=24)
+# The `provider` of a subscription that a prepaid contract pays: active at checkout, renewed each period while
+# the contract runs (CONTRACT_RENEWAL_LEAD before its period ends).
+CONTRACT_PROVIDER = "contract"
+CONTRACT_RENEWAL_LEAD = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -116,9 +127,10 @@ async def _locked_account(repository: BillingRepository, account_id: uuid.UUID) 
 async def checkout(
     session: AsyncSession, *, account_id: uuid.UUID, plan_code: str, provider: PaymentProvider, base_url: str
 ) -> CheckoutOutcome:
-    """A free plan is active at once for 30 days; a paid plan stays pending until the payment is confirmed. A
-    provider with a hosted checkout is called after this transaction commits (`opens_at_provider`), never
-    inside it; asking again for the same plan while that checkout is open answers the same one."""
+    """A free plan is active at once for 30 days; a paid plan stays pending until the payment is confirmed,
+    unless the account's prepaid contract runs: the contract pays, so it is active at once too. A provider with
+    a hosted checkout is called after this transaction commits (`opens_at_provider`), never inside it; asking
+    again for the same plan while that checkout is open answers the same one."""
     repository = BillingRepository(session)
     account = await _locked_account(repository, account_id)  # one checkout of an account at a time
     plan = await CatalogRepository(session).plan_by_code(plan_code)
@@ -135,6 +147,11 @@ async def checkout(
     if account.status == AccountStatus.terminated:
         raise Conflict("The account is terminated", code="account_terminated")
     now = utcnow()
+    paid_by_contract = account.billing_mode == BillingMode.prepaid and account.contract_ref is not None
+    if paid_by_contract and not (account.contract_ends_at and account.contract_ends_at > now):
+        raise Conflict("The account's prepaid contract has ended; an operator extends it", code="contract_ended",
+                       details={"contract_ends_at": account.contract_ends_at.isoformat() if account.contract_ends_at
+                                else None})
     existing = await repository.open_subscription_to(account.id, plan.id, now)
     if existing is not None and existing.checkout_expires_at is not None and existing.checkout_expires_at <= now:
         await _end_abandoned_checkout(session, repository, existing, now)  # it never blocks a new one
@@ -153,11 +170,11 @@ async def checkout(
         )
 
     checkout_url = None
-    if is_free(plan):
+    if is_free(plan) or paid_by_contract:
         subscription = Subscription(
-            account_id=account.id, plan_id=plan.id, provider="manual", status="active", **sold_terms(plan),
-            current_period_start=now,
-            current_period_end=periods.period_end(now, interval=plan.interval, free=True),
+            account_id=account.id, plan_id=plan.id, provider=CONTRACT_PROVIDER if paid_by_contract else "manual",
+            status="active", **sold_terms(plan), current_period_start=now,
+            current_period_end=periods.period_end(now, interval=plan.interval, free=is_free(plan)),
         )
     else:
         # No period until the payment is confirmed: an empty one, which entitles nothing.
@@ -167,7 +184,7 @@ async def checkout(
             checkout_expires_at=now + HOSTED_CHECKOUT_LIFETIME if provider.hosted_checkout else None,
         )
     await repository.add(subscription)
-    if subscription.status == "active":  # a free plan's first period is paid at once: its included credits
+    if subscription.status == "active":  # its first period is paid at once (free, or by the contract): credits
         await credits.grant_period_credits(
             session, account_id=account.id, subscription_id=subscription.id, plan=plan,
             period_start=subscription.current_period_start, period_end=subscription.current_period_end,
@@ -466,6 +483,31 @@ async def record_payment(
     )
 
 
+async def renew_contract_periods(session: AsyncSession, *, account_id: uuid.UUID, now: datetime) -> int:
+    """The account's prepaid contract pays the next period of each subscription it pays whose period ends within
+    CONTRACT_RENEWAL_LEAD (or has lapsed), while the contract runs on past that period's start: renewed as a
+    payment would renew it, once per period (its claim is recorded at 0, source `contract`, the deal as
+    reference). A subscription cancelling at its period end is left to end. Returns how many were renewed."""
+    repository = BillingRepository(session)
+    account = await _locked_account(repository, account_id)
+    ends = account.contract_ends_at
+    if account.billing_mode != BillingMode.prepaid or ends is None or ends <= now:
+        return 0
+    report = PaymentReport(source="contract", amount_minor=0, external_reference=account.contract_ref,
+                           recorded_by=None)
+    renewed = 0
+    for subscription, plan in await repository.all_of(account.id):
+        due = subscription.current_period_end <= now + CONTRACT_RENEWAL_LEAD and subscription.current_period_end < ends
+        if subscription.provider != CONTRACT_PROVIDER or subscription.status != "active" or not due \
+                or subscription.cancel_at_period_end:
+            continue
+        starts = await _period_starts(repository, subscription)
+        await _renew_once(session, repository, subscription, plan, report, starts=starts, now=now,
+                          lifts_billing_hold=False)
+        renewed += 1
+    return renewed
+
+
 async def cancel(
     session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, at: CancelAt
 ) -> tuple[Subscription, Plan]:
@@ -553,13 +595,6 @@ async def apply_provider_subscription(
     if found is None:
         return False
     subscription, plan = found
-    if snapshot.price_ref is not None and snapshot.price_ref != subscription.stripe_price_id:
-        # Its plan changed (through our API or the provider's portal): the price says to which plan.
-        sold = await CatalogRepository(session).plan_for_price(
-            snapshot.price_ref, plan_of_lookup_key(snapshot.price_lookup_key))
-        if sold is None:
-            return False  # a price we do not sell: flagged for admins, not applied
-        plan = await _sell_plan(session, subscription, sold, price_ref=snapshot.price_ref)
     before = _sync_fields(subscription)
     subscription.external_id = snapshot.external_id
     if snapshot.status in PROVIDER_ENDED:
@@ -648,91 +683,6 @@ def portal_customer(account: Account) -> str:
     if account.provider_customer_id is None:
         raise Conflict("The account has no card payments yet: check out a plan first", code="no_payment_customer")
     return account.provider_customer_id
-
-
-# --- plan changes ---------------------------------------------------------------------------------------------
-
-
-async def plan_change_target(
-    session: AsyncSession, *, account: Account, subscription_id: uuid.UUID, plan_code: str
-) -> tuple[Subscription, Plan]:
-    """The subscription and the plan it may change to (an upgrade or a downgrade between paid plans of the same
-    currency and interval), or the clear refusal."""
-    subscription, current = await _subscription_of(BillingRepository(session), account.id, subscription_id)
-    if subscription.status == "cancelled":
-        raise Conflict("The subscription is cancelled: check out again", code="subscription_cancelled")
-    if subscription.status == "pending":
-        raise Conflict("The subscription waits for its first payment", code="subscription_pending")
-    plan = await CatalogRepository(session).plan_by_code(plan_code)
-    if plan is None:
-        raise NotFound(f"No plan {plan_code!r}", code="plan_not_found")
-    if plan.retired_at is not None:
-        raise Conflict(f"The plan {plan_code!r} is retired", code="plan_retired")
-    if plan.id == current.id:
-        raise Conflict(f"The subscription is on {plan_code!r} already", code="plan_unchanged")
-    if is_free(plan) or is_free(subscription) or (plan.currency, plan.interval) != (
-            subscription.currency, subscription.interval):
-        raise Conflict("Only a paid plan of the same currency and interval can replace a paid plan; for any other "
-                       "change, cancel and check out the new plan", code="plan_change_not_supported",
-                       details={"currency": subscription.currency, "interval": subscription.interval})
-    if account.billing_mode.value not in plan.billing_modes:
-        raise Conflict(f"The plan {plan_code!r} is not available to accounts billed by {account.billing_mode.value}",
-                       code="billing_mode_not_allowed")
-    return subscription, plan
-
-
-def provider_change_key(subscription: Subscription, plan: Plan) -> str:
-    """Names one change at the provider: a retry of it is the same change; a later change back is not."""
-    return f"change-plan:{subscription.id}:{subscription.plan_changes}:{plan.code}:{plan.version}"
-
-
-async def change_plan_off_platform(
-    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, plan_code: str
-) -> tuple[Subscription, Plan, int]:
-    """A subscription paid off-platform changes plan at once; the prorated difference for the rest of the period
-    (positive: owed, negative: a credit) is answered and audited for the operator to bill or credit."""
-    account = await _locked_account(BillingRepository(session), account_id)
-    subscription, plan = await plan_change_target(
-        session, account=account, subscription_id=subscription_id, plan_code=plan_code)
-    proration = periods.prorated_difference(
-        subscription.price_minor, plan.price_minor, start=subscription.current_period_start,
-        end=subscription.current_period_end, at=utcnow())
-    await _sell_plan(session, subscription, plan, price_ref=plan.stripe_price_id, proration_minor=proration)
-    return subscription, plan, proration
-
-
-async def record_plan_change_request(
-    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, plan: Plan,
-    snapshot: ProviderSubscription,
-) -> tuple[Subscription, Plan]:
-    """The provider's answer to a plan change a customer asked for is applied (the plan follows its price; with
-    the prorated payment still due, the old plan stays until it is paid), and who asked is audited."""
-    await apply_provider_subscription(session, account_id=account_id, snapshot=snapshot)
-    await audit.record(
-        session, action="subscription.plan_change_requested", target_type="subscription", target_id=subscription_id,
-        account_id=account_id, after={"plan": plan.code, "plan_version": plan.version,
-                                      "pending_payment": snapshot.pending_update},
-    )
-    return await _subscription_of(BillingRepository(session), account_id, subscription_id)
-
-
-async def _sell_plan(session: AsyncSession, subscription: Subscription, plan: Plan, *, price_ref: str | None,
-                     proration_minor: int | None = None) -> Plan:
-    """From now on the subscription is sold at `plan`'s current version: its terms, quotas and price."""
-    before = {"plan_id": str(subscription.plan_id), "plan_version": subscription.plan_version,
-              "price_minor": subscription.price_minor}
-    subscription.plan_id = plan.id
-    for name, value in sold_terms(plan).items():
-        setattr(subscription, name, value)
-    subscription.stripe_price_id = price_ref
-    subscription.plan_changes += 1
-    await session.flush()
-    after = {"plan_id": str(plan.id), "plan": plan.code, "plan_version": plan.version,
-             "price_minor": plan.price_minor, "proration_minor": proration_minor}
-    await audit.record(session, action="subscription.plan_changed", target_type="subscription",
-                       target_id=subscription.id, account_id=subscription.account_id, before=before, after=after)
-    request_reconcile(subscription.account_id)
-    return plan
 
 
 # --- dunning e-mails ----------------------------------------------------------------------------------------
