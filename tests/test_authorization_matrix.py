@@ -124,11 +124,13 @@ BODIES: dict[str, Callable[[], dict[str, Any]]] = {
     "ApiKeyCreate": lambda: {"name": "matrix key", "scopes": ["account:read"]},
     "CheckoutCreate": lambda: {"plan": "free"},
     "SubscriptionCancel": lambda: {"at": "period_end"},
+    "PlanChangeCreate": lambda: {"plan": "pro"},
     "SubscriptionRenew": dict,
     "InstanceCreate": lambda: {"template": "static-site", "name": f"matrix-{uuid.uuid4().hex[:8]}"},
     "PlanUpdate": lambda: {"name": "Renamed plan"},
     "SuspendRequest": lambda: {"reason": "admin", "note": "authorization matrix"},
     "BillingModeUpdate": lambda: {"billing_mode": "invoice"},
+    "ContractUpdate": lambda: {"ends_at": "2031-01-01T00:00:00Z"},
     "ContractUpdate": lambda: {"ends_at": "2031-01-01T00:00:00Z"},
     "UnsuspendRequest": lambda: {"reason": "admin"},
 }

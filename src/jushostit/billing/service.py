@@ -20,6 +20,7 @@ from jushostit.billing.provider import (
     ProviderCheckout,
     ProviderInvoice,
     ProviderSubscription,
+    plan_of_lookup_key,
 )
 from jushostit.billing.repository import BillingRepository
 from jushostit.billing.schemas import CancelAt
@@ -595,6 +596,13 @@ async def apply_provider_subscription(
     if found is None:
         return False
     subscription, plan = found
+    if snapshot.price_ref is not None and snapshot.price_ref != subscription.stripe_price_id:
+        # Its plan changed (through our API or the provider's portal): the price says to which plan.
+        sold = await CatalogRepository(session).plan_for_price(
+            snapshot.price_ref, plan_of_lookup_key(snapshot.price_lookup_key))
+        if sold is None:
+            return False  # a price we do not sell: flagged for admins, not applied
+        plan = await _sell_plan(session, subscription, sold, price_ref=snapshot.price_ref)
     before = _sync_fields(subscription)
     subscription.external_id = snapshot.external_id
     if snapshot.status in PROVIDER_ENDED:
@@ -683,6 +691,91 @@ def portal_customer(account: Account) -> str:
     if account.provider_customer_id is None:
         raise Conflict("The account has no card payments yet: check out a plan first", code="no_payment_customer")
     return account.provider_customer_id
+
+
+# --- plan changes ---------------------------------------------------------------------------------------------
+
+
+async def plan_change_target(
+    session: AsyncSession, *, account: Account, subscription_id: uuid.UUID, plan_code: str
+) -> tuple[Subscription, Plan]:
+    """The subscription and the plan it may change to (an upgrade or a downgrade between paid plans of the same
+    currency and interval), or the clear refusal."""
+    subscription, current = await _subscription_of(BillingRepository(session), account.id, subscription_id)
+    if subscription.status == "cancelled":
+        raise Conflict("The subscription is cancelled: check out again", code="subscription_cancelled")
+    if subscription.status == "pending":
+        raise Conflict("The subscription waits for its first payment", code="subscription_pending")
+    plan = await CatalogRepository(session).plan_by_code(plan_code)
+    if plan is None:
+        raise NotFound(f"No plan {plan_code!r}", code="plan_not_found")
+    if plan.retired_at is not None:
+        raise Conflict(f"The plan {plan_code!r} is retired", code="plan_retired")
+    if plan.id == current.id:
+        raise Conflict(f"The subscription is on {plan_code!r} already", code="plan_unchanged")
+    if is_free(plan) or is_free(subscription) or (plan.currency, plan.interval) != (
+            subscription.currency, subscription.interval):
+        raise Conflict("Only a paid plan of the same currency and interval can replace a paid plan; for any other "
+                       "change, cancel and check out the new plan", code="plan_change_not_supported",
+                       details={"currency": subscription.currency, "interval": subscription.interval})
+    if account.billing_mode.value not in plan.billing_modes:
+        raise Conflict(f"The plan {plan_code!r} is not available to accounts billed by {account.billing_mode.value}",
+                       code="billing_mode_not_allowed")
+    return subscription, plan
+
+
+def provider_change_key(subscription: Subscription, plan: Plan) -> str:
+    """Names one change at the provider: a retry of it is the same change; a later change back is not."""
+    return f"change-plan:{subscription.id}:{subscription.plan_changes}:{plan.code}:{plan.version}"
+
+
+async def change_plan_off_platform(
+    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, plan_code: str
+) -> tuple[Subscription, Plan, int]:
+    """A subscription paid off-platform changes plan at once; the prorated difference for the rest of the period
+    (positive: owed, negative: a credit) is answered and audited for the operator to bill or credit."""
+    account = await _locked_account(BillingRepository(session), account_id)
+    subscription, plan = await plan_change_target(
+        session, account=account, subscription_id=subscription_id, plan_code=plan_code)
+    proration = periods.prorated_difference(
+        subscription.price_minor, plan.price_minor, start=subscription.current_period_start,
+        end=subscription.current_period_end, at=utcnow())
+    await _sell_plan(session, subscription, plan, price_ref=plan.stripe_price_id, proration_minor=proration)
+    return subscription, plan, proration
+
+
+async def record_plan_change_request(
+    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, plan: Plan,
+    snapshot: ProviderSubscription,
+) -> tuple[Subscription, Plan]:
+    """The provider's answer to a plan change a customer asked for is applied (the plan follows its price; with
+    the prorated payment still due, the old plan stays until it is paid), and who asked is audited."""
+    await apply_provider_subscription(session, account_id=account_id, snapshot=snapshot)
+    await audit.record(
+        session, action="subscription.plan_change_requested", target_type="subscription", target_id=subscription_id,
+        account_id=account_id, after={"plan": plan.code, "plan_version": plan.version,
+                                      "pending_payment": snapshot.pending_update},
+    )
+    return await _subscription_of(BillingRepository(session), account_id, subscription_id)
+
+
+async def _sell_plan(session: AsyncSession, subscription: Subscription, plan: Plan, *, price_ref: str | None,
+                     proration_minor: int | None = None) -> Plan:
+    """From now on the subscription is sold at `plan`'s current version: its terms, quotas and price."""
+    before = {"plan_id": str(subscription.plan_id), "plan_version": subscription.plan_version,
+              "price_minor": subscription.price_minor}
+    subscription.plan_id = plan.id
+    for name, value in sold_terms(plan).items():
+        setattr(subscription, name, value)
+    subscription.stripe_price_id = price_ref
+    subscription.plan_changes += 1
+    await session.flush()
+    after = {"plan_id": str(plan.id), "plan": plan.code, "plan_version": plan.version,
+             "price_minor": plan.price_minor, "proration_minor": proration_minor}
+    await audit.record(session, action="subscription.plan_changed", target_type="subscription",
+                       target_id=subscription.id, account_id=subscription.account_id, before=before, after=after)
+    request_reconcile(subscription.account_id)
+    return plan
 
 
 # --- dunning e-mails ----------------------------------------------------------------------------------------
