@@ -131,7 +131,6 @@ BODIES: dict[str, Callable[[], dict[str, Any]]] = {
     "SuspendRequest": lambda: {"reason": "admin", "note": "authorization matrix"},
     "BillingModeUpdate": lambda: {"billing_mode": "invoice"},
     "ContractUpdate": lambda: {"ends_at": "2031-01-01T00:00:00Z"},
-    "ContractUpdate": lambda: {"ends_at": "2031-01-01T00:00:00Z"},
     "UnsuspendRequest": lambda: {"reason": "admin"},
 }
 
