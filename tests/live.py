@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 import pytest
+import uvicorn
 from sqlalchemy import delete, select, text, update
 
 from jushostit.app import create_app
@@ -69,6 +70,24 @@ async def eventually(condition: Callable[[], Awaitable[T] | T], what: str, timeo
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(interval)  # polling a condition, bounded by the deadline
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any) -> AsyncIterator[str]:
+    """`app` on a real uvicorn on a free loopback port, in this event loop (so it shares the test's database
+    pool), for a caller outside this process such as a webhook sender; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False,
+                                           lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started or task.done(), "uvicorn to start")
+        if task.done():
+            await task  # raises what stopped it
+            raise AssertionError("uvicorn stopped before it started")
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 def processes_in(directory: Path) -> list[psutil.Process]:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
-import pytest
 import respx
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import select, text, update
 
 from jushostit.billing.service import sold_terms
 from jushostit.kit.db import utcnow
@@ -20,21 +18,9 @@ from jushostit.models import Account, AuditEntry, Plan, Subscription, WebhookEve
 from jushostit.webhooks.tasks import pull_from_stripe
 from tests.live import Live
 from tests.stripe_stand_in import stripe_stand_in
-from tests.webhooks.helpers import STRIPE_TEST_BASE, event, signed, stripe_settings
+from tests.webhooks.helpers import STRIPE_TEST_BASE, event, signed
 
 URL = "/v1/webhooks/stripe"
-
-
-@pytest.fixture
-async def inbox(live: Live) -> AsyncIterator[Live]:
-    """`live` configured for Stripe; the events the test stored are deleted after it."""
-    live.configure(**stripe_settings())
-    before = {"ids": set()}
-    async with live.container.database.engine.connect() as connection:
-        before["ids"] = set(await connection.scalars(select(WebhookEvent.id)))
-    yield live
-    async with live.container.database.unit_of_work() as session:
-        await session.execute(delete(WebhookEvent).where(WebhookEvent.id.not_in(before["ids"] or {uuid.uuid4()})))
 
 
 async def deliver(live: Live, body: dict) -> WebhookEvent:
