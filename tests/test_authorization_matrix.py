@@ -19,6 +19,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import fastapi.routing
@@ -32,8 +33,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import jushostit.app as app_module
 from jushostit.app import api_routes, check_route_rules, create_app, page_routes
 from jushostit.auth.dependencies import AuthRule, public, require_user, route_rule
+from jushostit.invoices.repository import InvoiceRepository
+from jushostit.invoices.service import invoice_number
 from jushostit.kit.db import utcnow
-from jushostit.models import Account, Instance, Invite, Membership, Role, Subscription, User, WebhookEvent
+from jushostit.models import (
+    Account,
+    Instance,
+    Invite,
+    Invoice,
+    InvoiceLine,
+    Membership,
+    Role,
+    Subscription,
+    User,
+    WebhookEvent,
+)
 from tests.conftest import TEST_PASSWORD, Signup
 from tests.streaming import first_response, is_streaming
 
@@ -183,6 +197,7 @@ class Tenant:
     subscription_id: str
     instance_id: str
     webhook_event_id: str = ""
+    invoice_id: str = ""
 
     def path_values(self) -> dict[str, str]:
         """Every path parameter name any route uses, filled with this tenant's real resources."""
@@ -197,6 +212,7 @@ class Tenant:
             "provider": "no-such-provider",  # OIDC providers are public routes
             "path": "index.html",  # a file of the tenant's site (PUT .../files/{path})
             "event_id": self.webhook_event_id,  # a provider's event about the tenant (admin routes)
+            "invoice_id": self.invoice_id,
         }
 
 
@@ -235,7 +251,22 @@ async def make_tenant(client: httpx.AsyncClient, session: AsyncSession, signup: 
         checkout.json()["subscription"]["id"],
         instance.json()["id"],
         str(event.id),
+        str(await an_invoice(session, owner.account_id)),
     )
+
+
+async def an_invoice(session: AsyncSession, account_id: str) -> uuid.UUID:
+    """An open invoice of the account, due in a month, numbered as an operator's would be."""
+    now = utcnow()
+    seq = await InvoiceRepository(session).take_number(now.year)
+    invoice = Invoice(
+        account_id=uuid.UUID(account_id), number=invoice_number(now.year, seq), year=now.year, seq=seq,
+        currency="EUR", total_minor=1000, status="open", issued_at=now, due_at=now + timedelta(days=30),
+        lines=[InvoiceLine(position=1, description="Hosting", quantity=1, unit_amount_minor=1000, amount_minor=1000)],
+    )
+    session.add(invoice)
+    await session.flush()
+    return invoice.id
 
 
 async def login(client: httpx.AsyncClient, user: Signup) -> dict[str, str]:
@@ -481,7 +512,7 @@ async def test_a_platform_admins_api_key_without_the_admin_scope_is_refused(app,
     assert created.status_code == 201, created.text
     narrow = {"Authorization": f"Bearer {created.json()['key']}"}
     values = {"account_id": admin.account_id, "plan_code": "starter", "subscription_id": str(uuid.uuid4()),
-              "user_id": str(uuid.uuid4()), "event_id": str(uuid.uuid4())}
+              "user_id": str(uuid.uuid4()), "event_id": str(uuid.uuid4()), "invoice_id": str(uuid.uuid4())}
     for op in operations(app):
         if op.rule is AuthRule.admin:
             assert_error(await call(app, client, op, values, narrow), 403, "admin_required")

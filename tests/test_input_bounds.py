@@ -28,6 +28,9 @@ from jushostit.models import (
     CreditGrant,
     Instance,
     Invite,
+    Invoice,
+    InvoiceLine,
+    Payment,
     Plan,
     ServiceTemplate,
     Subscription,
@@ -134,7 +137,7 @@ def assert_validation_error(response: httpx.Response, loc: list[Any]) -> None:
 async def row_counts(session) -> dict[str, int]:
     """Rows per table a refused request could have touched (every change also writes an audit entry)."""
     tables = (User, Account, ApiKey, Invite, Plan, ServiceTemplate, Subscription, Instance, AuditEntry, AuthThrottle,
-              CreditGrant, CreditEntry)
+              CreditGrant, CreditEntry, Invoice, InvoiceLine, Payment)
     return {table.__name__: await session.scalar(select(func.count()).select_from(table)) for table in tables}
 
 
@@ -222,6 +225,20 @@ OVER_LENGTH: dict[str, Callable[[Signup], tuple[str, str, dict[str, Any] | None,
     "credit debit reference": lambda me: (
         "POST", f"/v1/admin/accounts/{me.account_id}/credits/debits",
         {"amount": 1, "reason": "usage", "reference": "r" * 201}, me.headers, ["body", "reference"],
+    ),
+    "invoice line description": lambda me: (
+        "POST", f"/v1/admin/accounts/{me.account_id}/invoices",
+        {"currency": "EUR", "lines": [{"description": "d" * 201, "unit_amount_minor": 1}]}, me.headers,
+        ["body", "lines", 0, "description"],
+    ),
+    "invoice memo": lambda me: (
+        "POST", f"/v1/admin/accounts/{me.account_id}/invoices",
+        {"currency": "EUR", "lines": [{"description": "Hosting", "unit_amount_minor": 1}], "memo": "m" * 1001},
+        me.headers, ["body", "memo"],
+    ),
+    "invoice payment reference": lambda me: (
+        "POST", f"/v1/admin/invoices/{uuid.uuid4()}/mark-paid", {"reference": "r" * 201}, me.headers,
+        ["body", "reference"],
     ),
 }
 

@@ -43,6 +43,7 @@ from jushostit.events.broker import Broker
 from jushostit.events.endpoints import router as events_router
 from jushostit.instances.endpoints import router as instances_router
 from jushostit.instances.repository import InstanceRepository
+from jushostit.invoices.endpoints import router as invoices_router
 from jushostit.kit import context, metrics
 from jushostit.kit.client_address import client_address
 from jushostit.kit.db import libpq_url
@@ -324,6 +325,7 @@ ROUTERS = (
     catalog_router,
     billing_router,
     credits_router,
+    invoices_router,
     instances_router,
     events_router,
     audit_router,
@@ -385,7 +387,7 @@ SCOPE_MEANINGS = {
     "account:write": "Change the account's settings (name, billing email).",
     "members:read": "List the account's members and invites.",
     "members:write": "Invite members, change their roles, remove them, revoke invites.",
-    "billing:read": "Read the account's subscriptions.",
+    "billing:read": "Read the account's subscriptions and invoices.",
     "billing:write": "Check out a plan, renew and cancel subscriptions.",
     "instances:read": "List instances, read their status and logs, stream the account's events.",
     "instances:write": "Order, restart and delete instances.",

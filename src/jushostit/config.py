@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     resync_interval_seconds: int = Field(default=300, ge=5)
     expired_retention_days: int = Field(default=30, ge=1)
     free_renewal_window_days: int = Field(default=3, ge=1)
+    # The seller printed at the top of every invoice: name, address, tax number, one per line.
+    invoice_issuer: str = Field(default="JusHostIt", min_length=1, max_length=2000)
 
     smtp_host: str | None = None
     smtp_port: int = 587

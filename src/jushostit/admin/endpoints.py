@@ -56,9 +56,11 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
     now, settings = utcnow(), container.current().settings
     items = []
     for account in accounts:
+        row, subscriptions = facts[account.id]
         entitled = entitlement_inputs(
             account,
-            facts[account.id][1],
+            subscriptions,
+            invoice_due_at=row.invoice_due_at,
             expired_retention_days=settings.expired_retention_days,
         ).decide(now, instance_facts(i for i in instances if i.account_id == account.id))
         count, failing, error, reconciled = health.get(account.id, (0, 0, None, None))

@@ -3,12 +3,16 @@
 The conversions (`subscription_facts`, `account_facts`, `instance_facts`, ...) are pure, so the reconciler can
 build the same facts from rows it loaded itself; `load_entitlement_inputs` is the one loader for a single
 account (instances and accounts use it; nobody else builds entitlement inputs).
+
+An open invoice past its due date makes the account past due from that date: the decision sees the account past
+due since the earlier of its own `past_due_since` and the due date of its oldest open invoice, once that date has
+come (`EntitlementInputs.account_at`), and the due date itself is one of the instants time changes the decision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -131,18 +135,33 @@ class EntitlementInputs:
     subscriptions: list[SubscriptionFacts]
     policy: DunningPolicy
     budget: BudgetFacts
+    invoice_due_at: datetime | None  # the due date of the account's oldest open invoice
+
+    def account_at(self, now: datetime) -> AccountFacts:
+        """The account's facts at `now`: past due since the earlier of its own past-due instant and its oldest
+        open invoice's due date, once that date has come."""
+        due = self.invoice_due_at
+        if due is None or due > now:
+            return self.account
+        since = self.account.past_due_since
+        return replace(self.account, past_due_since=due if since is None else min(since, due))
 
     def decide(self, now: datetime, instances: Iterable[InstanceFacts] = ()) -> Entitlement:
-        return entitlement(self.account, self.subscriptions, self.policy, self.budget, list(instances), now)
+        return entitlement(self.account_at(now), self.subscriptions, self.policy, self.budget, list(instances), now)
 
     def next_change(self, now: datetime, instances: Iterable[InstanceFacts] = ()) -> datetime | None:
-        return next_change(self.account, self.subscriptions, self.policy, list(instances), now)
+        """The next instant time alone may change the decision; an invoice falling due is one (the account is past
+        due from then on, and the grace's end follows from it)."""
+        changes = (next_change(self.account_at(now), self.subscriptions, self.policy, list(instances), now),
+                   self.invoice_due_at)
+        return min((moment for moment in changes if moment is not None and moment > now), default=None)
 
 
 def entitlement_inputs(
     account: AccountFactsRow,
     subscriptions: Iterable[tuple[SubscriptionFactsRow, PlanFactsRow]],
     *,
+    invoice_due_at: datetime | None,
     expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS,
 ) -> EntitlementInputs:
     return EntitlementInputs(
@@ -151,11 +170,15 @@ def entitlement_inputs(
         policy=dunning_policy(account.billing_mode, overrides=account.dunning_policy,
                               expired_retention_days=expired_retention_days),
         budget=budget_facts(account),
+        invoice_due_at=invoice_due_at,
     )
 
 
 async def load_entitlement_inputs(
     session: AsyncSession, account: Account, *, expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS
 ) -> EntitlementInputs:
-    subscriptions = await BillingRepository(session).all_of(account.id)
-    return entitlement_inputs(account, subscriptions, expired_retention_days=expired_retention_days)
+    repository = BillingRepository(session)
+    subscriptions = await repository.all_of(account.id)
+    invoice_due_at = await repository.oldest_open_invoice_due(account.id)
+    return entitlement_inputs(account, subscriptions, invoice_due_at=invoice_due_at,
+                              expired_retention_days=expired_retention_days)

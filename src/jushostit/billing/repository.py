@@ -1,17 +1,37 @@
-"""Every query of subscriptions and their payments. Tenant scoping for subscriptions lives here: customer
-routes name a subscription only together with its account."""
+"""Every query of subscriptions and their payments, and the entitlement's one question about invoices. Tenant
+scoping for subscriptions lives here: customer routes name a subscription only together with its account."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import ScalarSelect, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
-from jushostit.models import Account, BillingMode, DunningNotice, Payment, Plan, Subscription
+from jushostit.models import (
+    Account,
+    BillingMode,
+    DunningNotice,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+    Plan,
+    Subscription,
+)
+
+
+def oldest_open_invoice_due(account_id: uuid.UUID | QueryableAttribute[uuid.UUID]) -> ScalarSelect[datetime]:
+    """The due date of the account's oldest open invoice (null without one): from then on the account is past
+    due. Correlated when given a column (the reconciler reads it for many accounts in one statement)."""
+    return (
+        select(func.min(Invoice.due_at))
+        .where(Invoice.account_id == account_id, Invoice.status == InvoiceStatus.open.value)
+        .scalar_subquery()
+    )
 
 
 class BillingRepository:
@@ -32,6 +52,9 @@ class BillingRepository:
             .with_for_update()
             .execution_options(populate_existing=True)
         )
+
+    async def oldest_open_invoice_due(self, account_id: uuid.UUID) -> datetime | None:
+        return await self.session.scalar(select(oldest_open_invoice_due(account_id)))
 
     async def open_subscription_to(
         self, account_id: uuid.UUID, plan_id: uuid.UUID, now: datetime
@@ -148,7 +171,7 @@ class BillingRepository:
             )
             .order_by(Payment.period_start)
         )
-        return list((await self.session.scalars(stmt)).all())
+        return cast(list[datetime], list(await self.session.scalars(stmt)))  # compared, so never null
 
     async def activate_pending(
         self, subscription_id: uuid.UUID, *, start: datetime, end: datetime

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -63,6 +64,10 @@ def _known_currency(value: str) -> str:
     if not money.is_known(value):
         raise ValueError(f"unknown currency {value!r}")
     return value
+
+
+# A currency a request may name: one whose exponent we know (amounts are shown with it).
+KnownCurrency = Annotated[Currency, AfterValidator(_known_currency)]
 
 
 # --- plans ------------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from jushostit import container
 from jushostit.accounts import service as accounts_service
@@ -28,21 +27,15 @@ from jushostit.auth.dependencies import public
 from jushostit.auth.schemas import TokenPair
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import AppError, BadRequest, Forbidden
+from jushostit.kit.html import html_response, templates
 from jushostit.kit.schemas import OpaqueToken
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(public(rate_limit=True))])
 
 CSRF_COOKIE = "jushostit_csrf"
-SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'",
-}
 MAX_FORM_BYTES = 4096
 
-_templates = Environment(loader=PackageLoader("jushostit.pages", "templates"), autoescape=select_autoescape())
+_templates = templates("jushostit.pages")
 LinkToken = Annotated[OpaqueToken, Query()]
 
 
@@ -67,7 +60,7 @@ def render(
     html = _templates.get_template("page.html").render(
         title=title, lines=lines, form=form, values=values or [], error=error
     )
-    response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+    response = html_response(html, status=status)
     if form is not None:
         response.set_cookie(CSRF_COOKIE, form.csrf, httponly=True, samesite="strict", path="/",
                             secure=container.current().settings.base_url.startswith("https://"))

@@ -11,6 +11,7 @@ from sqlalchemy import ARRAY, any_, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from jushostit.billing.repository import oldest_open_invoice_due
 from jushostit.models import Account, Instance, Plan, ServiceTemplate, StoredSecret, Subscription
 from jushostit.models.rows import AccountFactsRow, PlanFactsRow, SubscriptionFactsRow
 
@@ -31,6 +32,13 @@ class AccountRow(AccountFactsRow, Protocol):
     @property
     def reconcile_failures(self) -> int: ...
 
+
+class SnapshotRow(AccountRow, Protocol):
+    """An account as a pass reads it: its row, and the due date of its oldest open invoice."""
+
+    @property
+    def invoice_due_at(self) -> datetime | None: ...
+
 # Built once: the reconciler runs these for every account on every resync, and building a statement costs
 # more than running it.
 # One array parameter rather than an expanded IN list: the statement text stays the same whatever the number
@@ -43,6 +51,7 @@ _ACCOUNTS = select(
     Account.budget_minor, Account.month_spend_minor, Account.dunning_policy, Account.billing_email,
     Account.contract_ends_at,
     Account.reconcile_error, Account.reconcile_failures, Account.name, Account.dunning_episode,
+    oldest_open_invoice_due(Account.id).label("invoice_due_at"),
 ).where(Account.id == any_(_IDS))
 _SUBSCRIPTIONS = select(
     Subscription.account_id, Subscription.id, Subscription.plan_id, Subscription.status,
@@ -70,14 +79,14 @@ class ReconcileRepository:
 
     async def accounts_with_subscriptions(
         self, account_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, tuple[AccountRow, list[tuple[SubscriptionFactsRow, PlanFactsRow]]]]:
+    ) -> dict[uuid.UUID, tuple[SnapshotRow, list[tuple[SubscriptionFactsRow, PlanFactsRow]]]]:
         """Each account with its subscriptions and their plans, in three round trips whatever the number of
         accounts (the few plans are read once, not once per subscription)."""
         if not account_ids:
             return {}
         ids = {"account_ids": list(account_ids)}
-        found: dict[uuid.UUID, tuple[AccountRow, list[tuple[SubscriptionFactsRow, PlanFactsRow]]]] = {
-            row.id: (cast(AccountRow, row), []) for row in await self.session.execute(_ACCOUNTS, ids)
+        found: dict[uuid.UUID, tuple[SnapshotRow, list[tuple[SubscriptionFactsRow, PlanFactsRow]]]] = {
+            row.id: (cast(SnapshotRow, row), []) for row in await self.session.execute(_ACCOUNTS, ids)
         }
         subscriptions = list(await self.session.execute(_SUBSCRIPTIONS, ids))
         plan_ids = list({row.plan_id for row in subscriptions})

@@ -98,10 +98,11 @@ async def snapshots(
         for instance in own:
             url, host = instance_address(settings, instance.slug)
             inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code, url, host))
-        facts = entitlement_inputs(account, subscriptions, expired_retention_days=settings.expired_retention_days)
+        facts = entitlement_inputs(account, subscriptions, invoice_due_at=account.invoice_due_at,
+                                   expired_retention_days=settings.expired_retention_days)
         facts_of_instances = instance_facts(own)
         used = {i.template_code for i in own}
-        past_due_since = facts.account.past_due_since
+        past_due_since = facts.account_at(now).past_due_since  # an overdue invoice's episode is one too
         result[account_id] = Snapshot(
             account, own, facts.decide(now, facts_of_instances), inputs,
             {c: templates[c] for c in used if c in templates},
@@ -298,6 +299,7 @@ async def _delete_if_still_deleted(
             return False
         now = utcnow()
         facts = entitlement_inputs(account, await billing.all_of(account.id),
+                                   invoice_due_at=await billing.oldest_open_invoice_due(account.id),
                                    expired_retention_days=settings.expired_retention_days)
         entitled = facts.decide(now, instance_facts([instance]))
         if entitled.instances[instance.id].level != Level.deleted:
