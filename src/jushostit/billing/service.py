@@ -498,10 +498,11 @@ async def renew_contract_periods(session: AsyncSession, *, account_id: uuid.UUID
                            recorded_by=None)
     renewed = 0
     for subscription, plan in await repository.all_of(account.id):
-        due = subscription.current_period_end <= now + CONTRACT_RENEWAL_LEAD and subscription.current_period_end < ends
-        if subscription.provider != CONTRACT_PROVIDER or subscription.status != "active" or not due \
-                or subscription.cancel_at_period_end:
+        paid_by_contract = subscription.provider == CONTRACT_PROVIDER and subscription.status == "active"
+        if not paid_by_contract or subscription.cancel_at_period_end:
             continue
+        if subscription.current_period_end > now + CONTRACT_RENEWAL_LEAD or subscription.current_period_end >= ends:
+            continue  # not due yet, or the contract ends before the next period would start
         starts = await _period_starts(repository, subscription)
         await _renew_once(session, repository, subscription, plan, report, starts=starts, now=now,
                           lifts_billing_hold=False)
