@@ -9,10 +9,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import time_machine
+from sqlalchemy import select
 
 from jushostit.billing.facts import EntitlementInputs
 from jushostit.entitlement import AccountFacts, BudgetFacts, DunningPolicy, Level, Quotas, SubscriptionFacts
-from jushostit.models import BillingMode
+from jushostit.models import AuditEntry, BillingMode
 from tests.billing.helpers import login, paid_subscription
 from tests.invoices.helpers import issue
 from tests.live import Live
@@ -108,6 +109,34 @@ async def test_voiding_an_overdue_invoice_lifts_its_hold_too(client, session, si
                                    headers=await login(client, operator))
         assert voided.status_code == 200, voided.text
         assert (await _entitlement(client, owner, headers))["holds"] == []
+
+
+async def test_paying_an_invoice_lifts_the_billing_hold_an_admin_set_and_no_other_while_voiding_lifts_none(
+    client, session, signup, admin
+) -> None:
+    operator, owner = await admin(), await signup(account_name="Held")
+    await paid_subscription(client, session, owner, operator, plan="starter")
+    voided, paid = await issue(client, operator.headers, owner), await issue(client, operator.headers, owner)
+    for reason in ("billing", "abuse"):
+        held = await client.post(f"/v1/admin/accounts/{owner.account_id}/suspend", json={"reason": reason},
+                                 headers=operator.headers)
+        assert held.status_code == 200, held.text
+
+    async def holds() -> tuple[list[str], list[str]]:
+        account = (await client.get(f"/v1/accounts/{owner.account_id}", headers=owner.headers)).json()
+        return account["suspension_reasons"], account["entitlement"]["holds"]
+
+    void = await client.post(f"/v1/admin/invoices/{voided['id']}/void", json={"reason": "wrong"},
+                             headers=operator.headers)
+    assert void.status_code == 200, void.text
+    assert await holds() == (["abuse", "billing"], ["abuse", "billing"])  # voiding is no payment
+    marked = await client.post(f"/v1/admin/invoices/{paid['id']}/mark-paid", json={}, headers=operator.headers)
+    assert marked.status_code == 200, marked.text
+    assert await holds() == (["abuse"], ["abuse"])  # a payment lifts the `billing` hold, only that one
+    lifted = await session.scalars(select(AuditEntry).where(
+        AuditEntry.action == "account.billing_status_changed", AuditEntry.target_id == owner.account_id,
+    ).order_by(AuditEntry.seq.desc()).limit(1))
+    assert lifted.one().after["suspension_reasons"] == ["abuse"]
 
 
 async def test_the_reconciler_stops_the_services_of_an_account_overdue_past_its_grace_and_restarts_them_when_paid(

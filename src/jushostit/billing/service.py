@@ -92,10 +92,18 @@ def _account_fields(account: Account) -> dict[str, Any]:
     }
 
 
-async def _account_entitled_by(session: AsyncSession, account: Account, plan: Plan, *, payment: bool) -> None:
-    """The account's facts once a subscription to `plan` is active. A payment lifts only the `billing` hold and
-    the past-due clock; every other hold stays (REFERENCE §1 F4, F14). The plan's default budget applies when
-    the account has none."""
+async def payment_received(session: AsyncSession, account: Account) -> None:
+    """A payment of no subscription (an invoice's): like every payment, it lifts the account's `billing` hold and
+    past-due clock, and nothing else. The caller holds the account's lock."""
+    await _account_entitled_by(session, account, None, payment=True)
+
+
+async def _account_entitled_by(
+    session: AsyncSession, account: Account, plan: Plan | None, *, payment: bool
+) -> None:
+    """The account's facts once a subscription to `plan` is active (or a payment of no subscription arrived, with
+    no plan). A payment lifts only the `billing` hold and the past-due clock; every other hold stays (REFERENCE §1
+    F4, F14). The plan's default budget applies when the account has none."""
     before = _account_fields(account)
     if payment:
         account.suspension_reasons = [r for r in account.suspension_reasons if r != SuspensionReason.billing]
@@ -106,7 +114,7 @@ async def _account_entitled_by(session: AsyncSession, account: Account, plan: Pl
         account.status = AccountStatus.past_due
     else:
         account.status = AccountStatus.active
-    if account.budget_minor is None and plan.default_budget_minor is not None:
+    if plan is not None and account.budget_minor is None and plan.default_budget_minor is not None:
         account.budget_minor = plan.default_budget_minor
     after = _account_fields(account)
     if before != after:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
+from jushostit.billing import service as billing
 from jushostit.billing.repository import BillingRepository
 from jushostit.invoices.repository import InvoiceRepository
 from jushostit.invoices.schemas import InvoiceLineCreate
@@ -94,26 +95,26 @@ async def create(
     return invoice
 
 
-async def _locked_invoice(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice:
+async def _locked_invoice(session: AsyncSession, invoice_id: uuid.UUID) -> tuple[Account, Invoice]:
     """The invoice, read afresh under its account's lock (taken first, as every writer of the account's facts
-    does) and its own."""
+    does) and its own; and its account."""
     repository = InvoiceRepository(session)
     found = await repository.by_id(invoice_id)
     if found is None:
         raise NotFound("Invoice not found", code="invoice_not_found")
-    await _locked_account(session, found.account_id)
+    account = await _locked_account(session, found.account_id)
     invoice = await repository.by_id(invoice_id, for_update=True)
     assert invoice is not None  # an invoice goes only with its account, which is locked
-    return invoice
+    return account, invoice
 
 
 async def mark_paid(
     session: AsyncSession, *, invoice_id: uuid.UUID, reference: str | None, recorded_by: uuid.UUID
 ) -> Invoice:
     """An admin records the invoice's payment: one `payments` row of its total, and the invoice is paid, so it
-    no longer makes the account past due. Marking a paid invoice again changes nothing and answers it; a void one
-    is 409 `invoice_void`."""
-    invoice = await _locked_invoice(session, invoice_id)
+    no longer makes the account past due; like every payment it lifts the account's `billing` hold (only that
+    one). Marking a paid invoice again changes nothing and answers it; a void one is 409 `invoice_void`."""
+    account, invoice = await _locked_invoice(session, invoice_id)
     if invoice.status == InvoiceStatus.paid:
         return invoice
     if invoice.status == InvoiceStatus.void:
@@ -127,14 +128,16 @@ async def mark_paid(
         before={"status": InvoiceStatus.open.value},
         after={**_fields(invoice), "payment_id": str(payment_id), "payment_reference": reference},
     )
-    request_reconcile(invoice.account_id)  # the `billing` hold it caused lifts
+    await billing.payment_received(session, account)
+    request_reconcile(account.id)  # the `billing` hold lifts
     return invoice
 
 
 async def void(session: AsyncSession, *, invoice_id: uuid.UUID, reason: str) -> Invoice:
     """An admin voids an open invoice (issued by mistake, replaced): it is no longer owed. Voiding a void invoice
-    changes nothing and answers it; a paid one is 409 `invoice_paid`."""
-    invoice = await _locked_invoice(session, invoice_id)
+    changes nothing and answers it; a paid one is 409 `invoice_paid`. Not a payment: a `billing` hold an admin set
+    stays."""
+    _, invoice = await _locked_invoice(session, invoice_id)
     if invoice.status == InvoiceStatus.void:
         return invoice
     if invoice.status == InvoiceStatus.paid:
