@@ -177,6 +177,12 @@ async def test_the_printable_invoice_is_escaped_html_with_a_print_stylesheet_and
     assert "Acme &lt;i&gt;Evil&lt;/i&gt;" in html and "Pay to &lt;b&gt;IBAN&lt;/b&gt;" in html
     assert "@media print" in html and f"Invoice {invoice['number']}" in html
     assert "12.50" in html and "25.00 EUR" in html and "JusHostIt" in html  # the issuer's default
+    assert "Please pay by" in html and "PAID" not in html
+    paid = await client.post(admin_url(invoice, "mark-paid"), json={"reference": "<wire> 42"},
+                             headers=operator.headers)
+    assert paid.status_code == 200, paid.text
+    receipt = (await client.get(customer_url(owner, invoice, "/html"), headers=owner.headers)).text
+    assert "PAID" in receipt and "Payment reference: &lt;wire&gt; 42" in receipt and "Please pay by" not in receipt
     # JSON carries the text as it was given; only the page escapes it.
     shown = (await client.get(customer_url(owner, invoice), headers=owner.headers)).json()
     assert shown["lines"][0]["description"] == "<script>alert(1)</script> & co"
