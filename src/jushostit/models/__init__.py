@@ -6,6 +6,7 @@ from jushostit.models.audit_entry import AuditEntry
 from jushostit.models.auth_session import AuthSession, RefreshToken
 from jushostit.models.auth_throttle import AuthThrottle
 from jushostit.models.credit import CreditBalance, CreditEntry, CreditGrant
+from jushostit.models.credit_purchase import CreditPurchase
 from jushostit.models.dunning_notice import DunningNotice
 from jushostit.models.email_outbox import EmailOutbox, EmailStatus
 from jushostit.models.email_token import EmailToken, EmailTokenPurpose
@@ -34,6 +35,7 @@ __all__ = [
     "CreditBalance",
     "CreditEntry",
     "CreditGrant",
+    "CreditPurchase",
     "DunningNotice",
     "EmailOutbox",
     "EmailStatus",
