@@ -5,6 +5,7 @@ from jushostit.models.api_key import ApiKey
 from jushostit.models.audit_entry import AuditEntry
 from jushostit.models.auth_session import AuthSession, RefreshToken
 from jushostit.models.auth_throttle import AuthThrottle
+from jushostit.models.cluster import AccountPlacement, Cluster, ClusterHost, ClusterNode
 from jushostit.models.credit import CreditBalance, CreditEntry, CreditGrant
 from jushostit.models.credit_purchase import CreditPurchase
 from jushostit.models.dunning_notice import DunningNotice
@@ -26,12 +27,16 @@ from jushostit.models.webhook_event import WebhookEvent, WebhookEventStatus
 
 __all__ = [
     "Account",
+    "AccountPlacement",
     "AccountStatus",
     "ApiKey",
     "AuditEntry",
     "AuthSession",
     "AuthThrottle",
     "BillingMode",
+    "Cluster",
+    "ClusterHost",
+    "ClusterNode",
     "CreditBalance",
     "CreditEntry",
     "CreditGrant",

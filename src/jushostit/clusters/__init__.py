@@ -1,0 +1,1 @@
+"""Kubernetes clusters: registration, observation, placement and isolation checks."""
