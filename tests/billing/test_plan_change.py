@@ -13,15 +13,13 @@ from sqlalchemy import select
 
 from jushostit.billing.periods import prorated_difference
 from jushostit.billing.service import sold_terms
-from jushostit.billing.stripe_api import stripe_client
-from jushostit.kit.db import unit_of_work, utcnow
-from jushostit.models import Account, BillingMode, Membership, Plan, Role, Subscription, WebhookEvent
-from jushostit.webhooks import service as inbox
+from jushostit.kit.db import utcnow
+from jushostit.models import Account, BillingMode, Membership, Plan, Role, Subscription
 from tests.billing.helpers import error_of
 from tests.billing.test_stripe_checkout import actions, card_account
-from tests.conftest import asgi_client, joined_session
+from tests.conftest import asgi_client
 from tests.stripe_stand_in import StripeStandIn, stripe_stand_in
-from tests.webhooks.helpers import event, signed, stripe_settings
+from tests.webhooks.helpers import delivered, stripe_settings
 
 
 async def plan(session, code: str) -> Plan:
@@ -129,20 +127,6 @@ async def test_a_declined_upgrade_keeps_the_old_plan_until_stripe_takes_the_paym
     assert (await reloaded(session, row_id)).plan_changes == 0
 
 
-async def deliver(application, session, settings, obj: dict) -> WebhookEvent:
-    """A signed `customer.subscription.updated` posted to the inbox and processed as the worker would."""
-    body = event("customer.subscription.updated", obj)
-    payload, headers = signed(body)
-    async with asgi_client(application) as http:
-        answer = await http.post("/v1/webhooks/stripe", content=payload, headers=headers)
-    assert answer.status_code == 200, answer.text
-    row_id = await session.scalar(select(WebhookEvent.id).where(WebhookEvent.event_id == body["id"]))
-    async with joined_session(session.bind) as worker, unit_of_work(worker):
-        await inbox.process(worker, event_id=row_id, client=stripe_client(settings), now=utcnow())
-    session.expire_all()
-    return await session.get(WebhookEvent, row_id)
-
-
 async def test_a_plan_changed_in_stripes_portal_follows_the_price_and_a_price_we_do_not_sell_is_flagged(
     app_factory, session, signup, settings
 ) -> None:
@@ -158,14 +142,14 @@ async def test_a_plan_changed_in_stripes_portal_follows_the_price_and_a_price_we
         item = truth["items"]["data"][0]
         stripe.put({**truth, "items": {**truth["items"], "data": [{**item, "price": {
             "id": "price_someone_elses", "object": "price", "lookup_key": None}}]}})
-        flagged = await deliver(application, session, configured, {"id": row.external_id, "object": "subscription",
+        flagged = await delivered(application, session, configured, "customer.subscription.updated", {"id": row.external_id, "object": "subscription",
                                                                          "customer": truth["customer"]})
         assert (flagged.status, flagged.account_id) == ("unmatched", uuid.UUID(owner.account_id))  # its account's
         assert (await reloaded(session, row_id)).plan_id != pro_id
 
         stripe.put({**truth, "items": {**truth["items"], "data": [{**item, "price": {
             "id": "price_pro_in_portal", "object": "price", "lookup_key": f"jushostit:pro:{pro_version}"}}]}})
-        applied = await deliver(application, session, configured, {"id": row.external_id, "object": "subscription",
+        applied = await delivered(application, session, configured, "customer.subscription.updated", {"id": row.external_id, "object": "subscription",
                                                                          "customer": truth["customer"]})
     assert applied.status == "processed", applied.last_error
     subscription = await reloaded(session, row_id)

@@ -9,6 +9,13 @@ from typing import Any
 
 import stripe
 from pydantic import SecretStr
+from sqlalchemy import select
+
+from jushostit.billing.stripe_api import stripe_client
+from jushostit.kit.db import unit_of_work, utcnow
+from jushostit.models import WebhookEvent
+from jushostit.webhooks import service as inbox
+from tests.conftest import asgi_client, joined_session
 
 SECRET = "whsec_current_test_secret"
 PREVIOUS_SECRET = "whsec_previous_test_secret"
@@ -42,3 +49,18 @@ def signed(body: dict[str, Any] | str, secret: str = SECRET, *, at: int | None =
     payload = body if isinstance(body, str) else json.dumps(body)
     header = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=at)
     return payload.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
+
+
+async def delivered(application: Any, session: Any, settings: Any, event_type: str, obj: dict[str, Any]) -> Any:
+    """A new Stripe event about `obj` (id, object, customer), signed, posted to the inbox and processed as the
+    worker's job would, inside the test's transaction; answers its stored row."""
+    body = event(event_type, obj)
+    payload, headers = signed(body)
+    async with asgi_client(application) as http:
+        answer = await http.post("/v1/webhooks/stripe", content=payload, headers=headers)
+    assert answer.status_code == 200, answer.text
+    row_id = await session.scalar(select(WebhookEvent.id).where(WebhookEvent.event_id == body["id"]))
+    async with joined_session(session.bind) as worker, unit_of_work(worker):
+        await inbox.process(worker, event_id=row_id, client=stripe_client(settings), now=utcnow())
+    session.expire_all()
+    return await session.get(WebhookEvent, row_id)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Annotated
 
 import stripe
-from fastapi import APIRouter, Body, Depends, status
+from fastapi import APIRouter, Body, Depends, Path, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +29,9 @@ from jushostit.billing.schemas import (
     CancelAt,
     CheckoutCreate,
     CheckoutRead,
+    CreditPurchasePage,
+    CreditPurchaseRead,
+    PackPaymentRecord,
     PaymentRecord,
     PlanChangeCreate,
     PlanChangeRead,
@@ -41,7 +44,7 @@ from jushostit.idempotency import IdempotencyDep
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import Conflict, ServiceUnavailable, conflicts, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
-from jushostit.models import Plan, Role, Subscription
+from jushostit.models import CreditPurchase, Plan, Role, Subscription
 
 router = APIRouter(prefix="/v1", tags=["billing"])
 
@@ -287,6 +290,75 @@ async def billing_portal(access: BillingOwner, session: SessionDep, providers: P
     with provider_unavailable_as_503():
         url = await providers.stripe.portal_url(customer_id, f"{container.current().settings.base_url}/billing/portal")
     return BillingPortalRead(url=url)
+
+
+def purchase_read(purchase: CreditPurchase) -> CreditPurchaseRead:
+    return CreditPurchaseRead(
+        id=purchase.id, account_id=purchase.account_id, pack=purchase.pack_code, credits=purchase.credits,
+        price_minor=purchase.price_minor, currency=purchase.currency, provider=purchase.provider,
+        status=purchase.status, checkout_url=purchase.checkout_url if purchase.status == "pending" else None,
+        payment_reference=purchase.payment_reference, paid_at=purchase.paid_at, created_at=purchase.created_at,
+    )
+
+
+@router.post(
+    "/accounts/{account_id}/credit-packs/{pack_code}/purchase",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CreditPurchaseRead,
+    responses={**responses(401, 403, 404, 422, 503), **conflicts({
+        "billing_mode_not_allowed": "the pack is not sold to accounts of this billing mode",
+        "account_terminated": "the account is terminated",
+    })},
+)
+async def purchase_credit_pack(
+    pack_code: Annotated[str, Path(max_length=63)], access: BillingWriter, session: SessionDep, providers: Providers,
+) -> CreditPurchaseRead:
+    """Buy a credit pack (`GET /v1/credit-packs`). The purchase is pending; its credits are granted once the
+    payment is confirmed, never before: a card account pays on Stripe Checkout (`checkout_url`, a one-off
+    payment) and Stripe's confirmation grants them; other billing modes pay off-platform and an operator
+    records the payment. Each call is a new purchase (an unpaid checkout lapses after 24 hours). Needs a
+    verified e-mail address."""
+    check_email_verified(access.principal)
+    provider = providers.for_mode(access.account.billing_mode)
+    purchase, opens_at_provider = await service.buy_credit_pack(
+        session, account_id=access.account.id, pack_code=pack_code, provider=provider,
+        base_url=container.current().settings.base_url)
+    if opens_at_provider is None:
+        return purchase_read(purchase)
+    await session.commit()  # the pending purchase is kept first; Stripe is called outside any transaction
+    with provider_unavailable_as_503():
+        started = await provider.start_pack_checkout(opens_at_provider)
+    return purchase_read(await service.record_pack_checkout(session, purchase_id=purchase.id, started=started))
+
+
+@router.get(
+    "/accounts/{account_id}/credit-purchases",
+    response_model=CreditPurchasePage,
+    responses=responses(400, 401, 403, 404),
+)
+async def list_credit_purchases(access: BillingReader, session: SessionDep, page: Paging) -> CreditPurchasePage:
+    rows = await BillingRepository(session).purchases(access.account.id, after=page.after_uuid(),
+                                                      limit=page.limit + 1)
+    purchases, cursor = split_page(rows, page, "id")
+    return CreditPurchasePage(items=[purchase_read(p) for p in purchases], next_cursor=cursor)
+
+
+@router.post(
+    "/admin/credit-purchases/{purchase_id}/mark-paid",
+    response_model=CreditPurchaseRead,
+    tags=["admin"],
+    responses={**responses(401, 403, 404, 422), **conflicts({
+        "paid_by_provider": "a card purchase is confirmed by the payment provider",
+        "credit_purchase_expired": "the purchase has expired",
+    })},
+)
+async def mark_credit_purchase_paid(
+    purchase_id: uuid.UUID, body: PackPaymentRecord, admin: PlatformAdmin, session: SessionDep
+) -> CreditPurchaseRead:
+    """Confirms the off-platform payment of a pending credit pack: its credits are granted once; a repeat
+    answers the same purchase."""
+    return purchase_read(await service.mark_pack_paid(session, purchase_id=purchase_id,
+                                                      reference=body.payment_reference))
 
 
 @router.post(

@@ -39,6 +39,23 @@ class CheckoutRequest:
 
 
 @dataclass(frozen=True)
+class PackCheckoutRequest:
+    """What a provider needs to take the one-off payment of a credit pack (read before the call)."""
+
+    account_id: uuid.UUID
+    account_name: str
+    billing_email: str | None
+    customer_id: str | None
+    purchase_id: uuid.UUID
+    pack_code: str
+    pack_name: str
+    price_minor: int
+    currency: str
+    success_url: str
+    cancel_url: str
+
+
+@dataclass(frozen=True)
 class CheckoutResult:
     checkout_url: str | None = None  # where the customer pays (Stripe Checkout); None when paid off-platform
     external_id: str | None = None  # the provider's id for the checkout, when it has one
@@ -55,6 +72,9 @@ class ProviderCheckout:
     status: str  # open | complete | expired
     subscription_ref: str | None  # the provider's subscription it created, once complete
     our_subscription_id: uuid.UUID | None  # from its metadata
+    our_purchase_id: uuid.UUID | None = None  # a credit pack's checkout: our purchase, from its metadata
+    payment_status: str = "unpaid"  # paid | unpaid (a bank debit still clearing) | no_payment_required
+    payment_ref: str | None = None  # the provider's payment (Stripe's PaymentIntent)
 
 
 @dataclass(frozen=True)
@@ -101,6 +121,11 @@ class PaymentProvider(Protocol):
         call again for the same subscription: it answers the same checkout."""
         ...
 
+    async def start_pack_checkout(self, request: PackCheckoutRequest) -> CheckoutResult:
+        """Begin the one-off payment of a credit pack; nothing is granted until it is confirmed. Safe to call
+        again for the same purchase."""
+        ...
+
 
 class ProviderRecords(Protocol):
     """A provider whose own records are the truth about what was paid (Stripe): read by id, never trusted from
@@ -136,6 +161,9 @@ class ManualProvider:
     hosted_checkout = False
 
     async def start_checkout(self, request: CheckoutRequest) -> CheckoutResult:
+        return CheckoutResult()
+
+    async def start_pack_checkout(self, request: PackCheckoutRequest) -> CheckoutResult:
         return CheckoutResult()
 
 
@@ -179,6 +207,30 @@ class StripeProvider:
             price_id=price_id,
         )
 
+    async def start_pack_checkout(self, request: PackCheckoutRequest) -> CheckoutResult:
+        customer_id = request.customer_id or await self._customer(request)
+        metadata = {"account_id": str(request.account_id), "pack": request.pack_code,
+                    "purchase_id": str(request.purchase_id)}
+        session = await self.client.v1.checkout.sessions.create_async(
+            {
+                "mode": "payment",
+                "customer": customer_id,
+                "client_reference_id": str(request.account_id),
+                "line_items": [{"quantity": 1, "price_data": {
+                    "currency": request.currency.lower(), "unit_amount": request.price_minor,
+                    "product_data": {"name": request.pack_name, "metadata": {"pack": request.pack_code}}}}],
+                "metadata": metadata,
+                "payment_intent_data": {"metadata": metadata},
+                "success_url": request.success_url,
+                "cancel_url": request.cancel_url,
+            },
+            {"idempotency_key": f"pack-checkout:{request.purchase_id}"},
+        )
+        return CheckoutResult(
+            checkout_url=session.url, external_id=session.id, customer_id=customer_id,
+            expires_at=datetime.fromtimestamp(session.expires_at, tz=UTC) if session.expires_at else None,
+        )
+
     async def _price(self, plan: Plan, version: int, price_minor: int, currency: str, interval: str) -> str:
         """The Stripe Price of a plan version: found by its lookup key `jushostit:<plan>:<version>`, else created
         (with the plan's Product, id `jushostit_<plan>`, created once) under idempotency keys, so two checkouts
@@ -210,6 +262,8 @@ class StripeProvider:
         return ProviderCheckout(
             external_id=str(raw["id"]), status=str(raw["status"]), subscription_ref=_ref(raw.get("subscription")),
             our_subscription_id=_our_id(raw.get("metadata")),
+            our_purchase_id=_our_id(raw.get("metadata"), "purchase_id") if raw.get("mode") == "payment" else None,
+            payment_status=str(raw.get("payment_status") or "unpaid"), payment_ref=_ref(raw.get("payment_intent")),
         )
 
     async def fetch_subscription(self, external_id: str) -> ProviderSubscription:
@@ -279,7 +333,7 @@ class StripeProvider:
             amount_paid=int(raw.get("amount_paid") or 0), currency=str(raw["currency"]).upper(),
         )
 
-    async def _customer(self, request: CheckoutRequest) -> str:
+    async def _customer(self, request: CheckoutRequest | PackCheckoutRequest) -> str:
         params: CustomerCreateParams = {
             "name": request.account_name, "metadata": {"account_id": str(request.account_id)},
         }
@@ -313,8 +367,8 @@ def _ref(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _our_id(metadata: Any) -> uuid.UUID | None:
-    value = metadata.get("subscription_id") if isinstance(metadata, dict) else None
+def _our_id(metadata: Any, key: str = "subscription_id") -> uuid.UUID | None:
+    value = metadata.get(key) if isinstance(metadata, dict) else None
     try:
         return uuid.UUID(value) if isinstance(value, str) else None
     except ValueError:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import QueryableAttribute
 from jushostit.models import (
     Account,
     BillingMode,
+    CreditPurchase,
     DunningNotice,
     Invoice,
     InvoiceStatus,
@@ -327,3 +328,61 @@ class BillingRepository:
         if after is not None:
             stmt = stmt.where(Subscription.id > after)
         return [(row[0], row[1], row[2], row[3]) for row in await self.session.execute(stmt)]
+
+    # --- credit pack purchases -------------------------------------------------------------------------------
+
+    async def add_purchase(self, purchase: CreditPurchase) -> CreditPurchase:
+        self.session.add(purchase)
+        await self.session.flush()
+        return purchase
+
+    async def purchase_of(self, account_id: uuid.UUID, purchase_id: uuid.UUID) -> CreditPurchase | None:
+        return await self.session.scalar(select(CreditPurchase).where(
+            CreditPurchase.id == purchase_id, CreditPurchase.account_id == account_id))
+
+    async def purchase(self, purchase_id: uuid.UUID) -> CreditPurchase | None:
+        return await self.session.get(CreditPurchase, purchase_id, populate_existing=True)
+
+    async def purchases(self, account_id: uuid.UUID, *, after: uuid.UUID | None, limit: int) -> list[CreditPurchase]:
+        stmt = (select(CreditPurchase).where(CreditPurchase.account_id == account_id)
+                .order_by(CreditPurchase.id).limit(limit))
+        if after is not None:
+            stmt = stmt.where(CreditPurchase.id > after)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def record_pack_checkout(self, purchase_id: uuid.UUID, *, session_id: str | None,
+                                   url: str | None) -> None:
+        await self.session.execute(
+            update(CreditPurchase)
+            .where(CreditPurchase.id == purchase_id, CreditPurchase.checkout_session_id.is_(None))
+            .values(checkout_session_id=session_id, checkout_url=url)
+        )
+
+    async def settle_purchase(self, purchase_id: uuid.UUID, *, status: str, reference: str | None,
+                              now: datetime) -> CreditPurchase | None:
+        """Compare-and-set pending → `status` (paid or expired): the one caller that settles it gets the row."""
+        values: dict[str, Any] = {"status": status}
+        if status == "paid":
+            values |= {"paid_at": now, "payment_reference": reference}
+        return await self.session.scalar(
+            update(CreditPurchase)
+            .where(CreditPurchase.id == purchase_id, CreditPurchase.status == "pending")
+            .values(**values)
+            .returning(CreditPurchase)
+            .execution_options(populate_existing=True)
+        )
+
+    async def pending_pack_checkouts(
+        self, provider: str, *, after: uuid.UUID | None, limit: int
+    ) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+        """(id, account id, checkout session id) of the provider's pack purchases still waiting for payment."""
+        stmt = (
+            select(CreditPurchase.id, CreditPurchase.account_id, CreditPurchase.checkout_session_id)
+            .where(CreditPurchase.provider == provider, CreditPurchase.status == "pending",
+                   CreditPurchase.checkout_session_id.is_not(None))
+            .order_by(CreditPurchase.id)
+            .limit(limit)
+        )
+        if after is not None:
+            stmt = stmt.where(CreditPurchase.id > after)
+        return [(row[0], row[1], row[2] or "") for row in await self.session.execute(stmt)]

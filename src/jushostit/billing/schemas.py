@@ -89,3 +89,29 @@ class PaymentRecord(RequestModel):
 
 class BillingPortalRead(ResponseModel):
     url: str  # Stripe's customer portal, for this session only
+
+
+class CreditPurchaseRead(ResponseModel):
+    id: uuid.UUID
+    account_id: uuid.UUID
+    pack: str  # the pack's code
+    credits: int
+    price_minor: int
+    currency: str
+    provider: str  # stripe | manual
+    status: str  # pending | paid | expired
+    checkout_url: str | None  # where a card account pays (Stripe Checkout); null when paid off-platform
+    payment_reference: str | None
+    paid_at: datetime | None
+    created_at: datetime
+
+
+class CreditPurchasePage(ResponseModel):
+    items: list[CreditPurchaseRead]
+    next_cursor: str | None
+
+
+class PackPaymentRecord(RequestModel):
+    """An off-platform payment of a credit pack, as an operator records it."""
+
+    payment_reference: DisplayName | None = Field(default=None, description="The invoice or transfer number")

@@ -15,6 +15,7 @@ from jushostit.billing import periods
 from jushostit.billing.provider import (
     CheckoutRequest,
     CheckoutResult,
+    PackCheckoutRequest,
     PaymentProvider,
     PaymentProviders,
     ProviderCheckout,
@@ -24,6 +25,7 @@ from jushostit.billing.provider import (
 )
 from jushostit.billing.repository import BillingRepository
 from jushostit.billing.schemas import CancelAt
+from jushostit.catalog.loader import load_credit_packs
 from jushostit.catalog.repository import CatalogRepository
 from jushostit.config import Settings
 from jushostit.credits import service as credits
@@ -35,6 +37,7 @@ from jushostit.models import (
     Account,
     AccountStatus,
     BillingMode,
+    CreditPurchase,
     Payment,
     Plan,
     Subscription,
@@ -785,6 +788,110 @@ async def _sell_plan(session: AsyncSession, subscription: Subscription, plan: Pl
                        target_id=subscription.id, account_id=subscription.account_id, before=before, after=after)
     request_reconcile(subscription.account_id)
     return plan
+
+
+# --- credit packs ---------------------------------------------------------------------------------------------
+
+
+async def buy_credit_pack(
+    session: AsyncSession, *, account_id: uuid.UUID, pack_code: str, provider: PaymentProvider, base_url: str
+) -> tuple[CreditPurchase, PackCheckoutRequest | None]:
+    """A pending purchase of the pack, keeping what is sold; the credits come only with the confirmed payment.
+    With a hosted checkout (Stripe), what the provider needs is returned, to call it after this transaction."""
+    account = await _locked_account(BillingRepository(session), account_id)
+    pack = next((p for p in load_credit_packs() if p.code == pack_code), None)
+    if pack is None:
+        raise NotFound(f"No credit pack {pack_code!r}", code="credit_pack_not_found")
+    if account.billing_mode.value not in pack.billing_modes:
+        raise Conflict(f"The pack {pack_code!r} is not sold to accounts billed by {account.billing_mode.value}",
+                       code="billing_mode_not_allowed",
+                       details={"billing_mode": account.billing_mode.value, "allowed": list(pack.billing_modes)})
+    if account.status == AccountStatus.terminated:
+        raise Conflict("The account is terminated", code="account_terminated")
+    purchase = await BillingRepository(session).add_purchase(CreditPurchase(
+        account_id=account.id, pack_code=pack.code, credits=pack.credits, price_minor=pack.price_minor,
+        currency=pack.currency, provider=provider.name, status="pending"))
+    await audit.record(session, action="credit_pack.purchase_started", target_type="credit_purchase",
+                       target_id=purchase.id, account_id=account.id,
+                       after={"pack": pack.code, "credits": pack.credits, "price_minor": pack.price_minor,
+                              "currency": pack.currency, "provider": provider.name})
+    if not provider.hosted_checkout:
+        return purchase, None
+    back = f"{base_url}/billing/credits?purchase={purchase.id}"
+    return purchase, PackCheckoutRequest(
+        account_id=account.id, account_name=account.name, billing_email=account.billing_email,
+        customer_id=account.provider_customer_id, purchase_id=purchase.id, pack_code=pack.code,
+        pack_name=pack.name, price_minor=pack.price_minor, currency=pack.currency,
+        success_url=f"{back}&result=paid", cancel_url=f"{back}&result=cancelled")
+
+
+async def record_pack_checkout(session: AsyncSession, *, purchase_id: uuid.UUID,
+                               started: CheckoutResult) -> CreditPurchase:
+    """Keep the provider's checkout of a pending purchase (and the account's customer, made once)."""
+    repository = BillingRepository(session)
+    purchase = await repository.purchase(purchase_id)
+    if purchase is None:
+        raise NotFound("Credit purchase not found", code="credit_purchase_not_found")
+    account = await _locked_account(repository, purchase.account_id)
+    if started.customer_id and account.provider_customer_id is None:
+        account.provider_customer_id = started.customer_id
+        await audit.record(
+            session, action="account.payment_customer_created", target_type="account", target_id=account.id,
+            account_id=account.id, before={"provider_customer_id": None},
+            after={"provider_customer_id": started.customer_id},
+        )
+    await repository.record_pack_checkout(purchase_id, session_id=started.external_id, url=started.checkout_url)
+    return await repository.purchase(purchase_id) or purchase
+
+
+async def apply_pack_checkout(session: AsyncSession, *, account_id: uuid.UUID, checkout: ProviderCheckout) -> bool:
+    """A pack's checkout as the provider holds it: paid (now, or once a bank debit clears) grants the credits
+    once; expired ends the purchase. False when it names no purchase of the account (flagged, not applied)."""
+    repository = BillingRepository(session)
+    await _locked_account(repository, account_id)
+    purchase = await repository.purchase_of(account_id, checkout.our_purchase_id) if checkout.our_purchase_id else None
+    if purchase is None or purchase.checkout_session_id not in (None, checkout.external_id):
+        return False
+    if checkout.status == "complete" and checkout.payment_status in ("paid", "no_payment_required"):
+        await _pack_paid(session, purchase.id, reference=checkout.payment_ref or checkout.external_id,
+                         source="provider")
+    elif checkout.status == "expired":
+        ended = await repository.settle_purchase(purchase.id, status="expired", reference=None, now=utcnow())
+        if ended is not None:
+            await audit.record(session, action="credit_pack.purchase_expired", target_type="credit_purchase",
+                               target_id=ended.id, account_id=account_id, after={"status": "expired"})
+    return True
+
+
+async def mark_pack_paid(session: AsyncSession, *, purchase_id: uuid.UUID, reference: str | None) -> CreditPurchase:
+    """An operator confirms the off-platform payment of a pack: its credits are granted once (a repeat answers
+    the same purchase). A card purchase is confirmed by the provider only."""
+    repository = BillingRepository(session)
+    purchase = await repository.purchase(purchase_id)
+    if purchase is None:
+        raise NotFound("Credit purchase not found", code="credit_purchase_not_found")
+    await _locked_account(repository, purchase.account_id)
+    purchase = await repository.purchase(purchase_id) or purchase
+    if purchase.provider != "manual":
+        raise Conflict("A card purchase is confirmed by the payment provider", code="paid_by_provider")
+    if purchase.status == "expired":
+        raise Conflict("The purchase has expired", code="credit_purchase_expired")
+    if purchase.status == "pending":
+        await _pack_paid(session, purchase.id, reference=reference, source="admin")
+    return await repository.purchase(purchase_id) or purchase
+
+
+async def _pack_paid(session: AsyncSession, purchase_id: uuid.UUID, *, reference: str | None, source: str) -> None:
+    paid = await BillingRepository(session).settle_purchase(purchase_id, status="paid", reference=reference,
+                                                            now=utcnow())
+    if paid is None:
+        return  # confirmed before, by this path or another
+    await credits.grant_pack(session, account_id=paid.account_id, credits=paid.credits,
+                             payment_reference=reference or str(paid.id), idempotency_key=f"pack:{paid.id}")
+    await audit.record(session, action="credit_pack.paid", target_type="credit_purchase", target_id=paid.id,
+                       account_id=paid.account_id,
+                       after={"pack": paid.pack_code, "credits": paid.credits, "source": source,
+                              "payment_reference": reference})
 
 
 # --- dunning e-mails ----------------------------------------------------------------------------------------

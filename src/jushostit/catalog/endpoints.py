@@ -7,10 +7,13 @@ from fastapi import APIRouter, Depends, Path, status
 from jushostit.auth.dependencies import public, require_admin
 from jushostit.catalog import service
 from jushostit.catalog.availability import unavailable_reason
+from jushostit.catalog.loader import load_credit_packs
 from jushostit.catalog.repository import CatalogRepository
 from jushostit.catalog.schemas import (
     CatalogItem,
     CatalogPage,
+    CreditPackList,
+    CreditPackRead,
     PlanAdminPage,
     PlanAdminRead,
     PlanCreateBody,
@@ -105,6 +108,17 @@ async def list_plans(session: SessionDep, page: Paging) -> PlanPage:
     rows = await CatalogRepository(session).plans(include_retired=False, after=page.after, limit=page.limit + 1)
     items, cursor = split_page(rows, page, "code")
     return PlanPage(items=[plan_read(p) for p in items], next_cursor=cursor)
+
+
+@router.get("/credit-packs", response_model=CreditPackList, dependencies=[Depends(public())])
+async def list_credit_packs() -> CreditPackList:
+    """Credits sold once, bought with `POST /v1/accounts/{id}/credit-packs/{code}/purchase`."""
+    return CreditPackList(items=[
+        CreditPackRead(code=pack.code, name=pack.name, credits=pack.credits, price_minor=pack.price_minor,
+                       currency=pack.currency, price=money.format_minor(pack.price_minor, pack.currency),
+                       billing_modes=list(pack.billing_modes))
+        for pack in load_credit_packs()
+    ])
 
 
 @router.get("/catalog", response_model=CatalogPage, dependencies=[Depends(public())], responses=responses(400))

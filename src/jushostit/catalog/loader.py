@@ -1,4 +1,4 @@
-"""Load the plans and templates shipped in the package; a broken file is an error naming the file and field."""
+"""Load the plans, credit packs and templates shipped in the package; a broken file is an error naming the file and field."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from jushostit.catalog.spec import PlanSpec, TemplateSpec
+from jushostit.catalog.spec import CreditPackSpec, PlanSpec, TemplateSpec
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,6 +46,17 @@ def load_plans(directory: Traversable | None = None) -> list[PlanSpec]:
     if not isinstance(items, list):
         raise CatalogError(f"{file.name}: expected a list of plans")
     return [parse(PlanSpec, item, f"{file.name}[{i}]") for i, item in enumerate(items)]
+
+
+def load_credit_packs(directory: Traversable | None = None) -> list[CreditPackSpec]:
+    file = (directory or data_dir()).joinpath("credit_packs.yaml")
+    items = _read_yaml(file)
+    if not isinstance(items, list):
+        raise CatalogError(f"{file.name}: expected a list of credit packs")
+    packs = [parse(CreditPackSpec, item, f"{file.name}[{i}]") for i, item in enumerate(items)]
+    if len({pack.code for pack in packs}) != len(packs):
+        raise CatalogError(f"{file.name}: two packs share a code")
+    return packs
 
 
 def load_templates(directory: Traversable | None = None) -> list[TemplateSpec]:

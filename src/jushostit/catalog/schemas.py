@@ -144,6 +144,20 @@ class PlanAdminRead(PlanRead):
     created_at: datetime
 
 
+class CreditPackRead(ResponseModel):
+    code: str
+    name: str
+    credits: int
+    price_minor: int
+    currency: str
+    price: str  # price_minor in major units (display only)
+    billing_modes: list[str]
+
+
+class CreditPackList(ResponseModel):
+    items: list[CreditPackRead]
+
+
 class PlanPage(ResponseModel):
     items: list[PlanRead]
     next_cursor: str | None

@@ -60,6 +60,17 @@ class PlanSpec(Spec):
     stripe_price_id: StripePriceId | None = None
 
 
+class CreditPackSpec(Spec):
+    """Credits sold once (not a subscription): granted when the payment is confirmed, never before."""
+
+    code: Code
+    name: Name
+    credits: Annotated[int, Field(ge=1, le=MINOR_UNITS_MAX)]
+    price_minor: Annotated[int, Field(ge=1, le=MINOR_UNITS_MAX)]
+    currency: Currency
+    billing_modes: BillingModes
+
+
 # --- service templates ------------------------------------------------------------------------------------
 
 

@@ -258,6 +258,16 @@ async def checkout_return_page(subscription: uuid.UUID, result: CheckoutResult) 
                   "the checkout again to pay, or simply let it lapse.")
 
 
+@router.get("/billing/credits", response_class=HTMLResponse)
+async def credits_return_page(purchase: uuid.UUID, result: CheckoutResult) -> HTMLResponse:
+    """Where Stripe Checkout sends the customer back from buying credits; the credits come from Stripe's
+    confirmation, not from this visit."""
+    if result == CheckoutResult.paid:
+        return render("Thank you", "Your payment is being confirmed by Stripe. The credits are added to your "
+                      "balance as soon as it is (usually within a minute; a bank debit can take a few days).")
+    return render("Checkout cancelled", "Nothing was charged and no credits were added.")
+
+
 @router.get("/billing/portal", response_class=HTMLResponse)
 async def portal_return_page() -> HTMLResponse:
     """Where Stripe's customer portal sends the customer back."""

@@ -149,6 +149,8 @@ async def _sync_subscription(context: EventContext, external_id: str) -> bool:
 
 async def _checkout_session(context: EventContext) -> bool:
     checkout = await context.stripe.fetch_checkout(context.event.object_id or "")
+    if checkout.our_purchase_id is not None:  # a credit pack's one-off payment
+        return await billing.apply_pack_checkout(context.session, account_id=context.account.id, checkout=checkout)
     if not await billing.apply_provider_checkout(context.session, account_id=context.account.id, checkout=checkout):
         return False
     return await _sync_subscription(context, checkout.subscription_ref) if checkout.subscription_ref else True
@@ -192,9 +194,18 @@ async def pull_subscription(
     return True
 
 
+async def pull_pack_checkout(
+    session: AsyncSession, stripe: StripeProvider, *, account_id: uuid.UUID, checkout_id: str
+) -> bool:
+    """The periodic pull for a credit pack still waiting for its payment: its checkout re-read and applied."""
+    await BillingRepository(session).lock_account(account_id)
+    checkout = await stripe.fetch_checkout(checkout_id)
+    return await billing.apply_pack_checkout(session, account_id=account_id, checkout=checkout)
+
+
 HANDLERS: dict[str, Handler] = {
-    "checkout.session.completed": _checkout_session,
-    "checkout.session.expired": _checkout_session,
+    **{f"checkout.session.{change}": _checkout_session
+       for change in ("completed", "expired", "async_payment_succeeded", "async_payment_failed")},
     "customer.deleted": _customer_deleted,
     **{f"customer.subscription.{change}": _subscription
        for change in ("created", "updated", "deleted", "paused", "resumed")},

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from procrastinate import JobContext, RetryStrategy
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit import container
 from jushostit.billing.provider import StripeProvider
@@ -65,30 +68,55 @@ async def sweep(timestamp: int) -> int:
 @app.periodic(cron=f"*/{PULL_EVERY_MINUTES} * * * *", periodic_id="stripe.pull")
 @app.task(name="stripe.pull", queueing_lock="stripe.pull", pass_context=False)
 async def pull_from_stripe(timestamp: int) -> tuple[int, int]:
-    """Every open Stripe subscription of ours re-read from Stripe and converged, one transaction each; one that
-    fails is logged and tried again next time. Returns (converged, failed)."""
-    c = container.current()
-    client = stripe_client(c.settings)
+    """Every open Stripe subscription of ours, and every credit pack still waiting for its payment, re-read
+    from Stripe and converged, one transaction each; one that fails is logged and tried again next time.
+    Returns (converged, failed)."""
+    client = stripe_client(container.current().settings)
     if client is None:
         return 0, 0
     stripe = StripeProvider(client)
+
+    async def subscriptions(session: AsyncSession, after: uuid.UUID | None) -> Sequence[tuple[Any, ...]]:
+        return await BillingRepository(session).provider_subscriptions_to_check(stripe.name, after=after,
+                                                                               limit=PULL_PAGE)
+
+    async def subscription(session: AsyncSession, row: tuple[Any, ...]) -> None:
+        _, account_id, external_id, checkout_id = row
+        await service.pull_subscription(session, stripe, account_id=account_id, external_id=external_id,
+                                        checkout_id=checkout_id)
+
+    async def packs(session: AsyncSession, after: uuid.UUID | None) -> Sequence[tuple[Any, ...]]:
+        return await BillingRepository(session).pending_pack_checkouts(stripe.name, after=after, limit=PULL_PAGE)
+
+    async def pack(session: AsyncSession, row: tuple[Any, ...]) -> None:
+        _, account_id, checkout_id = row
+        await service.pull_pack_checkout(session, stripe, account_id=account_id, checkout_id=checkout_id)
+
+    first = await _converge_each(subscriptions, subscription)
+    second = await _converge_each(packs, pack)
+    return first[0] + second[0], first[1] + second[1]
+
+
+async def _converge_each(
+    page_after: Callable[[AsyncSession, uuid.UUID | None], Awaitable[Sequence[tuple[Any, ...]]]],
+    converge: Callable[[AsyncSession, tuple[Any, ...]], Awaitable[None]],
+) -> tuple[int, int]:
+    """Each row (its id first), a page at a time in id order, converged in a transaction of its own: one that
+    fails is logged and counted, never stops the others."""
+    database = container.current().database
     converged = failed = 0
     after = None
     while True:
-        async with c.database.unit_of_work() as session:
-            page = await BillingRepository(session).provider_subscriptions_to_check(
-                stripe.name, after=after, limit=PULL_PAGE
-            )
-        for subscription_id, account_id, external_id, checkout_id in page:
+        async with database.unit_of_work() as session:
+            page = await page_after(session, after)
+        for row in page:
             try:
-                async with c.database.unit_of_work() as session:
-                    await service.pull_subscription(
-                        session, stripe, account_id=account_id, external_id=external_id, checkout_id=checkout_id
-                    )
+                async with database.unit_of_work() as session:
+                    await converge(session, row)
                 converged += 1
-            except Exception as error:  # noqa: BLE001 - one subscription never stops the others; retried next pull
+            except Exception as error:  # noqa: BLE001 - retried at the next pull
                 failed += 1
-                log.warning("stripe.pull_failed", subscription_id=str(subscription_id), error=service.describe(error))
+                log.warning("stripe.pull_failed", id=str(row[0]), error=service.describe(error))
         if len(page) < PULL_PAGE:
             return converged, failed
         after = page[-1][0]
