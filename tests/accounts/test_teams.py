@@ -93,7 +93,8 @@ async def test_members_do_not_see_billing_and_cannot_manage(client, session, sig
 
     as_owner = (await client.get(f"/v1/accounts/{owner.account_id}", headers=owner.headers)).json()
     as_member = (await client.get(f"/v1/accounts/{owner.account_id}", headers=member.headers)).json()
-    assert as_owner["billing"] == {"billing_mode": "free", "billing_email": owner.email}
+    assert as_owner["billing"] == {"billing_mode": "free", "billing_email": owner.email, "contract_ref": None,
+                                   "contract_ends_at": None}
     assert as_member["billing"] is None and as_member["role"] == "member"
 
     patch = await client.patch(f"/v1/accounts/{owner.account_id}", json={"name": "Mine"}, headers=member.headers)
