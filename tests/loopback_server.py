@@ -12,18 +12,21 @@ import uvicorn
 
 
 class LoopbackServer:
-    def __init__(self) -> None:
+    scheme = "http"
+
+    def __init__(self, **uvicorn_options: Any) -> None:
+        """`uvicorn_options`: more of uvicorn.Config's, e.g. `ssl_certfile` and `ssl_keyfile` to serve HTTPS."""
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-                                interface="asgi3")
+                                interface="asgi3", **uvicorn_options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     async def app(self, scope: Any, receive: Any, send: Any) -> None:
         raise NotImplementedError
