@@ -220,16 +220,17 @@ async def cancel_subscription(
     """`at: period_end` (default) keeps it to the end of the period without renewal; `at: now` ends it at once.
     A Stripe subscription is cancelled at Stripe (idempotently) and Stripe's answer is applied; 503
     `payment_provider_unavailable` when Stripe cannot be reached (nothing changed)."""
-    stripe_provider = providers.stripe
-    external_id = await service.provider_managed(
-        session, account_id=access.account.id, subscription_id=subscription_id, provider=stripe_provider
+    managed = await service.provider_managed(
+        session, account_id=access.account.id, subscription_id=subscription_id, providers=providers
     )
-    if stripe_provider is None or external_id is None:
+    if managed is None:
         return subscription_read(
             *await service.cancel(session, account_id=access.account.id, subscription_id=subscription_id, at=body.at)
         )
+    records, external_id = managed
+    await session.commit()  # nothing is held open while the provider answers
     with provider_unavailable_as_503():
-        snapshot = await stripe_provider.cancel(external_id, at_period_end=body.at == CancelAt.period_end)
+        snapshot = await records.cancel(external_id, at_period_end=body.at == CancelAt.period_end)
     return subscription_read(*await service.record_cancellation_request(
         session, account_id=access.account.id, subscription_id=subscription_id, at=body.at, snapshot=snapshot,
     ))
@@ -353,12 +354,12 @@ async def list_credit_purchases(access: BillingReader, session: SessionDep, page
     })},
 )
 async def mark_credit_purchase_paid(
-    purchase_id: uuid.UUID, body: PackPaymentRecord, admin: PlatformAdmin, session: SessionDep
+    purchase_id: uuid.UUID, body: PackPaymentRecord, admin: PlatformAdmin, session: SessionDep, providers: Providers,
 ) -> CreditPurchaseRead:
     """Confirms the off-platform payment of a pending credit pack: its credits are granted once; a repeat
     answers the same purchase."""
     return purchase_read(await service.mark_pack_paid(session, purchase_id=purchase_id,
-                                                      reference=body.payment_reference))
+                                                      reference=body.payment_reference, providers=providers))
 
 
 @router.post(

@@ -20,6 +20,7 @@ from jushostit.billing.provider import (
     PaymentProviders,
     ProviderCheckout,
     ProviderInvoice,
+    ProviderRecords,
     ProviderSubscription,
     plan_of_lookup_key,
 )
@@ -671,16 +672,17 @@ async def apply_provider_invoice(session: AsyncSession, *, account_id: uuid.UUID
 
 
 async def provider_managed(
-    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, provider: PaymentProvider | None
-) -> str | None:
-    """The provider's id of a subscription the provider runs (a Stripe subscription after its checkout): its
+    session: AsyncSession, *, account_id: uuid.UUID, subscription_id: uuid.UUID, providers: PaymentProviders
+) -> tuple[ProviderRecords, str] | None:
+    """The provider running a subscription and its id there (a Stripe subscription after its checkout): its
     cancellation goes through the provider, whose records are then applied. None: ours alone to change."""
     subscription, _ = await _subscription_of(BillingRepository(session), account_id, subscription_id)
-    if provider is None or not provider.hosted_checkout or subscription.provider != provider.name:
+    records = providers.records(subscription.provider)
+    if records is None or subscription.external_id is None:
         return None
     if subscription.status == "cancelled":
         raise Conflict("The subscription is already cancelled", code="subscription_cancelled")
-    return subscription.external_id
+    return records, subscription.external_id
 
 
 async def record_cancellation_request(
@@ -863,16 +865,18 @@ async def apply_pack_checkout(session: AsyncSession, *, account_id: uuid.UUID, c
     return True
 
 
-async def mark_pack_paid(session: AsyncSession, *, purchase_id: uuid.UUID, reference: str | None) -> CreditPurchase:
+async def mark_pack_paid(session: AsyncSession, *, purchase_id: uuid.UUID, reference: str | None,
+                         providers: PaymentProviders) -> CreditPurchase:
     """An operator confirms the off-platform payment of a pack: its credits are granted once (a repeat answers
-    the same purchase). A card purchase is confirmed by the provider only."""
+    the same purchase). One paid at a provider's hosted checkout is confirmed by the provider only."""
     repository = BillingRepository(session)
     purchase = await repository.purchase(purchase_id)
     if purchase is None:
         raise NotFound("Credit purchase not found", code="credit_purchase_not_found")
     await _locked_account(repository, purchase.account_id)
     purchase = await repository.purchase(purchase_id) or purchase
-    if purchase.provider != "manual":
+    provider = providers.named(purchase.provider)
+    if provider is not None and provider.hosted_checkout:
         raise Conflict("A card purchase is confirmed by the payment provider", code="paid_by_provider")
     if purchase.status == "expired":
         raise Conflict("The purchase has expired", code="credit_purchase_expired")
