@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import fastapi.routing
@@ -38,6 +39,9 @@ from jushostit.invoices.service import invoice_number
 from jushostit.kit.db import utcnow
 from jushostit.models import (
     Account,
+    AccountPlacement,
+    Cluster,
+    ClusterNode,
     CreditPurchase,
     Instance,
     Invite,
@@ -201,6 +205,7 @@ class Tenant:
     webhook_event_id: str = ""
     invoice_id: str = ""
     purchase_id: str = ""
+    cluster_id: str = ""
 
     def path_values(self) -> dict[str, str]:
         """Every path parameter name any route uses, filled with this tenant's real resources."""
@@ -218,6 +223,8 @@ class Tenant:
             "invoice_id": self.invoice_id,
             "pack_code": "credits-1k",  # packs are the platform's, not a tenant's
             "purchase_id": self.purchase_id,
+            "cluster_id": self.cluster_id,  # the cluster the tenant is placed on (admin routes)
+            "node_name": "worker-1",  # a node of that cluster
         }
 
 
@@ -261,7 +268,31 @@ async def make_tenant(client: httpx.AsyncClient, session: AsyncSession, signup: 
         str(event.id),
         str(await an_invoice(session, owner.account_id)),
         str(purchase.id),
+        str(await a_cluster(session, owner.account_id)),
     )
+
+
+async def a_cluster(session: AsyncSession, account_id: str) -> uuid.UUID:
+    """A cluster with a node, the account placed on it (so it cannot be deleted), as registration and the node
+    observation leave them."""
+    cluster = Cluster(
+        name=f"k3s-{uuid.uuid4().hex[:8]}", api_server="https://10.0.0.5:6443", tls_verified=True,
+        kubernetes_version="v1.31.4+k3s1", base_domain="apps.example.com", ingress_class="traefik",
+        ingress_namespace="kube-system", pod_cidr="10.42.0.0/16", service_cidr="10.43.0.0/16",
+        cpu_overcommit=Decimal(3), memory_overcommit=Decimal(1), headroom_percent=30, cordoned=False,
+    )
+    session.add(cluster)
+    await session.flush()
+    session.add_all([
+        ClusterNode(cluster_id=cluster.id, name="worker-1", cpu_capacity_millicores=16_000, memory_capacity_mib=32_768,
+                    cpu_allocatable_millicores=15_000, memory_allocatable_mib=30_000, pods_allocatable=110,
+                    cpu_requested_millicores=0, memory_requested_mib=0, cpu_limits_millicores=0, memory_limits_mib=0,
+                    pods=0, conditions={"Ready": "True"}, unschedulable=False, no_schedule_taints=[], cordoned=False,
+                    observed_at=utcnow()),
+        AccountPlacement(account_id=uuid.UUID(account_id), cluster_id=cluster.id),
+    ])
+    await session.flush()
+    return cluster.id
 
 
 async def an_invoice(session: AsyncSession, account_id: str) -> uuid.UUID:
@@ -527,7 +558,8 @@ async def test_a_platform_admins_api_key_without_the_admin_scope_is_refused(app,
     narrow = {"Authorization": f"Bearer {created.json()['key']}"}
     values = {"account_id": admin.account_id, "plan_code": "starter", "subscription_id": str(uuid.uuid4()),
               "user_id": str(uuid.uuid4()), "event_id": str(uuid.uuid4()), "invoice_id": str(uuid.uuid4()),
-              "purchase_id": str(uuid.uuid4()), "pack_code": "credits-1k"}
+              "purchase_id": str(uuid.uuid4()), "pack_code": "credits-1k", "cluster_id": str(uuid.uuid4()),
+              "node_name": "worker-1"}
     for op in operations(app):
         if op.rule is AuthRule.admin:
             assert_error(await call(app, client, op, values, narrow), 403, "admin_required")

@@ -36,6 +36,7 @@ from jushostit.auth.scopes import API_KEY_PREFIX
 from jushostit.auth.scopes import Scope as ApiScope
 from jushostit.billing.endpoints import router as billing_router
 from jushostit.catalog.endpoints import router as catalog_router
+from jushostit.clusters.endpoints import router as clusters_router
 from jushostit.config import Settings
 from jushostit.container import Container
 from jushostit.credits.endpoints import router as credits_router
@@ -330,6 +331,7 @@ ROUTERS = (
     events_router,
     audit_router,
     admin_router,
+    clusters_router,
     webhooks_router,
     webhooks_admin_router,
 )

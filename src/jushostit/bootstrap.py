@@ -20,6 +20,7 @@ TASK_MODULES = (
     "jushostit.reconcile.tasks",
     "jushostit.instances.tasks",
     "jushostit.webhooks.tasks",
+    "jushostit.clusters.tasks",
 )
 
 

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # The seller printed at the top of every invoice: name, address, tax number, one per line.
     invoice_issuer: str = Field(default="JusHostIt", min_length=1, max_length=2000)
 
+    # How long one request to a cluster's Kubernetes API may take (registration, node observation, verify).
+    kubernetes_timeout_seconds: int = Field(default=10, ge=1, le=300)
+
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_username: str | None = None

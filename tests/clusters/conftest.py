@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from typing import Any
 
 import yaml
@@ -10,6 +11,13 @@ import yaml
 from tests.clusters.kube_stand_in import TOKEN, KubeServer, kube, kube_server
 
 __all__ = ["kube", "kube_server"]
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def kubeconfig_for(server: KubeServer, *, token: str = TOKEN, ca_pem: bytes | None = None, insecure: bool = False,

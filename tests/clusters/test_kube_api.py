@@ -3,7 +3,6 @@ fails, in our error contract, and what the node observation reads."""
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from jushostit.clusters.kube import (
 )
 from jushostit.clusters.kubeconfig import accept_kubeconfig
 from jushostit.kit.errors import AppError
-from tests.clusters.conftest import kubeconfig_for
+from tests.clusters.conftest import closed_port, kubeconfig_for
 from tests.clusters.kube_stand_in import VERSION, container, k3s_node, make_tls, pod
 
 TIMEOUT = 5.0
@@ -73,10 +72,7 @@ async def test_insecure_skip_tls_verify_connects_without_the_ca(kube, kube_serve
 
 
 async def test_a_cluster_nobody_answers_for_is_unreachable(kube_server) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
-    error = await failure(kubeconfig_for(kube_server, url=f"https://127.0.0.1:{closed}"))
+    error = await failure(kubeconfig_for(kube_server, url=f"https://127.0.0.1:{closed_port()}"))
     assert isinstance(error, ClusterUnreachable)
     assert (error.status_code, error.code) == (502, "cluster_unreachable")
 

@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from jushostit.clusters.kubeconfig import KubeconfigRefused, accept_kubeconfig
 
-PEM_CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
-PEM_KEY = base64.b64encode(b"-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----\n").decode()
+
+def _pem_pair() -> tuple[str, str]:
+    """A self-signed certificate and its key, base64 of PEM as kubeconfigs carry them."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "system:admin")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    return (base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode(),
+            base64.b64encode(key_pem).decode())
+
+
+PEM_CA, PEM_KEY = _pem_pair()
 
 
 def kubeconfig(*, cluster: dict[str, Any] | None = None, user: dict[str, Any] | None = None,
@@ -67,9 +86,13 @@ def test_json_is_yaml_too_and_insecure_skip_tls_verify_is_accepted_but_marked_un
         ({"token": ""}, "users[0].user.token", "non-empty"),
         ({"client-certificate-data": "not base64!", "client-key-data": PEM_KEY},
          "users[0].user.client-certificate-data", "base64"),
+        ({"client-certificate-data": PEM_CA, "client-key-data": PEM_CA}, "users[0].user.client-key-data", "PEM private key"),
+        ({"client-certificate-data": PEM_KEY, "client-key-data": PEM_KEY},
+         "users[0].user.client-certificate-data", "PEM certificate"),
     ],
     ids=["exec", "auth-provider", "tokenFile", "client-certificate path", "client-key path", "basic auth",
-         "impersonation", "half a certificate", "empty token", "bad base64"],
+         "impersonation", "half a certificate", "empty token", "bad base64", "a certificate for a key",
+         "a key for a certificate"],
 )
 def test_a_user_that_would_run_a_command_or_read_a_file_on_our_host_is_refused_naming_the_field(
     user, field, words

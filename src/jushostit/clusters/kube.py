@@ -179,9 +179,7 @@ async def connect(kubeconfig: AcceptedKubeconfig, *, timeout: float) -> AsyncIte
         client = AsyncClient(config, timeout=limits, field_manager=FIELD_MANAGER, trust_env=False)
         raw = client_adapter.AsyncClient(config, ConnectionParams(timeout=limits, trust_env=False))
     except ssl.SSLError:
-        raise KubeconfigRefused(
-            "user's client-certificate-data and client-key-data", "cannot be loaded as a certificate and its key"
-        ) from None
+        raise KubeconfigRefused("user.client-key-data", "is not the key of client-certificate-data") from None
     try:
         yield ClusterApi(kubeconfig, client, raw)
     finally:

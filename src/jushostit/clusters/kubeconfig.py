@@ -20,6 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 
@@ -111,6 +114,13 @@ def _decoded(value: Any, where: str) -> bytes:
         raise KubeconfigRefused(where, "is not valid base64") from None
 
 
+def _certificates(value: Any, where: str) -> None:
+    try:
+        x509.load_pem_x509_certificates(_decoded(value, where))
+    except ValueError:
+        raise KubeconfigRefused(where, "is not a PEM certificate") from None
+
+
 def _choose_context(document: dict[str, Any], contexts: dict[str, tuple[int, dict[str, Any]]]) -> str:
     current = document.get("current-context")
     if current:
@@ -138,10 +148,7 @@ def _checked_cluster(body: dict[str, Any], where: str) -> tuple[str, bool]:
             raise KubeconfigRefused(
                 f"{where}.insecure-skip-tls-verify", "cannot be set with certificate-authority-data: give one"
             )
-        if b"-----BEGIN CERTIFICATE-----" not in _decoded(
-            body["certificate-authority-data"], f"{where}.certificate-authority-data"
-        ):
-            raise KubeconfigRefused(f"{where}.certificate-authority-data", "is not a PEM certificate")
+        _certificates(body["certificate-authority-data"], f"{where}.certificate-authority-data")
     return server, not insecure
 
 
@@ -151,12 +158,13 @@ def _checked_user(body: dict[str, Any], where: str) -> None:
         if not isinstance(body["token"], str) or not body["token"]:
             raise KubeconfigRefused(f"{where}.token", "must be a non-empty string")
         return
-    pair = ("client-certificate-data", "client-key-data")
-    if not all(key in body for key in pair):
+    if not all(key in body for key in ("client-certificate-data", "client-key-data")):
         raise KubeconfigRefused(where, "needs a token, or client-certificate-data and client-key-data")
-    for key in pair:
-        if b"-----BEGIN " not in _decoded(body[key], f"{where}.{key}"):
-            raise KubeconfigRefused(f"{where}.{key}", "is not PEM data")
+    _certificates(body["client-certificate-data"], f"{where}.client-certificate-data")
+    try:
+        serialization.load_pem_private_key(_decoded(body["client-key-data"], f"{where}.client-key-data"), None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: the key is encrypted
+        raise KubeconfigRefused(f"{where}.client-key-data", "is not an unencrypted PEM private key") from None
 
 
 def accept_kubeconfig(text: str) -> AcceptedKubeconfig:

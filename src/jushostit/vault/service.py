@@ -31,6 +31,11 @@ async def read(session: AsyncSession, box: SecretBox, *, owner_type: str, owner_
     return {s.name: box.decrypt(s.ciphertext) for s in await SecretRepository(session).of_owner(owner_type, owner_id)}
 
 
+async def forget(session: AsyncSession, *, owner_type: str, owner_id: uuid.UUID) -> None:
+    """Delete every secret of an owner that is going away (a credential kept past its use is a liability)."""
+    await SecretRepository(session).delete_of_owner(owner_type, owner_id)
+
+
 async def rotate_all(
     database: Database, box: SecretBox, *, batch: int = 500, progress: Callable[[int], None] | None = None
 ) -> int:
