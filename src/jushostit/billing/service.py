@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,6 +44,7 @@ from jushostit.models import (
     Subscription,
     SuspensionReason,
 )
+from jushostit.models.rows import DunningRecipient
 from jushostit.notifications.service import queue_email
 from jushostit.triggers import request_reconcile
 
@@ -250,14 +251,7 @@ async def record_checkout(
     the provider's customer of the account (created once: a later checkout reuses it)."""
     repository = BillingRepository(session)
     subscription, plan = await _subscription_by_id(repository, subscription_id)
-    account = await _locked_account(repository, subscription.account_id)
-    if started.customer_id and account.provider_customer_id is None:
-        account.provider_customer_id = started.customer_id
-        await audit.record(
-            session, action="account.payment_customer_created", target_type="account", target_id=account.id,
-            account_id=account.id, before={"provider_customer_id": None},
-            after={"provider_customer_id": started.customer_id},
-        )
+    await _remember_customer(session, await _locked_account(repository, subscription.account_id), started)
     recorded = await repository.record_checkout(
         subscription.id, session_id=started.external_id, url=started.checkout_url, expires_at=started.expires_at,
         price_id=started.price_id,
@@ -270,6 +264,18 @@ async def record_checkout(
         after={"checkout_session_id": started.external_id, "plan": plan.code, "stripe_price_id": started.price_id},
     )
     return recorded, plan
+
+
+async def _remember_customer(session: AsyncSession, account: Account, started: CheckoutResult) -> None:
+    """The provider's customer a checkout was made for becomes the account's (created once: later checkouts
+    reuse it)."""
+    if started.customer_id and account.provider_customer_id is None:
+        account.provider_customer_id = started.customer_id
+        await audit.record(
+            session, action="account.payment_customer_created", target_type="account", target_id=account.id,
+            account_id=account.id, before={"provider_customer_id": None},
+            after={"provider_customer_id": started.customer_id},
+        )
 
 
 async def _subscription_by_id(
@@ -834,14 +840,7 @@ async def record_pack_checkout(session: AsyncSession, *, purchase_id: uuid.UUID,
     purchase = await repository.purchase(purchase_id)
     if purchase is None:
         raise NotFound("Credit purchase not found", code="credit_purchase_not_found")
-    account = await _locked_account(repository, purchase.account_id)
-    if started.customer_id and account.provider_customer_id is None:
-        account.provider_customer_id = started.customer_id
-        await audit.record(
-            session, action="account.payment_customer_created", target_type="account", target_id=account.id,
-            account_id=account.id, before={"provider_customer_id": None},
-            after={"provider_customer_id": started.customer_id},
-        )
+    await _remember_customer(session, await _locked_account(repository, purchase.account_id), started)
     await repository.record_pack_checkout(purchase_id, session_id=started.external_id, url=started.checkout_url)
     return await repository.purchase(purchase_id) or purchase
 
@@ -903,19 +902,6 @@ async def _pack_paid(session: AsyncSession, purchase_id: uuid.UUID, *, reference
 DUNNING_TEMPLATES = {"payment_failed": "payment_failed", "reminder": "payment_reminder",
                      "suspension_warning": "suspension_warning", "suspended": "account_suspended",
                      "restored": "account_restored"}
-
-
-class DunningRecipient(Protocol):
-    """What a dunning e-mail needs of an account, and the episode its e-mails last went out for."""
-
-    @property
-    def id(self) -> uuid.UUID: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def billing_email(self) -> str | None: ...
-    @property
-    def dunning_episode(self) -> datetime | None: ...
 
 
 async def send_dunning_notice(

@@ -32,6 +32,19 @@ class AccountFactsRow(Protocol):
     def contract_ends_at(self) -> datetime | None: ...
 
 
+class DunningRecipient(Protocol):
+    """What a dunning e-mail needs of an account, and the episode its e-mails last went out for."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def billing_email(self) -> str | None: ...
+    @property
+    def dunning_episode(self) -> datetime | None: ...
+
+
 class SubscriptionFactsRow(Protocol):
     @property
     def id(self) -> uuid.UUID: ...

@@ -13,20 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from jushostit.billing.repository import oldest_open_invoice_due
 from jushostit.models import Account, Instance, Plan, ServiceTemplate, StoredSecret, Subscription
-from jushostit.models.rows import AccountFactsRow, PlanFactsRow, SubscriptionFactsRow
+from jushostit.models.rows import AccountFactsRow, DunningRecipient, PlanFactsRow, SubscriptionFactsRow
 
 
-class AccountRow(AccountFactsRow, Protocol):
+class AccountRow(AccountFactsRow, DunningRecipient, Protocol):
     """An account as the reconciler reads it (see _ACCOUNTS)."""
 
-    @property
-    def id(self) -> uuid.UUID: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def billing_email(self) -> str | None: ...
-    @property
-    def dunning_episode(self) -> datetime | None: ...
     @property
     def reconcile_error(self) -> str | None: ...
     @property
