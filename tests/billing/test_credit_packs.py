@@ -5,7 +5,10 @@ an abandoned checkout grants nothing."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from jushostit.billing.provider import StripeProvider
@@ -16,8 +19,18 @@ from jushostit.webhooks import service as inbox
 from tests.billing.helpers import error_of
 from tests.billing.test_stripe_checkout import card_account
 from tests.conftest import asgi_client, joined_session
-from tests.stripe_stand_in import stripe_stand_in
+from tests.stripe_stand_in import StripeStandIn, stripe_stand_in
 from tests.webhooks.helpers import delivered, stripe_settings
+
+
+@pytest.fixture
+async def card_shop(app_factory, session, signup, settings) -> AsyncIterator[tuple[Any, Any, Any, StripeStandIn]]:
+    """A card account, and a server that takes its payments through the Stripe stand-in: (owner, settings,
+    app, Stripe)."""
+    owner, _ = await card_account(session, signup)
+    router, stripe = stripe_stand_in()
+    with router:
+        yield owner, settings.model_copy(update=stripe_settings()), app_factory(**stripe_settings()), stripe
 
 
 def buy_url(owner, pack: str = "credits-5k") -> str:
@@ -49,83 +62,68 @@ async def test_the_packs_for_sale_are_listed_publicly(client) -> None:
 
 
 async def test_a_card_account_pays_on_stripe_checkout_and_stripes_confirmation_grants_the_credits_once(
-    app_factory, session, signup, settings
+    session, card_shop
 ) -> None:
-    owner, _ = await card_account(session, signup)
-    configured = settings.model_copy(update=stripe_settings())
-    application = app_factory(**stripe_settings())
-    router, stripe = stripe_stand_in()
-    with router:
-        async with asgi_client(application) as client:
-            bought = await client.post(buy_url(owner), headers=owner.headers)
-            assert bought.status_code == 201, bought.text
-            purchase = bought.json()
-            assert (purchase["status"], purchase["provider"], purchase["credits"]) == ("pending", "stripe", 5000)
-            assert await balance(client, owner) == 0  # nothing before the payment is confirmed
-        [made] = stripe.created("/v1/checkout/sessions")
-        assert (made["mode"], made["line_items[0][price_data][unit_amount]"],
-                made["line_items[0][price_data][currency]"]) == ("payment", "4500", "eur")
-        assert made["metadata[purchase_id]"] == purchase["id"] and made["customer"]
-        assert stripe.keys("/v1/checkout/sessions") == [f"pack-checkout:{purchase['id']}"]
-        checkout = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
-        assert purchase["checkout_url"] == checkout["url"]
+    owner, configured, application, stripe = card_shop
+    async with asgi_client(application) as client:
+        bought = await client.post(buy_url(owner), headers=owner.headers)
+        assert bought.status_code == 201, bought.text
+        purchase = bought.json()
+        assert (purchase["status"], purchase["provider"], purchase["credits"]) == ("pending", "stripe", 5000)
+        assert await balance(client, owner) == 0  # nothing before the payment is confirmed
+    [made] = stripe.created("/v1/checkout/sessions")
+    assert (made["mode"], made["line_items[0][price_data][unit_amount]"],
+            made["line_items[0][price_data][currency]"]) == ("payment", "4500", "eur")
+    assert made["metadata[purchase_id]"] == purchase["id"] and made["customer"]
+    assert stripe.keys("/v1/checkout/sessions") == [f"pack-checkout:{purchase['id']}"]
+    checkout = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
+    assert purchase["checkout_url"] == checkout["url"]
 
-        # Stripe takes the payment; its event arrives twice (a redelivery as a new event), and the pull runs.
-        stripe.put({**checkout, "status": "complete", "payment_status": "paid", "payment_intent": "pi_paid"})
-        obj = {"id": checkout["id"], "object": "checkout.session", "customer": made["customer"]}
-        for _ in range(2):
-            row = await delivered(application, session, configured, "checkout.session.completed", obj)
-            assert row.status == "processed", row.last_error
-        async with joined_session(session.bind) as worker, unit_of_work(worker):
-            await inbox.pull_pack_checkout(worker, StripeProvider(stripe_client(configured)),
-                                           account_id=uuid.UUID(owner.account_id), checkout_id=checkout["id"])
-        async with asgi_client(application) as client:
-            assert await balance(client, owner) == 5000
+    # Stripe takes the payment; its event arrives twice (a redelivery as a new event), and the pull runs.
+    stripe.put({**checkout, "status": "complete", "payment_status": "paid", "payment_intent": "pi_paid"})
+    obj = {"id": checkout["id"], "object": "checkout.session", "customer": made["customer"]}
+    for _ in range(2):
+        row = await delivered(application, session, configured, "checkout.session.completed", obj)
+        assert row.status == "processed", row.last_error
+    async with joined_session(session.bind) as worker, unit_of_work(worker):
+        await inbox.pull_pack_checkout(worker, StripeProvider(stripe_client(configured)),
+                                       account_id=uuid.UUID(owner.account_id), checkout_id=checkout["id"])
+    async with asgi_client(application) as client:
+        assert await balance(client, owner) == 5000
     paid = await purchase_row(session, purchase["id"])
     assert (paid.status, paid.payment_reference) == ("paid", "pi_paid")
     assert await audited(session, purchase["id"], "credit_pack.paid") == 1
 
 
-async def test_a_bank_debit_still_clearing_grants_nothing_until_stripe_says_it_cleared(
-    app_factory, session, signup, settings
-) -> None:
-    owner, _ = await card_account(session, signup)
-    configured = settings.model_copy(update=stripe_settings())
-    application = app_factory(**stripe_settings())
-    router, stripe = stripe_stand_in()
-    with router:
-        async with asgi_client(application) as client:
-            purchase = (await client.post(buy_url(owner, "credits-1k"), headers=owner.headers)).json()
-        checkout = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
-        obj = {"id": checkout["id"], "object": "checkout.session", "customer": checkout["customer"]}
-        stripe.put({**checkout, "status": "complete", "payment_status": "unpaid", "payment_intent": "pi_sepa"})
-        await delivered(application, session, configured, "checkout.session.completed", obj)
-        assert (await purchase_row(session, purchase["id"])).status == "pending"
-        stripe.put({**checkout, "status": "complete", "payment_status": "paid", "payment_intent": "pi_sepa"})
-        await delivered(application, session, configured, "checkout.session.async_payment_succeeded", obj)
-        async with asgi_client(application) as client:
-            assert await balance(client, owner) == 1000
+async def test_a_bank_debit_still_clearing_grants_nothing_until_stripe_says_it_cleared(session, card_shop) -> None:
+    owner, configured, application, stripe = card_shop
+    async with asgi_client(application) as client:
+        purchase = (await client.post(buy_url(owner, "credits-1k"), headers=owner.headers)).json()
+    checkout = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
+    obj = {"id": checkout["id"], "object": "checkout.session", "customer": checkout["customer"]}
+    stripe.put({**checkout, "status": "complete", "payment_status": "unpaid", "payment_intent": "pi_sepa"})
+    await delivered(application, session, configured, "checkout.session.completed", obj)
+    assert (await purchase_row(session, purchase["id"])).status == "pending"
+    stripe.put({**checkout, "status": "complete", "payment_status": "paid", "payment_intent": "pi_sepa"})
+    await delivered(application, session, configured, "checkout.session.async_payment_succeeded", obj)
+    async with asgi_client(application) as client:
+        assert await balance(client, owner) == 1000
 
 
-async def test_an_abandoned_pack_checkout_expires_and_grants_nothing(app_factory, session, signup, settings, admin
-                                                                   ) -> None:
+async def test_an_abandoned_pack_checkout_expires_and_grants_nothing(session, card_shop, admin) -> None:
     operator = await admin()
-    owner, _ = await card_account(session, signup)
-    configured = settings.model_copy(update=stripe_settings())
-    application = app_factory(**stripe_settings())
-    router, stripe = stripe_stand_in()
-    with router:
-        async with asgi_client(application) as client:
-            purchase = (await client.post(buy_url(owner), headers=owner.headers)).json()
-        checkout = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
-        stripe.put({**checkout, "status": "expired"})
-        await delivered(application, session, configured, "checkout.session.expired",
-                        {"id": checkout["id"], "object": "checkout.session", "customer": checkout["customer"]})
-        async with asgi_client(application) as client:
-            assert await balance(client, owner) == 0
-            # Only Stripe confirms a card purchase: an operator cannot mark it paid.
-            error_of(await client.post(f"/v1/admin/credit-purchases/{purchase['id']}/mark-paid", json={},
-                                       headers=operator.headers), 409, "paid_by_provider")
+    owner, configured, application, stripe = card_shop
+    async with asgi_client(application) as client:
+        purchase = (await client.post(buy_url(owner), headers=owner.headers)).json()
+    checkout = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
+    stripe.put({**checkout, "status": "expired"})
+    await delivered(application, session, configured, "checkout.session.expired",
+                    {"id": checkout["id"], "object": "checkout.session", "customer": checkout["customer"]})
+    async with asgi_client(application) as client:
+        assert await balance(client, owner) == 0
+        # Only Stripe confirms a card purchase: an operator cannot mark it paid.
+        error_of(await client.post(f"/v1/admin/credit-purchases/{purchase['id']}/mark-paid", json={},
+                                   headers=operator.headers), 409, "paid_by_provider")
     assert (await purchase_row(session, purchase["id"])).status == "expired"
 
 
