@@ -80,7 +80,7 @@ def k3s_node(name: str, *, cpu: str, memory_ki: int, allocatable_cpu: str | None
     }
 
 
-def container(name: str, requests: dict[str, str] | None = None, limits: dict[str, str] | None = None) -> dict[str, Any]:
+def k8s_container(name: str, requests: dict[str, str] | None = None, limits: dict[str, str] | None = None) -> dict[str, Any]:
     resources = {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
     return {"name": name, "image": "registry.example/app:1", "resources": resources}
 

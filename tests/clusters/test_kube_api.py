@@ -18,7 +18,7 @@ from jushostit.clusters.kube import (
 from jushostit.clusters.kubeconfig import accept_kubeconfig
 from jushostit.kit.errors import AppError
 from tests.clusters.conftest import closed_port, kubeconfig_for
-from tests.clusters.kube_stand_in import VERSION, container, k3s_node, make_tls, pod
+from tests.clusters.kube_stand_in import VERSION, k3s_node, k8s_container, make_tls, pod
 
 TIMEOUT = 5.0
 
@@ -93,7 +93,7 @@ async def test_an_answer_that_is_not_a_kubernetes_apis_is_a_clear_error(kube, ku
 
 async def test_nodes_and_pods_are_listed_in_chunks(kube, kube_server) -> None:
     kube.nodes = [k3s_node("n1", cpu="16", memory_ki=32 * 1024 * 1024)]
-    kube.pods = [pod(f"p{i}", "default", "n1", [container("c", {"cpu": "10m"})]) for i in range(501)]
+    kube.pods = [pod(f"p{i}", "default", "n1", [k8s_container("c", {"cpu": "10m"})]) for i in range(501)]
     async with connect(accept_kubeconfig(kubeconfig_for(kube_server)), timeout=TIMEOUT) as api:
         assert [node.metadata.name for node in await api.nodes()] == ["n1"]
         assert len(await api.pods()) == 501

@@ -7,7 +7,7 @@ from jushostit.clusters.kube import connect
 from jushostit.clusters.kubeconfig import accept_kubeconfig
 from jushostit.clusters.observation import summarise
 from tests.clusters.conftest import kubeconfig_for
-from tests.clusters.kube_stand_in import GIB_KI, container, k3s_node, pod
+from tests.clusters.kube_stand_in import GIB_KI, k3s_node, k8s_container, pod
 
 
 async def observed(kube_server):
@@ -27,16 +27,16 @@ async def test_a_node_reports_its_allocatable_conditions_and_the_requests_and_li
     kube.pods = [
         # CoreDNS as K3s ships it: requests, and a memory limit only.
         pod("coredns-1", "kube-system", "ryzen-3900x",
-            [container("coredns", {"cpu": "100m", "memory": "70Mi"}, {"memory": "170Mi"})]),
+            [k8s_container("coredns", {"cpu": "100m", "memory": "70Mi"}, {"memory": "170Mi"})]),
         # Two containers, an init container larger than either, and a runtime class's overhead.
         pod("app-1", "jh-acme", "ryzen-3900x",
-            [container("app", {"cpu": "250m", "memory": "512Mi"}, {"cpu": "1", "memory": "1Gi"}),
-             container("sidecar", {"cpu": "50m", "memory": "64Mi"}, {"cpu": "100m", "memory": "128Mi"})],
-            init=[container("migrate", {"cpu": "500m", "memory": "256Mi"}, {"cpu": "2", "memory": "256Mi"})],
+            [k8s_container("app", {"cpu": "250m", "memory": "512Mi"}, {"cpu": "1", "memory": "1Gi"}),
+             k8s_container("sidecar", {"cpu": "50m", "memory": "64Mi"}, {"cpu": "100m", "memory": "128Mi"})],
+            init=[k8s_container("migrate", {"cpu": "500m", "memory": "256Mi"}, {"cpu": "2", "memory": "256Mi"})],
             overhead={"cpu": "10m", "memory": "1Mi"}),
-        pod("done-1", "jh-acme", "ryzen-3900x", [container("job", {"cpu": "4", "memory": "8Gi"})], phase="Succeeded"),
-        pod("failed-1", "jh-acme", "ryzen-3900x", [container("job", {"cpu": "4", "memory": "8Gi"})], phase="Failed"),
-        pod("pending-1", "jh-acme", None, [container("app", {"cpu": "4", "memory": "8Gi"})], phase="Pending"),
+        pod("done-1", "jh-acme", "ryzen-3900x", [k8s_container("job", {"cpu": "4", "memory": "8Gi"})], phase="Succeeded"),
+        pod("failed-1", "jh-acme", "ryzen-3900x", [k8s_container("job", {"cpu": "4", "memory": "8Gi"})], phase="Failed"),
+        pod("pending-1", "jh-acme", None, [k8s_container("app", {"cpu": "4", "memory": "8Gi"})], phase="Pending"),
     ]
     nodes = await observed(kube_server)
 
