@@ -178,3 +178,26 @@ async def test_the_reconciler_stops_the_services_of_an_account_overdue_past_its_
         account = (await live.client.get(f"/v1/accounts/{owner.account_id}", headers=headers)).json()
         assert (account["status"], account["entitlement"]["holds"]) == ("active", [])
         assert (await live.page(site["slug"])).status_code == 200
+
+
+async def test_an_overdue_invoice_terminates_where_the_policy_says_so_and_the_data_goes_after_a_fresh_read(
+    live: Live,
+) -> None:
+    operator = await live.admin()
+    owner = await live.paid_starter(operator, "Terminated Co", BillingMode.invoice)
+    site = await live.ordered(owner, "shop")
+    await live.converge(owner.account_id)
+    assert live.data_dir(site).exists()
+    policy = await live.client.put(f"/v1/admin/accounts/{owner.account_id}/dunning-policy",
+                                   json={"grace": "P1D", "terminate_after": "P1D"}, headers=operator.headers)
+    assert policy.status_code == 200, policy.text
+    invoice = await issue(live.client, operator.headers, owner, net_days=1)
+    due = datetime.fromisoformat(invoice["due_at"])
+
+    # Past its due date, the grace and the termination delay: the deletion's own re-read of the facts (the
+    # invoice among them) still says deleted, so the data goes.
+    with time_machine.travel(due + timedelta(days=2, minutes=1)):
+        await live.converge(owner.account_id)
+        row = await live.row(site["id"])
+    assert row.deleted_at is not None and row.observed_status == "deleted"
+    assert not live.data_dir(site).exists()
