@@ -115,9 +115,11 @@ class KubeStandIn:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     pods: list[dict[str, Any]] = field(default_factory=list)
     enforces_network_policy: bool = True
+    images_pull: bool = True  # False: every pod stays Pending (an image that cannot be pulled)
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     policies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     created: dict[tuple[str, str], ProbePod] = field(default_factory=dict)
+    pod_manifests: list[dict[str, Any]] = field(default_factory=list)  # every pod created, as it was sent
     deleted_namespaces: list[str] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
     list_requests: list[dict[str, str]] = field(default_factory=list)
@@ -185,6 +187,7 @@ class KubeStandIn:
             return JSONResponse({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
         if rest[1:] == ["pods"] and method == "POST":
             name = body["metadata"]["name"]
+            self.pod_manifests.append(body)
             self.created[(namespace, name)] = ProbePod(body, f"10.42.1.{next(self._addresses)}")
             return JSONResponse(self._pod_object(namespace, name), status_code=201)
         if len(rest) >= 3 and rest[1] == "pods" and (namespace, rest[2]) in self.created:
@@ -204,7 +207,9 @@ class KubeStandIn:
     def _pod_object(self, namespace: str, name: str) -> dict[str, Any]:
         probe = self.created[(namespace, name)]
         manifest = probe.manifest
-        if manifest["spec"].get("restartPolicy") != "Never":
+        if not self.images_pull:
+            phase = "Pending"
+        elif manifest["spec"].get("restartPolicy") != "Never":
             phase = "Running"  # a server
         elif probe.polls < 2:
             phase = "Pending"  # the image is being pulled: the caller must poll
