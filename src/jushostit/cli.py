@@ -22,9 +22,11 @@ cli = typer.Typer(help="JusHostIt control plane: billing state drives infrastruc
 admin_cli = typer.Typer(help="Platform administrators.", no_args_is_help=True)
 audit_cli = typer.Typer(help="The append-only audit log.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Encryption keys for secrets at rest.", no_args_is_help=True)
+clusters_cli = typer.Typer(help="Kubernetes clusters that accounts are placed on.", no_args_is_help=True)
 cli.add_typer(admin_cli, name="admin")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(clusters_cli, name="clusters")
 
 
 # Every command takes the data directory, so the one serve prints (absolute) works from anywhere.
@@ -194,6 +196,139 @@ def keys_rotate(data_dir: DataDir = None) -> None:
 
     done = asyncio.run(run())
     typer.echo(f"Re-encrypted {done} secrets with the first key; older keys can now be removed.")
+
+
+@clusters_cli.command("add")
+def clusters_add(
+    name: Annotated[str, typer.Option(help="The cluster's name here (a DNS label, e.g. k3s-home).")],
+    kubeconfig: Annotated[Path, typer.Option(
+        exists=True, dir_okay=False, readable=True,
+        help="Its kubeconfig: inline credentials only (a token or client certificate data), no exec plugin, no "
+             "file paths. Its current context is used.")],
+    base_domain: Annotated[str, typer.Option(help="Instances are served at <slug>.<base domain>.")],
+    ingress_class: Annotated[str, typer.Option(help="The cluster's IngressClass.")] = "traefik",
+    issuer: Annotated[str, typer.Option(help="The cert-manager ClusterIssuer; empty: none.")] = "letsencrypt",
+    ingress_namespace: Annotated[str, typer.Option(help="Where the ingress controller runs.")] = "kube-system",
+    pod_cidr: Annotated[str, typer.Option(help="The cluster's pod range.")] = "10.42.0.0/16",
+    service_cidr: Annotated[str, typer.Option(help="The cluster's service range.")] = "10.43.0.0/16",
+    cpu_overcommit: Annotated[float, typer.Option(help="Sum of CPU limits per allocatable CPU (1-10).")] = 3.0,
+    memory_overcommit: Annotated[float, typer.Option(help="Sum of memory limits per allocatable byte (1-10).")] = 1.0,
+    headroom: Annotated[int, typer.Option(help="Percent of every node's budget kept free (0-90).")] = 30,
+    data_dir: DataDir = None,
+) -> None:
+    """Register a cluster after a connection test (GET /version and a permission check); nothing is recorded
+    when it fails. The kubeconfig is stored encrypted."""
+    from jushostit.bootstrap import open_container
+    from jushostit.clusters import service
+    from jushostit.clusters.schemas import ClusterCreate
+    from jushostit.kit.errors import AppError
+
+    try:
+        data = ClusterCreate(
+            name=name, kubeconfig=kubeconfig.read_text(), base_domain=base_domain, ingress_class=ingress_class,
+            cert_issuer=issuer or None, ingress_namespace=ingress_namespace, pod_cidr=pod_cidr,
+            service_cidr=service_cidr, cpu_overcommit=cpu_overcommit, memory_overcommit=memory_overcommit,
+            headroom_percent=headroom,
+        )
+    except ValidationError as error:
+        for problem in error.errors():
+            typer.echo(f"Error: --{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}", err=True)
+        raise typer.Exit(2) from None
+    settings = _settings(data_dir)
+    _require_a_database(settings)
+
+    async def run() -> tuple[str, str]:
+        async with open_container(settings) as c, c.database.unit_of_work() as session:
+            cluster = await service.register(session, c.secret_box, data=data,
+                                             timeout=settings.kubernetes_timeout_seconds)
+            return cluster.api_server, cluster.kubernetes_version
+
+    try:
+        server, version = asyncio.run(run())
+    except AppError as error:
+        typer.echo(f"Error: {error.message}", err=True)
+        details = error.details if isinstance(error.details, dict) else {}
+        for missing in details.get("missing", []):
+            typer.echo(f"  missing: {missing}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"Cluster {name} registered: {server}, Kubernetes {version}. Its nodes are observed within a "
+               f"minute; prove its isolation with `jushostit clusters verify {name}`.")
+
+
+@clusters_cli.command("list")
+def clusters_list(data_dir: DataDir = None) -> None:
+    """Every cluster with its nodes and how many more default pods (0.25/512Mi requested, 1/1Gi limits) fit."""
+    from jushostit.bootstrap import open_container
+    from jushostit.clusters.endpoints import cluster_reads
+    from jushostit.clusters.repository import ClusterRepository
+    from jushostit.clusters.schemas import ClusterRead
+
+    settings = _settings(data_dir)
+    _require_a_database(settings)
+
+    async def run() -> list[ClusterRead]:
+        async with open_container(settings) as c, c.database.sessionmaker() as session:
+            return await cluster_reads(session, await ClusterRepository(session).all())
+
+    clusters = asyncio.run(run())
+    if not clusters:
+        typer.echo("No cluster is registered (`jushostit clusters add`).")
+    for cluster in clusters:
+        ready = sum(node.takes_placements for node in cluster.nodes)
+        flags = " [cordoned]" if cluster.cordoned else ""
+        typer.echo(f"{cluster.name}{flags}: {cluster.api_server} ({cluster.kubernetes_version}), {cluster.accounts} "
+                   f"account(s), {ready}/{len(cluster.nodes)} node(s) taking placements, "
+                   f"{cluster.utilisation.burstable_pods_left} more default pods fit"
+                   + (f"; last observation failed: {cluster.observe_error}" if cluster.observe_error else ""))
+        for node in cluster.nodes:
+            used = node.utilisation
+            typer.echo(f"  {node.name}: {node.refusal or 'takes placements'}; limits CPU "
+                       f"{used.cpu_limits_millicores}/{used.cpu_limits_budget_millicores}m, memory "
+                       f"{used.memory_limits_mib}/{used.memory_limits_budget_mib} MiB; {used.pods} pods; "
+                       f"{used.burstable_pods_left} more default pods fit")
+
+
+@clusters_cli.command("verify")
+def clusters_verify(
+    name: Annotated[str, typer.Argument(help="The cluster's name.")],
+    image: Annotated[str, typer.Option(help="The probe pods' image (busybox: sh, wget, nslookup, httpd).")] = "busybox:1.37",
+    egress_url: Annotated[str, typer.Option(help="An internet address allowed egress must reach.")] = "http://example.com/",
+    timeout: Annotated[float, typer.Option(help="Seconds each probe pod may take to finish.")] = 120.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Prove tenant isolation on the live cluster with probe pods in two throwaway namespaces: cross-tenant
+    traffic and the metadata address blocked, DNS and allowed egress working. Exits 1 unless every check passes."""
+    from jushostit.bootstrap import open_container
+    from jushostit.clusters import kube, service
+    from jushostit.clusters.repository import ClusterRepository
+    from jushostit.clusters.verify import Report, Target, verify_isolation
+    from jushostit.kit.errors import AppError
+
+    settings = _settings(data_dir)
+    _require_a_database(settings)
+
+    async def run() -> Report | None:
+        async with open_container(settings) as c:
+            async with c.database.sessionmaker() as session:
+                cluster = await ClusterRepository(session).by_name(name)
+                if cluster is None:
+                    return None
+                kubeconfig = await service.kubeconfig_of(session, c.secret_box, cluster.id)
+                target = Target(cluster.pod_cidr, cluster.service_cidr, cluster.ingress_namespace)
+            async with kube.connect(kubeconfig, timeout=settings.kubernetes_timeout_seconds) as api:
+                return await verify_isolation(api, target, image=image, egress_url=egress_url, timeout=timeout)
+
+    try:
+        report = asyncio.run(run())
+    except AppError as error:
+        typer.echo(f"Error: {error.message}", err=True)
+        raise typer.Exit(1) from error
+    if report is None:
+        typer.echo(f"Error: there is no cluster named {name!r} (`jushostit clusters list`).", err=True)
+        raise typer.Exit(1)
+    for line in report.lines():
+        typer.echo(line)
+    raise typer.Exit(0 if report.passed else 1)
 
 
 def _exit_on_sigterm(signum: int, _frame: Any) -> None:

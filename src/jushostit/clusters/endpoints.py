@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit import container
 from jushostit.auth.dependencies import require_admin
@@ -81,7 +82,7 @@ def cluster_read(cluster: Cluster, nodes: list[ClusterNode], accounts: int) -> C
     )
 
 
-async def _reads(session: SessionDep, clusters: list[Cluster]) -> list[ClusterRead]:
+async def cluster_reads(session: AsyncSession, clusters: list[Cluster]) -> list[ClusterRead]:
     repository = ClusterRepository(session)
     ids = [cluster.id for cluster in clusters]
     nodes, accounts = await repository.nodes(ids), await repository.placed_accounts(ids)
@@ -92,7 +93,7 @@ async def _read_one(session: SessionDep, cluster_id: uuid.UUID) -> ClusterRead:
     cluster = await ClusterRepository(session).by_id(cluster_id)
     if cluster is None:
         raise NotFound("Cluster not found", code="cluster_not_found")
-    return (await _reads(session, [cluster]))[0]
+    return (await cluster_reads(session, [cluster]))[0]
 
 
 @router.post(
@@ -108,14 +109,14 @@ async def register_cluster(body: ClusterCreate, session: SessionDep) -> ClusterR
     encrypted and never returned. Audited; its nodes are observed at once, then every minute."""
     settings, box = container.current().settings, container.current().secret_box
     cluster = await service.register(session, box, data=body, timeout=settings.kubernetes_timeout_seconds)
-    return (await _reads(session, [cluster]))[0]
+    return (await cluster_reads(session, [cluster]))[0]
 
 
 @router.get("", response_model=ClusterList, responses=responses(401, 403))
 async def list_clusters(session: SessionDep) -> ClusterList:
     """Every cluster by name, with its nodes as last observed and the utilisation of each against the capacity
     policy (what the nodes that take placements hold, per cluster)."""
-    return ClusterList(items=await _reads(session, await ClusterRepository(session).all()))
+    return ClusterList(items=await cluster_reads(session, await ClusterRepository(session).all()))
 
 
 @router.get("/{cluster_id}", response_model=ClusterRead, responses=responses(401, 403, 404))

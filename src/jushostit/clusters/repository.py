@@ -34,6 +34,9 @@ class ClusterRepository:
     async def ids(self) -> list[uuid.UUID]:
         return list((await self.session.scalars(select(Cluster.id).order_by(Cluster.name))).all())
 
+    async def by_name(self, name: str) -> Cluster | None:
+        return await self.session.scalar(select(Cluster).where(Cluster.name == name))
+
     async def by_id(self, cluster_id: uuid.UUID, *, for_update: bool = False) -> Cluster | None:
         stmt = select(Cluster).where(Cluster.id == cluster_id)
         if for_update:
