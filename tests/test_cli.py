@@ -86,7 +86,7 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
 def test_the_issue_commands_all_exist() -> None:
     assert {
         ("serve",), ("worker",), ("migrate",), ("config",), ("admin", "create"), ("audit", "verify"),
-        ("keys", "rotate"),
+        ("keys", "rotate"), ("clusters", "add"), ("clusters", "list"), ("clusters", "verify"),
     } <= set(command_paths())
 
 
