@@ -33,7 +33,7 @@ async def test_a_cluster_that_enforces_network_policy_passes_every_check(kube, k
     for namespace in kube.deleted_namespaces:
         assert namespace.startswith("jushostit-verify-")
         assert {policy["metadata"]["name"] for policy in kube.policies[namespace]} == {
-            "default-deny", "allow-same-namespace", "allow-dns", "allow-ingress-controller", "allow-internet-egress"}
+            "default-deny", "allow-same-namespace", "allow-dns", "allow-from-ingress-controller", "allow-internet-egress"}
     # Probes were polled until they finished (the stand-in answers Pending first).
     outcome = next(o for o in report.outcomes if o.name == "cross-tenant")
     assert "not reached" in outcome.detail and "timed out" in outcome.detail
@@ -53,7 +53,7 @@ async def test_the_probe_pods_are_what_pod_security_restricted_admits(kube, kube
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}, name
         assert container["image"] == "busybox:1.37" and container["resources"]["limits"], name
         assert (spec["restartPolicy"] == "Never") == (name != "server"), name
-    internet = {name for name, m in pods.items() if m["metadata"]["labels"].get("jushostit.io/egress") == "internet"}
+    internet = {name for name, m in pods.items() if m["metadata"]["labels"].get("jushostit.io/internet") == "true"}
     assert internet == {"cross-tenant", "metadata", "egress"}  # the hard case: allowed out, still not to them
 
 

@@ -37,7 +37,7 @@ DEFAULT_IMAGE = "busybox:1.37"
 DEFAULT_EGRESS_URL = "http://example.com/"
 METADATA_URL = "http://169.254.169.254/"
 SERVER_PORT = 8080
-INTERNET_LABEL = ("jushostit.io/egress", "internet")
+INTERNET_LABEL = ("jushostit.io/internet", "true")  # as the tenant manifests label pods that need the internet
 NOT_INTERNET = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
 NOT_ENFORCED = (
     "NetworkPolicy is NOT enforced on this cluster: tenants can reach each other. On K3s, the network policy "
@@ -110,7 +110,7 @@ def baseline_policies(target: Target) -> list[dict[str, Any]]:
                     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
         }]}),
-        _policy("allow-ingress-controller", {"podSelector": everyone, "policyTypes": ["Ingress"], "ingress": [{
+        _policy("allow-from-ingress-controller", {"podSelector": everyone, "policyTypes": ["Ingress"], "ingress": [{
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": target.ingress_namespace}}}],
         }]}),
         _policy("allow-internet-egress", {
