@@ -154,6 +154,35 @@ class DatabaseSpec(Spec):
     env: list[EnvVar] = Field(default_factory=list, max_length=100)
     resources: Resources
 
+    @model_validator(mode="after")
+    def generates_nothing(self) -> DatabaseSpec:
+        # Its credentials are the app's generated values ({secret:NAME}): only those are generated and stored.
+        if any(var.generate is not None for var in self.env):
+            raise ValueError("the database's env generates nothing: refer to the app's values with {secret:NAME}")
+        return self
+
+
+# Pod Security "baseline" allows adding these; "restricted" only NET_BIND_SERVICE (runtime.kubernetes checks).
+Capability = Annotated[str, Field(pattern=r"^[A-Z][A-Z_]*$", max_length=64)]
+SysctlName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.]*$", max_length=253)]
+
+
+class KubernetesForm(Spec):
+    """What the Kubernetes runtime needs beyond image, port, uid, volumes and probes. A template runs under Pod
+    Security "restricted" unless it says why it cannot: its namespace then enforces "baseline"."""
+
+    pod_security: Literal["restricted", "baseline"] = "restricted"
+    pod_security_reason: Note | None = None  # why it cannot run restricted; recorded on the namespace
+    add_capabilities: list[Capability] = Field(default_factory=list, max_length=20)
+    sysctls: dict[SysctlName, Annotated[str, Field(max_length=100)]] = Field(default_factory=dict, max_length=20)
+    shared_memory_mib: int | None = Field(default=None, ge=1, le=65_536)  # a memory-backed /dev/shm (browsers)
+
+    @model_validator(mode="after")
+    def baseline_says_why(self) -> KubernetesForm:
+        if self.pod_security == "baseline" and not self.pod_security_reason:
+            raise ValueError("pod_security baseline needs a pod_security_reason: why it cannot run restricted")
+        return self
+
 
 class ProcessForm(Spec):
     """How the local runtime runs it: a command with {python}, {port}, {data_dir} placeholders."""
@@ -191,6 +220,7 @@ class TemplateSpec(Spec):
     database: DatabaseSpec | None = None
     process: ProcessForm | None = None
     needs_internet_egress: bool = False
+    kubernetes: KubernetesForm = KubernetesForm()
 
     @model_validator(mode="after")
     def consistent(self) -> TemplateSpec:
