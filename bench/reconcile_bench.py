@@ -69,7 +69,7 @@ class InMemoryRuntime:
         for instance in desired.instances:
             if self.running.get(instance.id) != instance.run:
                 if instance.run:
-                    instance.env.values()  # a start sends the environment: the only time it is decrypted
+                    instance.secret_env.values()  # a start sends the environment: the only time it is decrypted
                 self.running[instance.id] = instance.run
                 observed.writes += 1
             observed.instances[instance.id] = ObservedInstance("running" if instance.run else "stopped")

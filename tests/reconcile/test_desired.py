@@ -13,8 +13,8 @@ from jushostit.entitlement import Access, Entitlement, InstanceEntitlement, Leve
 from jushostit.reconcile.desired import TEMPLATE_UNAVAILABLE, DesiredStateError, InstanceInput, build_desired
 
 ACCOUNT = uuid.UUID(int=1)
-SITE = InstanceInput(uuid.UUID(int=2), "site-abc123", "site", "with-token", "http://site-abc123.localhost:8000/",
-                     "site-abc123.localhost")
+SITE = InstanceInput(uuid.UUID(int=2), "site-abc123", "site", "with-token", "small",
+                     "http://site-abc123.localhost:8000/", "site-abc123.localhost")
 
 
 def running(*instances: InstanceInput) -> Entitlement:
@@ -39,7 +39,7 @@ def test_an_instance_without_its_generated_value_names_what_is_missing() -> None
     [instance] = desired.state.instances
     assert instance.run and instance.problem is None
     with pytest.raises(DesiredStateError, match="the generated value SITE_TOKEN of site-abc123 is missing"):
-        instance.env.values()
+        instance.secret_env.values()
 
 
 def test_an_instance_whose_template_is_missing_is_desired_with_the_problem_named() -> None:
@@ -48,7 +48,7 @@ def test_an_instance_whose_template_is_missing_is_desired_with_the_problem_named
     [instance] = desired.state.instances
     assert instance.template is None and instance.problem == TEMPLATE_UNAVAILABLE
     with pytest.raises(DesiredStateError, match="the template 'with-token' of site-abc123 is missing or invalid"):
-        instance.env.values()  # a runtime that asks for its environment is told why, never handed a broken one
+        instance.secret_env.values()  # a runtime that asks for its environment is told why, never handed a broken one
 
 
 def test_each_desired_instance_carries_its_identity_and_level() -> None:

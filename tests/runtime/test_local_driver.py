@@ -49,10 +49,12 @@ def static_site_with(**process: object) -> TemplateSpec:
 
 def desired(instance_id: uuid.UUID, *, run: bool = True, throttled: bool = False, template: str = "static-site",
             name: str = "my-site", env: PlainEnv | None = None) -> DesiredInstance:
+    spec = TEMPLATES[template]
     return DesiredInstance(
-        id=instance_id, slug=f"{name}-abc123", name=name, template_code=template, run=run, throttled=throttled,
-        env=env or PlainEnv(("GREETING", "hello")), url=f"http://{name}-abc123.localhost:8000/",
-        template=TEMPLATES[template],
+        id=instance_id, slug=f"{name}-abc123", name=name, template_code=template, tier=spec.default_tier, run=run,
+        throttled=throttled, deleted=False, plain_env=(), secret_env=env or PlainEnv(("GREETING", "hello")),
+        url=f"http://{name}-abc123.localhost:8000/", host=f"{name}-abc123.localhost", template=spec,
+        resources=spec.tiers[spec.default_tier], database=None,
     )
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from jushostit.catalog.spec import TemplateSpec
+from jushostit.catalog.spec import EnvVar, TemplateSpec
 from jushostit.entitlement import Entitlement, Level
-from jushostit.runtime.protocol import AccountState, DesiredInstance
+from jushostit.runtime.protocol import AccountState, DesiredDatabase, DesiredInstance, EnvPairs
 
 _PLACEHOLDER = re.compile(r"\{(url|host|slug|secret:[A-Za-z_][A-Za-z0-9_]*)\}")
 TEMPLATE_UNAVAILABLE = "its service template is missing or invalid"
@@ -28,21 +28,51 @@ class InstanceInput:
     slug: str
     name: str
     template_code: str
+    tier: str
     url: str
     host: str
 
 
+def carries_a_secret(var: EnvVar) -> bool:
+    """Generated values, literal values built from them and those the template marks secret go to the secret
+    side (a Secret, never a workload's spec)."""
+    return var.generate is not None or var.secret or "{secret:" in (var.value or "")
+
+
+def _fill(value: str, instance: InstanceInput, secret: Callable[[str], str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key.startswith("secret:"):
+            return secret(key.removeprefix("secret:"))
+        return {"url": instance.url, "host": instance.host, "slug": instance.slug}[key]
+
+    return _PLACEHOLDER.sub(one, value)
+
+
+def _no_secret(name: str) -> str:
+    raise AssertionError(f"a plain value names the generated value {name}")  # carries_a_secret sorts them
+
+
+def plain_values(variables: Sequence[EnvVar], instance: InstanceInput) -> EnvPairs:
+    """The values with no secret in them, {url} {host} {slug} filled in."""
+    return tuple((var.name, _fill(var.value or "", instance, _no_secret))
+                 for var in variables if not carries_a_secret(var))
+
+
 @dataclass(frozen=True)
 class RenderedEnv:
-    """Literal values with {url} {host} {slug} {secret:NAME} filled in; generated values decrypted from the
-    stored ciphertexts, only when `values()` is called."""
+    """The values that carry a secret: generated ones decrypted from the stored ciphertexts, literal ones with
+    their {secret:NAME} (and {url} {host} {slug}) filled in; only when `values()` is called."""
 
-    template: TemplateSpec
+    variables: tuple[EnvVar, ...]
     instance: InstanceInput
     ciphertexts: Mapping[str, str]
     decrypt: Callable[[str], str] = field(compare=False)
 
-    def values(self) -> tuple[tuple[str, str], ...]:
+    def names(self) -> tuple[str, ...]:
+        return tuple(var.name for var in self.variables if carries_a_secret(var))
+
+    def values(self) -> EnvPairs:
         plain: dict[str, str] = {}
 
         def secret(name: str) -> str:
@@ -55,15 +85,9 @@ class RenderedEnv:
                     raise DesiredStateError(f"the generated value {name} of {self.instance.slug} is unreadable") from error
             return plain[name]
 
-        def fill(match: re.Match[str]) -> str:
-            key = match.group(1)
-            if key.startswith("secret:"):
-                return secret(key.removeprefix("secret:"))
-            return {"url": self.instance.url, "host": self.instance.host, "slug": self.instance.slug}[key]
-
         return tuple(
-            (var.name, secret(var.name) if var.generate is not None else _PLACEHOLDER.sub(fill, var.value or ""))
-            for var in self.template.env
+            (var.name, secret(var.name) if var.generate is not None else _fill(var.value or "", self.instance, secret))
+            for var in self.variables if carries_a_secret(var)
         )
 
 
@@ -73,7 +97,10 @@ class NoEnv:
 
     problem: str
 
-    def values(self) -> tuple[tuple[str, str], ...]:
+    def names(self) -> tuple[str, ...]:
+        return ()
+
+    def values(self) -> EnvPairs:
         raise DesiredStateError(self.problem)
 
 
@@ -104,24 +131,37 @@ def build_desired(
         if level == Level.deleted:
             to_delete.append(instance.id)
         template = templates.get(instance.template_code)
-        problem = None if template is not None else TEMPLATE_UNAVAILABLE
-        env = (
-            RenderedEnv(template, instance, ciphertexts.get(instance.id, {}), decrypt)
-            if template is not None
-            else NoEnv(f"the template {instance.template_code!r} of {instance.slug} is missing or invalid")
-        )
+        stored = ciphertexts.get(instance.id, {})
+        database = None
+        if template is not None and template.database is not None:
+            variables = tuple(template.database.env)
+            database = DesiredDatabase(template.database, plain_values(variables, instance),
+                                       RenderedEnv(variables, instance, stored, decrypt))
         desired.append(
             DesiredInstance(
                 id=instance.id,
                 slug=instance.slug,
                 name=instance.name,
                 template_code=instance.template_code,
+                tier=instance.tier,
                 run=level >= Level.throttled,
                 throttled=level == Level.throttled,
-                env=env,
+                deleted=level == Level.deleted,
+                plain_env=plain_values(template.env, instance) if template is not None else (),
+                secret_env=(
+                    RenderedEnv(tuple(template.env), instance, stored, decrypt)
+                    if template is not None
+                    else NoEnv(f"the template {instance.template_code!r} of {instance.slug} is missing or invalid")
+                ),
                 url=instance.url,
+                host=instance.host,
                 template=template,
-                problem=problem,
+                resources=template.tiers.get(instance.tier) if template is not None else None,
+                database=database,
+                problem=None if template is not None else TEMPLATE_UNAVAILABLE,
             )
         )
-    return Desired(AccountState(account_id, tuple(desired)), tuple(to_delete))
+    state = AccountState(account_id, tuple(desired), quotas=entitled.quotas,
+                         throttled=entitled.level == Level.throttled, deleted=entitled.level == Level.deleted)
+    return Desired(state, tuple(to_delete))
+

@@ -97,7 +97,8 @@ async def snapshots(
         inputs = []
         for instance in own:
             url, host = instance_address(settings, instance.slug)
-            inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code, url, host))
+            inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code,
+                                        instance.tier, url, host))
         facts = entitlement_inputs(account, subscriptions, invoice_due_at=account.invoice_due_at,
                                    expired_retention_days=settings.expired_retention_days)
         facts_of_instances = instance_facts(own)

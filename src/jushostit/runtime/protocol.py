@@ -7,14 +7,32 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from jushostit.catalog.spec import TemplateSpec
+from jushostit.catalog.spec import DatabaseSpec, Resources, TemplateSpec
+from jushostit.entitlement import Quotas
+
+EnvPairs = tuple[tuple[str, str], ...]
 
 
 class Env(Protocol):
-    """An instance's environment. Its generated values are decrypted only when a runtime asks for them (to
-    start a process), so a pass that changes nothing decrypts nothing."""
+    """Values that carry a secret (generated ones, and values built from them). They are decrypted only when a
+    runtime asks for them (to start a process, to write a Secret), so a pass that changes nothing decrypts
+    nothing."""
 
-    def values(self) -> tuple[tuple[str, str], ...]: ...
+    def names(self) -> tuple[str, ...]:
+        """Their names, without decrypting anything (what a workload refers to)."""
+        ...
+
+    def values(self) -> EnvPairs: ...
+
+
+@dataclass(frozen=True)
+class DesiredDatabase:
+    """An instance's own database: its image, port, uid, data path, size and resources (`spec`), and its
+    credentials, kept apart like the instance's."""
+
+    spec: DatabaseSpec
+    plain_env: EnvPairs
+    secret_env: Env
 
 
 @dataclass(frozen=True)
@@ -23,21 +41,32 @@ class DesiredInstance:
     slug: str
     name: str
     template_code: str
+    tier: str
     run: bool  # True: running (or throttled); False: stopped / expired / about to be deleted (data kept)
     throttled: bool
-    env: Env
+    deleted: bool  # its level is `deleted`: kept stopped until `remove_instance` (after a fresh read)
+    plain_env: EnvPairs  # values with no secret in them: {url} {host} {slug} filled in
+    secret_env: Env
     url: str
-    template: TemplateSpec | None  # None: its template is missing or invalid (see `problem`)
+    host: str  # the public host the url names
+    template: TemplateSpec | None  # None: its template is missing or invalid (see `problem`); image, port,
+    # uid, volumes, probes and the runtime's own needs come from it
+    resources: Resources | None  # the tier's requests and limits; None: the template no longer has the tier
+    database: DesiredDatabase | None
     problem: str | None = None  # why it cannot be started; it can still be stopped
 
 
 @dataclass(frozen=True)
 class AccountState:
     """Everything we own for one account. Instances absent from it are stopped; their data is removed only by
-    `remove_instance`, which the reconciler calls after a fresh read of the facts still says `deleted`."""
+    `remove_instance`, which the reconciler calls after a fresh read of the facts still says `deleted`.
+    The account's own fields default to what fails closed: no quota, nothing may run on a cluster."""
 
     account_id: uuid.UUID
     instances: tuple[DesiredInstance, ...]
+    quotas: Quotas = field(default_factory=Quotas)  # what its entitled plans allow, summed
+    throttled: bool = False
+    deleted: bool = False  # its level is `deleted` (terminated): every instance goes with it
 
 
 @dataclass(frozen=True)

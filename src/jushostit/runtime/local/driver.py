@@ -190,7 +190,7 @@ class LocalDriver:
         if not running:
             writes += await self._kill_strays(directory)
             try:
-                env = instance.env.values()
+                env = (*instance.plain_env, *instance.secret_env.values())
             except ValueError as error:  # a generated value is missing or unreadable: not until facts change
                 return ObservedInstance("failed", "its configuration is incomplete", error=str(error)), writes
             record = await self._start(directory, instance, env)
