@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jushostit.catalog.spec import EnvVar, TemplateSpec
-from jushostit.entitlement import Entitlement, Level
+from jushostit.entitlement import Access, Entitlement, InstanceEntitlement, Level, Quotas
 from jushostit.runtime.protocol import AccountState, DesiredDatabase, DesiredInstance, EnvPairs
 
 _PLACEHOLDER = re.compile(r"\{(url|host|slug|secret:[A-Za-z_][A-Za-z0-9_]*)\}")
@@ -165,3 +165,30 @@ def build_desired(
                          throttled=entitled.level == Level.throttled, deleted=entitled.level == Level.deleted)
     return Desired(state, tuple(to_delete))
 
+
+SAMPLE_ACCOUNT = uuid.UUID(int=0)
+SAMPLE_INSTANCE = uuid.UUID(int=1)
+SAMPLE_SECRET = "generated-for-each-instance"
+
+
+def sample_desired(template: TemplateSpec, tier: str, level: Level,
+                   address: Callable[[str], tuple[str, str]]) -> AccountState:
+    """A made-up account with one instance of `template` at `tier` and `level`, built like a real one: what the
+    template looks like on a runtime before anyone orders it. Its generated values are a placeholder, and its
+    quotas exactly what the instance takes."""
+    slug = f"{template.code[:40].rstrip('-')}-sample"
+    url, host = address(slug)
+    instance = InstanceInput(SAMPLE_INSTANCE, slug, "sample", template.code, tier, url, host)
+    entitled = Entitlement(level, (), Access.full, None, _taken_by(template, tier),
+                           {SAMPLE_INSTANCE: InstanceEntitlement(level, ())})
+    generated = {var.name: SAMPLE_SECRET for var in template.env if var.generate is not None}
+    return build_desired(SAMPLE_ACCOUNT, [instance], entitled, {template.code: template},
+                         {SAMPLE_INSTANCE: generated}, str).state
+
+
+def _taken_by(template: TemplateSpec, tier: str) -> Quotas:
+    """One instance's limits (its database's included), volumes and count."""
+    resources = [template.tiers[tier], *([template.database.resources] if template.database else [])]
+    storage = sum(v.size_gib for v in template.volumes) + (template.database.size_gib if template.database else 0)
+    return Quotas(sum(r.cpu_limit_millicores for r in resources), sum(r.memory_limit_mib for r in resources),
+                  storage, 1)
