@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, status
 
 from jushostit import container
 from jushostit.admin import service
@@ -24,10 +25,14 @@ from jushostit.admin.schemas import (
 from jushostit.auth.dependencies import require_admin
 from jushostit.billing.facts import effective_dunning, entitlement_inputs, instance_facts
 from jushostit.billing.repository import BillingRepository
+from jushostit.catalog import service as catalog
+from jushostit.catalog.endpoints import template_admin_read
+from jushostit.catalog.schemas import TemplateAdminRead, TemplateCreateBody
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import NotFound, conflicts, responses
 from jushostit.kit.pagination import PageParams, page_params, split_page
 from jushostit.models import Account, User
+from jushostit.reconcile.manifests import refuse_undeployable
 from jushostit.reconcile.repository import ReconcileRepository
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin())])
@@ -181,3 +186,18 @@ async def unsuspend_user(user_id: uuid.UUID, session: SessionDep) -> AdminUserRe
     """Lift the suspension: the user's sessions and API keys work again."""
     user = await service.unsuspend_user(session, user=await _user(session, user_id))
     return AdminUserRead.model_validate(user)
+
+
+# Here rather than beside the template listing in catalog: the check renders the template's manifests, which
+# the runtime (above the catalog) does.
+@router.post(
+    "/templates", status_code=status.HTTP_201_CREATED, response_model=TemplateAdminRead, tags=["catalog"],
+    responses=responses(401, 403, 409, 422),
+)
+async def admin_create_template(body: TemplateCreateBody, session: SessionDep) -> TemplateAdminRead:
+    """A template validated like the shipped ones; a 422 names the field that is wrong. Its Kubernetes
+    manifests, at every tier, running, throttled and stopped, must pass the API's schemas and Pod Security
+    (restricted, or baseline when the template says why): otherwise 422 `template_not_deployable`, whose
+    `details` name the object and field at fault."""
+    await asyncio.to_thread(refuse_undeployable, body)  # CPU-bound (tens of milliseconds): off the event loop
+    return template_admin_read(await catalog.create_template(session, data=body))

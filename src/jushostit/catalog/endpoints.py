@@ -22,7 +22,6 @@ from jushostit.catalog.schemas import (
     PlanUpdate,
     TemplateAdminPage,
     TemplateAdminRead,
-    TemplateCreateBody,
 )
 from jushostit.catalog.spec import PlanQuotas
 from jushostit.kit import money
@@ -178,12 +177,3 @@ async def admin_list_templates(session: SessionDep, page: Paging) -> TemplateAdm
     rows = await CatalogRepository(session).templates(include_retired=True, after=page.after, limit=page.limit + 1)
     items, cursor = split_page(rows, page, "code")
     return TemplateAdminPage(items=[template_admin_read(t) for t in items], next_cursor=cursor)
-
-
-@router.post(
-    "/admin/templates", status_code=status.HTTP_201_CREATED, response_model=TemplateAdminRead, dependencies=Admin,
-    tags=["admin"], responses=responses(401, 403, 409, 422),
-)
-async def admin_create_template(body: TemplateCreateBody, session: SessionDep) -> TemplateAdminRead:
-    """A template validated like the shipped ones; a 422 names the field that is wrong."""
-    return template_admin_read(await service.create_template(session, data=body))
