@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import re
 import signal
 import sys
+import uuid
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -196,6 +198,87 @@ def keys_rotate(data_dir: DataDir = None) -> None:
 
     done = asyncio.run(run())
     typer.echo(f"Re-encrypted {done} secrets with the first key; older keys can now be removed.")
+
+
+class RenderLevel(enum.StrEnum):
+    running = "running"
+    throttled = "throttled"
+    stopped = "stopped"
+
+
+@cli.command()
+def render(
+    base_domain: Annotated[str, typer.Option(help="The cluster's base domain: instances at <slug>.<base domain>.")],
+    account: Annotated[uuid.UUID | None, typer.Option(help="Print this account's manifests.")] = None,
+    template: Annotated[str | None, typer.Option(help="Print a sample of this template instead (no account).")] = None,
+    tier: Annotated[str | None, typer.Option(help="The sample's tier (default: the template's own default).")] = None,
+    level: Annotated[RenderLevel | None, typer.Option(help="The sample's level (default: running).")] = None,
+    secrets: Annotated[bool, typer.Option(
+        "--secrets/--no-secrets", help="Include the account's Secrets, their values decrypted (default: left out, "
+                                       "for GitOps; `kubectl apply` needs them)."
+    )] = False,
+    ingress_class: Annotated[str, typer.Option(help="The cluster's IngressClass.")] = "traefik",
+    cert_issuer: Annotated[str, typer.Option(
+        help="The cert-manager ClusterIssuer for the instances' certificates; empty: no TLS.")] = "letsencrypt",
+    ingress_namespace: Annotated[str, typer.Option(help="Where the ingress controller runs.")] = "kube-system",
+    pod_cidr: Annotated[str, typer.Option(help="The cluster's pod range.")] = "10.42.0.0/16",
+    service_cidr: Annotated[str, typer.Option(help="The cluster's service range.")] = "10.43.0.0/16",
+    data_dir: DataDir = None,
+) -> None:
+    """Print Kubernetes manifests as multi-document YAML (for GitOps or `kubectl apply -f -`): an account's
+    (--account), or a sample of a template (--template, --tier, --level). Cluster defaults are K3s's."""
+    import yaml
+
+    from jushostit.bootstrap import open_container
+    from jushostit.catalog.repository import CatalogRepository
+    from jushostit.catalog.service import template_spec
+    from jushostit.entitlement import Level
+    from jushostit.reconcile.manifests import account_manifests, sample_manifests
+    from jushostit.runtime.kubernetes.cluster import ClusterSettings
+
+    if (account is None) == (template is None):
+        typer.echo("Error: pass either --account or --template.", err=True)
+        raise typer.Exit(2)
+    if account is not None and (tier is not None or level is not None):
+        typer.echo("Error: --tier and --level describe a template's sample; an account's levels are its own.", err=True)
+        raise typer.Exit(2)
+    try:
+        cluster = ClusterSettings(base_domain=base_domain, ingress_class=ingress_class, cert_issuer=cert_issuer or None,
+                                  ingress_namespace=ingress_namespace, pod_cidr=pod_cidr, service_cidr=service_cidr)
+    except ValueError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(2) from error
+    settings = _settings(data_dir)
+    _require_a_database(settings)
+
+    async def run() -> list[dict[str, Any]]:
+        async with open_container(settings) as c, c.database.sessionmaker() as session:
+            if account is not None:
+                found = await account_manifests(session, settings, c.secret_box, account, cluster,
+                                                include_secrets=secrets)
+                if found is None:
+                    raise LookupError(f"there is no account {account}")
+                return found
+            assert template is not None
+            row = await CatalogRepository(session).template_by_code(template)
+            if row is None:
+                raise LookupError(f"there is no template {template!r}")
+            spec = template_spec(row)
+            chosen = tier or spec.default_tier
+            if chosen not in spec.tiers:
+                raise LookupError(f"template {template!r} has no tier {chosen!r} (it has {', '.join(sorted(spec.tiers))})")
+            return sample_manifests(spec, chosen, Level[(level or RenderLevel.running).value], cluster)
+
+    try:
+        manifests = asyncio.run(run())
+    except LookupError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from error
+    if account is not None and not secrets:
+        typer.echo("Secrets are left out; --secrets includes them with their values.", err=True)
+    if not manifests:
+        typer.echo("Nothing to render: the account is deleted.", err=True)
+    typer.echo(yaml.safe_dump_all(manifests, sort_keys=False), nl=False)
 
 
 @clusters_cli.command("add")
