@@ -21,6 +21,9 @@ from jushostit.kit.db import unit_of_work, utcnow
 from jushostit.models import AuditEntry, Cluster, StoredSecret
 from tests.clusters.conftest import closed_port, kubeconfig_for
 from tests.clusters.kube_stand_in import TOKEN
+from tests.test_logs_no_secrets import everything_logged, log_capture
+
+__all__ = ["log_capture"]
 
 GIB_MIB = 1024
 
@@ -200,3 +203,25 @@ async def test_a_cluster_with_an_account_on_it_cannot_be_deleted_and_an_empty_on
     assert gone.status_code == 204
     assert await session.scalar(select(func.count()).where(StoredSecret.owner_id == other.id)) == 0
     assert (await client.get(f"/v1/admin/clusters/{other.id}", headers=me.headers)).status_code == 404
+
+
+async def test_the_kubeconfigs_credentials_never_reach_the_logs(client, session, admin, kube, kube_server,
+                                                                log_capture) -> None:
+    """At DEBUG, through a registration that works, one the cluster refuses and one with an exec plugin."""
+    capfd, caplog = log_capture
+    me = await admin()
+    canary = f"canary-token-{uuid.uuid4().hex}"
+    kube.token = canary
+    ok = await client.post("/v1/admin/clusters", json=registration(kube_server, kubeconfig=kubeconfig_for(
+        kube_server, token=canary)), headers=me.headers)
+    assert ok.status_code == 201, ok.text
+    refused = await client.post("/v1/admin/clusters", json=registration(kube_server, kubeconfig=kubeconfig_for(
+        kube_server, token=f"{canary}-revoked")), headers=me.headers)
+    assert refused.status_code == 422
+    plugin = yaml.safe_load(kubeconfig_for(kube_server))
+    plugin["users"][0]["user"] = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": canary}}
+    refused_plugin = await client.post("/v1/admin/clusters", json=registration(
+        kube_server, kubeconfig=yaml.safe_dump(plugin)), headers=me.headers)
+    assert refused_plugin.status_code == 422
+    assert canary not in refused.text + refused_plugin.text
+    assert canary not in everything_logged(capfd, caplog)
