@@ -34,7 +34,7 @@ from jushostit.auth.scopes import Scope
 from jushostit.billing.facts import load_entitlement_inputs
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import responses
-from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.pagination import Paging, split_page
 from jushostit.models import Role
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
@@ -44,7 +44,6 @@ AccountManager = Annotated[AccountAccess, Depends(require_account(Scope.account_
 MembersReader = Annotated[AccountAccess, Depends(require_account(Scope.members_read))]
 MembersWriter = Annotated[AccountAccess, Depends(require_account(Scope.members_write))]
 MembersManager = Annotated[AccountAccess, Depends(require_account(Scope.members_write, Role.admin))]
-Paging = Annotated[PageParams, Depends(page_params)]
 SignedIn = Annotated[Principal, Depends(require_user(session_only=True))]
 
 

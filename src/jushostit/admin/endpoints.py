@@ -30,7 +30,7 @@ from jushostit.catalog.endpoints import template_admin_read
 from jushostit.catalog.schemas import TemplateAdminRead, TemplateCreateBody
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import NotFound, conflicts, responses
-from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.pagination import Paging, split_page
 from jushostit.models import Account, User
 from jushostit.reconcile.manifests import refuse_undeployable
 from jushostit.reconcile.repository import ReconcileRepository
@@ -87,7 +87,7 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
 @router.get("/accounts", response_model=AdminAccountPage, responses=responses(400, 401, 403))
 async def list_accounts(
     session: SessionDep,
-    page: Annotated[PageParams, Depends(page_params)],
+    page: Paging,
     failing: Annotated[bool, Query(description="Only accounts whose last reconcile failed or with a failing instance")] = False,
 ) -> AdminAccountPage:
     rows = await AdminRepository(session).accounts(after=page.after_uuid(), limit=page.limit + 1, failing_only=failing)

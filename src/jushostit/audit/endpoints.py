@@ -10,7 +10,7 @@ from jushostit.audit.schemas import AuditEntryRead, AuditPage
 from jushostit.auth.dependencies import require_admin
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import responses
-from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.pagination import Paging, split_page
 from jushostit.kit.schemas import DateTime
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin())])
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(req
 @router.get("/audit", response_model=AuditPage, responses=responses(400, 401, 403))
 async def list_audit_entries(
     session: SessionDep,
-    page: Annotated[PageParams, Depends(page_params)],
+    page: Paging,
     action: Annotated[str | None, Query(max_length=64)] = None,
     actor_id: uuid.UUID | None = None,
     account_id: uuid.UUID | None = None,

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -195,6 +195,10 @@ def require_admin() -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return declare_rule(dependency, AuthRule.admin)
+
+
+# A route for platform admins that reads who the admin is.
+PlatformAdmin = Annotated[Principal, Depends(require_admin())]
 
 
 def rule_dependency(dependant: Any) -> Callable[..., Any] | None:

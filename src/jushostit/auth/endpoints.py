@@ -30,7 +30,7 @@ from jushostit.auth.schemas import (
 )
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import conflicts, responses
-from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.pagination import Paging, split_page
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
@@ -177,7 +177,7 @@ async def create_api_key(body: ApiKeyCreate, principal: SignedIn, session: Sessi
 
 @router.get("/me/api-keys", response_model=ApiKeyPage, responses=responses(400, 401, 403))
 async def list_api_keys(
-    principal: SignedIn, session: SessionDep, page: Annotated[PageParams, Depends(page_params)]
+    principal: SignedIn, session: SessionDep, page: Paging
 ) -> ApiKeyPage:
     rows = await AuthRepository(session).api_keys_of(principal.user.id, after=page.after_uuid(), limit=page.limit + 1)
     items, cursor = split_page(rows, page, "id")

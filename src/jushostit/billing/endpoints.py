@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jushostit import container
 from jushostit.auth.dependencies import (
     AccountAccess,
-    Principal,
+    PlatformAdmin,
     check_email_verified,
     require_account,
     require_admin,
@@ -43,7 +43,7 @@ from jushostit.billing.schemas import (
 from jushostit.idempotency import IdempotencyDep
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import Conflict, ServiceUnavailable, conflicts, responses
-from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.pagination import Paging, split_page
 from jushostit.models import CreditPurchase, Plan, Role, Subscription
 
 router = APIRouter(prefix="/v1", tags=["billing"])
@@ -68,8 +68,6 @@ def _providers() -> PaymentProviders:
 
 
 Providers = Annotated[PaymentProviders, Depends(_providers)]
-Paging = Annotated[PageParams, Depends(page_params)]
-PlatformAdmin = Annotated[Principal, Depends(require_admin())]
 
 # The 409 codes of a renewal, for the OpenAPI.
 RENEWAL_CONFLICTS = {

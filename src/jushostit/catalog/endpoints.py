@@ -27,12 +27,11 @@ from jushostit.catalog.spec import PlanQuotas
 from jushostit.kit import money
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import responses
-from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.pagination import Paging, split_page
 from jushostit.models import Plan, ServiceTemplate
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
-Paging = Annotated[PageParams, Depends(page_params)]
 PlanCode = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,62}$", max_length=63)]
 Admin = [Depends(require_admin())]
 

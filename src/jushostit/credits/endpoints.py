@@ -6,7 +6,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 from fastapi.responses import Response
 
-from jushostit.auth.dependencies import AccountAccess, Principal, require_account, require_admin
+from jushostit.auth.dependencies import (
+    AccountAccess,
+    PlatformAdmin,
+    require_account,
+)
 from jushostit.auth.scopes import Scope
 from jushostit.credits import service
 from jushostit.credits.repository import CreditsRepository
@@ -24,15 +28,13 @@ from jushostit.idempotency import IdempotencyDep
 from jushostit.kit import errors
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import responses
-from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.pagination import Paging, split_page
 from jushostit.models import Role
 
 router = APIRouter(prefix="/v1", tags=["credits"])
 
 # As billing: owners and admins of the account read its credits; other tenants get 404.
 CreditsReader = Annotated[AccountAccess, Depends(require_account(Scope.billing_read, Role.admin))]
-PlatformAdmin = Annotated[Principal, Depends(require_admin())]
-Paging = Annotated[PageParams, Depends(page_params)]
 
 IDEMPOTENCY_CONFLICTS = {
     "idempotency_key_reused": "the `Idempotency-Key` was used for another request",

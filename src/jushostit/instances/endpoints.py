@@ -35,7 +35,7 @@ from jushostit.instances.schemas import (
 )
 from jushostit.kit.db import SessionDep, read_only
 from jushostit.kit.errors import NotFound, responses
-from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.pagination import Paging, split_page
 from jushostit.models import Account, Instance, Role
 from jushostit.runtime.registry import driver_for, instance_address, local_driver
 
@@ -124,7 +124,7 @@ async def order_instance(
 @router.get("/accounts/{account_id}/instances", response_model=InstancePage, responses=responses(400, 401, 403, 404))
 @read_only
 async def list_instances(
-    access: AccountInstancesReader, session: SessionDep, page: Annotated[PageParams, Depends(page_params)]
+    access: AccountInstancesReader, session: SessionDep, page: Paging
 ) -> InstancePage:
     rows = await InstanceRepository(session).of_account(access.account.id, after=page.after_uuid(), limit=page.limit + 1)
     items, cursor = split_page(rows, page, "id")

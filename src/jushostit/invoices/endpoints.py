@@ -11,7 +11,12 @@ from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import HTMLResponse, Response
 
 from jushostit import container
-from jushostit.auth.dependencies import AccountAccess, Principal, require_account, require_admin
+from jushostit.auth.dependencies import (
+    AccountAccess,
+    PlatformAdmin,
+    require_account,
+    require_admin,
+)
 from jushostit.auth.scopes import Scope
 from jushostit.credits.endpoints import IDEMPOTENCY_CONFLICTS
 from jushostit.idempotency import IdempotencyDep
@@ -29,15 +34,13 @@ from jushostit.kit import money
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import NotFound, conflicts, responses
 from jushostit.kit.html import html_response, templates
-from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.pagination import PageParams, Paging, split_page
 from jushostit.models import Invoice, InvoiceStatus, Role
 
 router = APIRouter(prefix="/v1", tags=["invoices"])
 
 # As billing: owners and admins of the account read its invoices; members get 403, other tenants 404.
 InvoiceReader = Annotated[AccountAccess, Depends(require_account(Scope.billing_read, Role.admin))]
-PlatformAdmin = Annotated[Principal, Depends(require_admin())]
-Paging = Annotated[PageParams, Depends(page_params)]
 StatusFilter = Annotated[InvoiceStatus | None, Query(alias="status", description="Only invoices in this state")]
 
 _templates = templates("jushostit.invoices")

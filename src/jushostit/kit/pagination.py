@@ -7,7 +7,7 @@ import binascii
 import uuid
 from typing import Annotated, TypeVar
 
-from fastapi import Query
+from fastapi import Depends, Query
 from pydantic import BaseModel
 
 from jushostit.kit.errors import BadRequest
@@ -52,6 +52,10 @@ def page_params(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> PageParams:
     return PageParams(limit=limit, after=decode_cursor(cursor) if cursor else None)
+
+
+# A route's `?limit=&cursor=`.
+Paging = Annotated[PageParams, Depends(page_params)]
 
 
 def split_page(rows: list[T], params: PageParams, key: str) -> tuple[list[T], str | None]:

@@ -9,7 +9,7 @@ from jushostit import container
 from jushostit.auth.dependencies import public, require_admin
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import NotFound, responses
-from jushostit.kit.pagination import PageParams, page_params, split_page
+from jushostit.kit.pagination import Paging, split_page
 from jushostit.models import WebhookEvent, WebhookEventStatus
 from jushostit.webhooks import service
 from jushostit.webhooks.repository import WebhookRepository
@@ -60,7 +60,7 @@ def _detail(event: WebhookEvent) -> WebhookEventDetail:
 @admin_router.get("/webhook-events", response_model=WebhookEventPage, responses=responses(400, 401, 403, 422))
 async def list_webhook_events(
     session: SessionDep,
-    page: Annotated[PageParams, Depends(page_params)],
+    page: Paging,
     status: Annotated[WebhookEventStatus | None, Query(description="Only events in this state")] = None,
     type: Annotated[str | None, Query(max_length=EVENT_TYPE_MAX, description="Only events of this type")] = None,
 ) -> WebhookEventPage:
