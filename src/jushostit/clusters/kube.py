@@ -170,9 +170,13 @@ class ClusterApi:
         async with self.answers():
             return [pod async for pod in self.client.list(Pod, namespace="*", chunk_size=LIST_CHUNK)]
 
+    async def close(self) -> None:
+        await self.client.close()
+        await self._raw.aclose()
 
-@contextlib.asynccontextmanager
-async def connect(kubeconfig: AcceptedKubeconfig, *, timeout: float) -> AsyncIterator[ClusterApi]:
+
+def open_api(kubeconfig: AcceptedKubeconfig, *, timeout: float) -> ClusterApi:
+    """A client of the cluster's API, kept open until `close` (the driver keeps one per cluster)."""
     config = kubeconfig.config()
     limits = httpx2.Timeout(timeout)
     try:
@@ -180,11 +184,16 @@ async def connect(kubeconfig: AcceptedKubeconfig, *, timeout: float) -> AsyncIte
         raw = client_adapter.AsyncClient(config, ConnectionParams(timeout=limits, trust_env=False))
     except ssl.SSLError:
         raise KubeconfigRefused("user.client-key-data", "is not the key of client-certificate-data") from None
+    return ClusterApi(kubeconfig, client, raw)
+
+
+@contextlib.asynccontextmanager
+async def connect(kubeconfig: AcceptedKubeconfig, *, timeout: float) -> AsyncIterator[ClusterApi]:
+    api = open_api(kubeconfig, timeout=timeout)
     try:
-        yield ClusterApi(kubeconfig, client, raw)
+        yield api
     finally:
-        await client.close()
-        await raw.aclose()
+        await api.close()
 
 
 async def check_connection(kubeconfig: AcceptedKubeconfig, *, timeout: float) -> str:

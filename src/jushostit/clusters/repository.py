@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import AccountPlacement, Cluster, ClusterHost, ClusterNode
+from jushostit.models import AccountPlacement, Cluster, ClusterHost, ClusterNode, Instance
 
 
 class ClusterRepository:
@@ -83,6 +83,26 @@ class ClusterRepository:
         return await self.session.scalar(
             select(AccountPlacement.cluster_id).where(AccountPlacement.account_id == account_id)
         )
+
+    async def clusters_of(self, account_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Cluster]:
+        """The cluster of each account placed on one, in one query (accounts not placed are absent)."""
+        if not account_ids:
+            return {}
+        rows = await self.session.execute(
+            select(AccountPlacement.account_id, Cluster)
+            .join(Cluster, Cluster.id == AccountPlacement.cluster_id)
+            .where(AccountPlacement.account_id.in_(account_ids))
+        )
+        return {account_id: cluster for account_id, cluster in rows.tuples()}
+
+    async def placement_of_instance(self, instance_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID] | None:
+        """(account, cluster) of an instance whose account is placed; None otherwise."""
+        row = (await self.session.execute(
+            select(Instance.account_id, AccountPlacement.cluster_id)
+            .join(AccountPlacement, AccountPlacement.account_id == Instance.account_id)
+            .where(Instance.id == instance_id)
+        )).first()
+        return None if row is None else (row[0], row[1])
 
     async def place(self, account_id: uuid.UUID, cluster_id: uuid.UUID) -> bool:
         """Record the account's cluster; False when it already had one."""

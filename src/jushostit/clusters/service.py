@@ -226,6 +226,20 @@ async def admission(session: AsyncSession, *, account_id: uuid.UUID, pods: Seque
     return fits((await _states(session, [cluster]))[0], pods)
 
 
+async def place_instance(session: AsyncSession, *, account_id: uuid.UUID, pods: Sequence[Pod]) -> uuid.UUID:
+    """The cluster a new instance of `pods` goes to: its account's, when they fit there; an account not placed
+    yet is placed now (`place_account`). 409 `no_capacity` with the reason otherwise. The caller holds the
+    account's lock."""
+    cluster_id = await ClusterRepository(session).placement_of(account_id)
+    if cluster_id is None:
+        return await place_account(session, account_id=account_id, pods=pods)
+    problem = await admission(session, account_id=account_id, pods=pods)
+    if problem is not None:
+        reason = f"{problem}: the instance does not fit its account's cluster"
+        raise Conflict(reason, code="no_capacity", details={"reason": reason})
+    return cluster_id
+
+
 async def claim_host(session: AsyncSession, *, cluster_id: uuid.UUID, host: str, instance_id: uuid.UUID) -> None:
     """Take a public host in the cluster for the instance: 409 `host_taken` when another instance holds it.
     Taking it again for the same instance changes nothing."""
