@@ -5,6 +5,8 @@ problem named: it is never started, it can still be stopped, its data is kept, a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -90,6 +92,16 @@ class RenderedEnv:
             for var in self.variables if carries_a_secret(var)
         )
 
+    def fingerprint(self) -> str:
+        """The secret variables' definitions, the instance's url, host and slug, and the stored ciphertexts: a key
+        rotation re-encrypts them, which changes it once without changing the values."""
+        made_of = [
+            [[var.name, var.value, var.generate is not None] for var in self.variables if carries_a_secret(var)],
+            [self.instance.url, self.instance.host, self.instance.slug],
+            sorted(self.ciphertexts.items()),
+        ]
+        return hashlib.sha256(json.dumps(made_of).encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class NoEnv:
@@ -102,6 +114,9 @@ class NoEnv:
 
     def values(self) -> EnvPairs:
         raise DesiredStateError(self.problem)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.problem.encode()).hexdigest()
 
 
 def missing_generated(template: TemplateSpec, stored: set[str]) -> list[str]:

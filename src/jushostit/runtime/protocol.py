@@ -24,6 +24,11 @@ class Env(Protocol):
 
     def values(self) -> EnvPairs: ...
 
+    def fingerprint(self) -> str:
+        """A digest of what the values are made of, without decrypting anything: it changes whenever they may
+        (a runtime that keeps them in a Secret compares it to decide whether to write the Secret again)."""
+        ...
+
 
 @dataclass(frozen=True)
 class DesiredDatabase:

@@ -412,8 +412,17 @@ def render_instance(account_id: uuid.UUID, instance: DesiredInstance, cluster: C
     return objects
 
 
-def _apply_order(manifest: Manifest) -> tuple[int, str]:
+def apply_order(manifest: Manifest) -> tuple[int, str]:
+    """Where an object goes when objects are applied: by kind (APPLY_ORDER), then by name."""
     return APPLY_ORDER.index(manifest["kind"]), manifest["metadata"]["name"]
+
+
+def rendered_instances(state: AccountState) -> list[DesiredInstance]:
+    """The instances that have objects: not deleted, their template readable, their account not deleted. The
+    others are still in the desired state (their data is kept) but render nothing."""
+    if state.deleted:
+        return []
+    return [i for i in state.instances if not i.deleted and i.template is not None]
 
 
 def render_account(state: AccountState, cluster: ClusterSettings, *, include_secrets: bool = True) -> list[Manifest]:
@@ -423,7 +432,7 @@ def render_account(state: AccountState, cluster: ClusterSettings, *, include_sec
         return []
     namespace = namespace_name(state.account_id)
     labels = account_labels(state.account_id)
-    rendered = [i for i in state.instances if not i.deleted and i.template is not None]
+    rendered = rendered_instances(state)
     baseline_reasons = sorted({
         f"{i.template_code}: {i.template.kubernetes.pod_security_reason}"
         for i in rendered if i.template is not None and i.template.kubernetes.pod_security == "baseline"
@@ -437,4 +446,4 @@ def render_account(state: AccountState, cluster: ClusterSettings, *, include_sec
     ]
     for instance in rendered:
         objects += render_instance(state.account_id, instance, cluster, include_secrets=include_secrets)
-    return sorted(objects, key=_apply_order)
+    return sorted(objects, key=apply_order)
