@@ -52,7 +52,7 @@ from jushostit.models import Account, AccountStatus, Instance, Membership, Plan,
 from jushostit.reconcile import service
 from jushostit.reconcile.tasks import RESYNC_CHUNK
 from jushostit.runtime.protocol import AccountState, Observed, ObservedInstance
-from jushostit.runtime.registry import driver_for
+from jushostit.runtime.registry import local_driver
 from jushostit.server import run_worker
 
 
@@ -239,7 +239,7 @@ async def main(count: int, rounds: int) -> None:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
-                await driver_for(settings).shutdown()
+                await local_driver(settings).shutdown()
     print(f"SELECT 1 round trip:                         {select_one * 1000:8.3f} ms")
     for label, figure in ((f"{len(without)} accounts without instances", bare),
                           (f"{len(with_instance)} accounts with one running instance", busy)):
@@ -445,7 +445,7 @@ async def http_figures(seconds: float, clients: int) -> None:
             password_hash_time_cost=1, password_hash_memory_kib=1024, password_hash_parallelism=1,
             auth_rate_limit="100000/minute", port=port, access_token_ttl_seconds=3600,
         )
-        driver = driver_for(settings)
+        driver = local_driver(settings)
         async with open_container(settings) as container:
             app = create_app(settings, container)
             try:

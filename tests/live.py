@@ -254,7 +254,8 @@ class Live:
     async def reconcile(self, account_id: str | uuid.UUID) -> Observed | None:
         c = self.container
         return await reconcile_service.reconcile_account(
-            c.database, c.settings, c.secret_box, driver_for(c.settings), uuid.UUID(str(account_id))
+            c.database, c.settings, c.secret_box, driver_for(c.settings, c.database, c.secret_box),
+            uuid.UUID(str(account_id))
         )
 
     # --- observing ----------------------------------------------------------------------------------------

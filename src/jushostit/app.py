@@ -622,9 +622,10 @@ def create_app(settings: Settings, container: Container) -> FastAPI:
         https_only=settings.base_url.startswith("https://"),
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    # Requests for <slug>.localhost go to the instance (local runtime); everything else to the API.
-    app.add_middleware(
-        LocalRouter, driver=local_driver(settings), routes=RouteCache(instance_route), upstreams=upstreams
-    )
+    if settings.runtime == "local":  # on Kubernetes, instances are reached through their cluster's Ingress
+        # Requests for <slug>.localhost go to the instance; everything else to the API.
+        app.add_middleware(
+            LocalRouter, driver=local_driver(settings), routes=RouteCache(instance_route), upstreams=upstreams
+        )
     app.add_middleware(RequestContextMiddleware, trusted_proxies=settings.trusted_proxies)
     return app

@@ -84,7 +84,10 @@ class Settings(BaseSettings):
     # The seller printed at the top of every invoice: name, address, tax number, one per line.
     invoice_issuer: str = Field(default="JusHostIt", min_length=1, max_length=2000)
 
-    # How long one request to a cluster's Kubernetes API may take (registration, node observation, verify).
+    # Where instances run: child processes of this server (`local`), or the registered Kubernetes clusters.
+    runtime: Literal["local", "kubernetes"] = "local"
+    # How long one request to a cluster's Kubernetes API may take (registration, node observation, verify, the
+    # Kubernetes driver).
     kubernetes_timeout_seconds: int = Field(default=10, ge=1, le=300)
 
     smtp_host: str | None = None

@@ -20,7 +20,7 @@ from jushostit.bootstrap import open_container
 from jushostit.config import Settings
 from jushostit.kit import jobs
 from jushostit.reconcile.tasks import schedule_resync
-from jushostit.runtime.registry import local_driver
+from jushostit.runtime.registry import shutdown as runtime_shutdown
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +124,7 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("serve.task_failed", error_type=type(result).__name__, exc_info=result)
         # Instances of the local runtime live as long as serve; the reconciler brings them back on the next start.
-        await local_driver(settings).shutdown()
+        await runtime_shutdown(settings)
     log.info("serve.stopped", crashed=crashed)
     return 1 if crashed else 0
 
@@ -162,6 +162,6 @@ async def worker(settings: Settings) -> int:
         crashed = not stop.is_set()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await local_driver(settings).shutdown()
+        await runtime_shutdown(settings)
     log.info("worker.stopped", crashed=crashed)
     return 1 if crashed else 0

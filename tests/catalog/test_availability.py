@@ -1,4 +1,5 @@
-"""Which templates the runtime can run (pure): a process form whose program is installed."""
+"""Which templates the runtime can run (pure): locally, a process form whose program is installed; on Kubernetes,
+every template's image."""
 
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ def with_program(program: str) -> TemplateSpec:
 
 
 def test_a_template_runs_here_only_with_a_process_form_whose_program_is_installed() -> None:
-    assert unavailable_reason(SHIPPED["static-site"]) is None  # {python}: the interpreter running JusHostIt
-    assert unavailable_reason(SHIPPED["wordpress"]) == NOT_RUNNABLE
-    assert unavailable_reason(with_program("sh")) is None
-    missing = unavailable_reason(with_program("no-such-program-3f9a"))
+    assert unavailable_reason(SHIPPED["static-site"], "local") is None  # {python}: the interpreter running JusHostIt
+    assert unavailable_reason(SHIPPED["wordpress"], "local") == NOT_RUNNABLE
+    assert unavailable_reason(with_program("sh"), "local") is None
+    missing = unavailable_reason(with_program("no-such-program-3f9a"), "local")
     assert missing == "'no-such-program-3f9a' is not installed on this server"
+
+
+def test_every_template_runs_on_kubernetes_whatever_its_process_form() -> None:
+    assert all(unavailable_reason(spec, "kubernetes") is None for spec in SHIPPED.values())
+    assert unavailable_reason(with_program("no-such-program-3f9a"), "kubernetes") is None

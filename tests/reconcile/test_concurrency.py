@@ -67,7 +67,7 @@ async def test_two_workers_and_the_resync_never_apply_one_account_at_once(
         instances.append(await live.ordered(owner, "racer"))
     x, y = (uuid.UUID(o.account_id) for o in owners)
     driver = SlowRecordingDriver(live.driver)
-    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+    monkeypatch.setattr(tasks, "driver_for", lambda settings, database, box: driver)
 
     # Several reconciles of each account at once, without a queueing lock so none is folded into another.
     for account_id in (x, y):
@@ -106,7 +106,7 @@ async def test_a_fact_change_during_a_pass_gets_one_more_pass_after_it(
     await live.ordered(owner, "latecomer")
     account_id = uuid.UUID(owner.account_id)
     driver = SlowRecordingDriver(live.driver)
-    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+    monkeypatch.setattr(tasks, "driver_for", lambda settings, database, box: driver)
     queued: list[bool] = []
 
     async def fact_during_the_first_pass() -> None:

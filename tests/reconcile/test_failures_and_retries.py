@@ -60,7 +60,7 @@ async def test_a_fact_change_is_applied_while_a_failed_pass_waits_for_its_retry(
     await live.until_status(owner, site["id"], "running")
     account_id = uuid.UUID(owner.account_id)
     driver = FailingFor(live.driver, account_id)
-    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+    monkeypatch.setattr(tasks, "driver_for", lambda settings, database, box: driver)
 
     suspend = await live.client.post(f"/v1/admin/accounts/{owner.account_id}/suspend", json={"reason": "abuse"},
                                      headers=admin.headers)

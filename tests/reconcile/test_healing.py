@@ -110,7 +110,7 @@ async def test_the_resync_reaches_every_account_whatever_order_they_were_stored_
             session.add(Account(id=account_id, name="Stored Out Of Order"))
         live.accounts.add(account_id)
     driver = RecordsAccounts(live.driver)
-    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+    monkeypatch.setattr(tasks, "driver_for", lambda settings, database, box: driver)
     monkeypatch.setattr(tasks, "RESYNC_CHUNK", 2)
 
     assert await resync_all() is not None

@@ -78,7 +78,7 @@ async def test_the_resync_holds_the_locks_of_one_chunk_at_a_time(live: Live, mon
     first, second = await live.signup("Chunk One"), await live.signup("Chunk Two")  # ids in that order
     driver = ProbesWhileApplying(live.driver, live.container.database.engine.url, uuid.UUID(second.account_id),
                                  uuid.UUID(first.account_id))
-    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+    monkeypatch.setattr(tasks, "driver_for", lambda settings, database, box: driver)
     monkeypatch.setattr(tasks, "RESYNC_CHUNK", 1)
 
     assert await resync_all() is not None
@@ -171,7 +171,7 @@ async def test_a_reconcile_queued_outside_a_request_goes_before_plain_work_queue
     plain, urgent = await live.signup("Plain Work"), await live.signup("Restarted Instance")
     await live.work()
     driver = RecordsAccounts(live.driver)
-    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+    monkeypatch.setattr(tasks, "driver_for", lambda settings, database, box: driver)
     ids = [uuid.UUID(plain.account_id), uuid.UUID(urgent.account_id)]
 
     await jobs.app.configure_task(RECONCILE_TASK).defer_async(account_id=plain.account_id)  # default priority

@@ -46,7 +46,7 @@ async def test_a_sign_in_email_is_delivered_within_seconds_while_twenty_accounts
     for owner in owners:
         await live.checkout(owner, "free")  # each queues a reconcile of its account
     driver = SlowDriver(live.driver)
-    monkeypatch.setattr(tasks, "driver_for", lambda settings: driver)
+    monkeypatch.setattr(tasks, "driver_for", lambda settings, database, box: driver)
     worker = asyncio.create_task(run_worker(live.container.settings))
     try:
         await eventually(lambda: driver.applying >= live.container.settings.worker_concurrency,

@@ -1,11 +1,11 @@
-"""Whether a template can run on this server's runtime, and why not.
+"""Whether a template can run on this server's runtime (`JUSHOSTIT_RUNTIME`), and why not.
 
-Only the local runtime exists so far (jushostit.runtime.registry): it runs a template's `process` form as a
-child process, so a template without one — a container image with its database — cannot run here, and one
-whose program is not installed cannot either. The catalog says so (`available`, `unavailable_reason`), ordering
-refuses such a template (409 `template_unavailable`) before anything is created or counted, and the local
-driver reports an instance that exists anyway (ordered before, or its template changed since) `failed` with
-the same reason. When a container runtime plugs in, this is where it says what it can run.
+The local runtime runs a template's `process` form as a child process, so a template without one — a container
+image with its database — cannot run there, and one whose program is not installed cannot either. The catalog
+says so (`available`, `unavailable_reason`), ordering refuses such a template (409 `template_unavailable`) before
+anything is created or counted, and the local driver reports an instance that exists anyway (ordered before, or
+its template changed since) `failed` with the same reason. The Kubernetes runtime runs every template's image
+(installing a template checks its manifests: `reconcile.manifests.refuse_undeployable`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ NOT_RUNNABLE = "template not runnable on the local runtime"
 PLACEHOLDERS = ("{python}", "{port}", "{data_dir}", "{host}")
 
 
-def unavailable_reason(template: TemplateSpec) -> str | None:
-    """None when the runtime can run `template`; otherwise a short reason, safe to show anyone."""
+def unavailable_reason(template: TemplateSpec, runtime: str) -> str | None:
+    """None when `runtime` can run `template`; otherwise a short reason, safe to show anyone."""
+    if runtime == "kubernetes":
+        return None
     if template.process is None:
         return NOT_RUNNABLE  # a container image (and its database): needs a container runtime
     program = template.process.command[0]

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, status
 
+from jushostit import container
 from jushostit.auth.dependencies import public, require_admin
 from jushostit.catalog import service
 from jushostit.catalog.availability import unavailable_reason
@@ -69,9 +70,9 @@ def _plan_fields(plan: Plan) -> dict[str, object]:
     }
 
 
-def catalog_item(template: ServiceTemplate) -> CatalogItem:
+def catalog_item(template: ServiceTemplate, runtime: str) -> CatalogItem:
     spec = service.template_spec(template)
-    unavailable = unavailable_reason(spec)
+    unavailable = unavailable_reason(spec, runtime)
     return CatalogItem(
         code=spec.code,
         name=spec.name,
@@ -125,7 +126,8 @@ async def list_catalog(session: SessionDep, page: Paging) -> CatalogPage:
     server's runtime cannot run, which ordering refuses."""
     rows = await CatalogRepository(session).templates(include_retired=False, after=page.after, limit=page.limit + 1)
     items, cursor = split_page(rows, page, "code")
-    return CatalogPage(items=[catalog_item(t) for t in items], next_cursor=cursor)
+    runtime = container.current().settings.runtime
+    return CatalogPage(items=[catalog_item(t, runtime) for t in items], next_cursor=cursor)
 
 
 # --- admin ------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit import container
 from jushostit.auth.dependencies import (
@@ -34,10 +35,10 @@ from jushostit.instances.schemas import (
     LogLines,
 )
 from jushostit.kit.db import SessionDep, read_only
-from jushostit.kit.errors import NotFound, responses
+from jushostit.kit.errors import Conflict, NotFound, responses
 from jushostit.kit.pagination import Paging, split_page
 from jushostit.models import Account, Instance, Role
-from jushostit.runtime.registry import driver_for, instance_address, local_driver
+from jushostit.runtime.registry import addresses, driver_for, local_driver
 
 router = APIRouter(prefix="/v1", tags=["instances"])
 
@@ -80,8 +81,18 @@ AccountInstancesWriter = Annotated[AccountAccess, Depends(require_account(Scope.
 CUSTOMER_ERROR_NOTE = "The platform could not apply the last change to this service; it retries automatically."
 
 
-def instance_read(instance: Instance) -> InstanceRead:
-    url, _ = instance_address(container.current().settings, instance.slug)
+async def instance_reads(session: AsyncSession, instances: list[Instance]) -> list[InstanceRead]:
+    """Each with its URL as its runtime serves it (on Kubernetes, one read of the accounts' clusters)."""
+    book = await addresses(session, container.current().settings, list({i.account_id for i in instances}))
+    return [instance_read(instance, book.of(instance.account_id, instance.slug)[0]) for instance in instances]
+
+
+async def one_instance_read(session: AsyncSession, instance: Instance) -> InstanceRead:
+    [read] = await instance_reads(session, [instance])
+    return read
+
+
+def instance_read(instance: Instance, url: str) -> InstanceRead:
     return InstanceRead(
         id=instance.id,
         account_id=instance.account_id,
@@ -114,7 +125,8 @@ async def order_instance(
     c = container.current()
 
     async def place_order() -> InstanceRead:
-        return instance_read(await service.order(session, c.settings, c.secret_box, account=access.account, data=body))
+        ordered = await service.order(session, c.settings, c.secret_box, account=access.account, data=body)
+        return await one_instance_read(session, ordered)
 
     return await idempotency.run(
         session, principal_id=access.principal.user.id, body=body, status_code=201, action=place_order
@@ -128,13 +140,13 @@ async def list_instances(
 ) -> InstancePage:
     rows = await InstanceRepository(session).of_account(access.account.id, after=page.after_uuid(), limit=page.limit + 1)
     items, cursor = split_page(rows, page, "id")
-    return InstancePage(items=[instance_read(i) for i in items], next_cursor=cursor)
+    return InstancePage(items=await instance_reads(session, items), next_cursor=cursor)
 
 
 @router.get("/instances/{instance_id}", response_model=InstanceRead, responses=responses(401, 403, 404))
 @read_only
-async def get_instance(access: InstanceReader) -> InstanceRead:
-    return instance_read(access.instance)
+async def get_instance(access: InstanceReader, session: SessionDep) -> InstanceRead:
+    return await one_instance_read(session, access.instance)
 
 
 @router.delete(
@@ -148,7 +160,7 @@ async def delete_instance(
 ) -> InstanceRead:
     """Delete the workload and its data, now or at the end of the paid period."""
     instance = await service.request_delete(session, instance_id=access.instance.id, when=at)
-    return instance_read(instance)
+    return await one_instance_read(session, instance)
 
 
 @router.post(
@@ -159,13 +171,14 @@ async def delete_instance(
 )
 async def restart_instance(access: InstanceWriter, session: SessionDep) -> InstanceRead:
     await service.request_restart(session, instance=access.instance)
-    return instance_read(access.instance)
+    return await one_instance_read(session, access.instance)
 
 
 @router.get("/instances/{instance_id}/logs", response_model=LogLines, responses=responses(401, 403, 404, 422))
 @read_only
 async def instance_logs(access: InstanceReader, tail: Annotated[int, Query(ge=1, le=5000)] = 200) -> LogLines:
-    lines = await driver_for(container.current().settings).logs(access.instance.id, tail)
+    c = container.current()
+    lines = await driver_for(c.settings, c.database, c.secret_box).logs(access.instance.id, tail)
     return LogLines(lines=lines)
 
 
@@ -173,7 +186,8 @@ async def instance_logs(access: InstanceReader, tail: Annotated[int, Query(ge=1,
 async def instance_credentials(access: InstanceSecrets, session: SessionDep) -> Credentials:
     """Generated secrets of the instance; owners and admins of the account only."""
     values = await service.credentials(session, container.current().secret_box, instance=access.instance)
-    url, _ = instance_address(container.current().settings, access.instance.slug)
+    book = await addresses(session, container.current().settings, [access.instance.account_id])
+    url, _ = book.of(access.instance.account_id, access.instance.slug)
     return Credentials(url=url, values=[Credential(name=n, value=v) for n, v in values])
 
 
@@ -191,6 +205,8 @@ async def put_file(access: InstanceFilesWriter, path: FilePath, request: Request
     Owners and admins of the account (`instances:write`); at most JUSHOSTIT_MAX_BODY_BYTES (413 beyond)."""
     content = await request.body()
     settings = container.current().settings
+    if settings.runtime != "local":  # the site's files live in its volume on the cluster, not here
+        raise Conflict("Uploading files is supported on the local runtime only", code="files_not_supported")
     root = local_driver(settings).instance_dir(access.instance.account_id, access.instance.id) / "data"
     relative, created = await service.write_file(session, instance=access.instance, site_root=root, path=path,
                                                  content=content)

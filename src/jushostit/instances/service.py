@@ -17,6 +17,8 @@ from jushostit.billing.facts import instance_facts, load_entitlement_inputs
 from jushostit.billing.repository import BillingRepository
 from jushostit.catalog.availability import unavailable_reason
 from jushostit.catalog.spec import TemplateSpec
+from jushostit.clusters import service as clusters
+from jushostit.clusters.placement import template_pods
 from jushostit.config import Settings
 from jushostit.entitlement import Quotas
 from jushostit.instances.repository import InstanceRepository
@@ -27,6 +29,7 @@ from jushostit.kit.db import utcnow
 from jushostit.kit.errors import AppError, BadRequest, Conflict, NotFound
 from jushostit.models import Account, Instance
 from jushostit.notifications.service import queue_email
+from jushostit.runtime.registry import KUBERNETES, addresses
 from jushostit.triggers import request_reconcile
 from jushostit.vault import service as vault
 
@@ -72,7 +75,7 @@ async def order(
     template = readable_template(template_row.spec)
     if template is None:
         raise Conflict(f"The template {data.template!r} is unavailable", code="template_unavailable")
-    unavailable = unavailable_reason(template)
+    unavailable = unavailable_reason(template, settings.runtime)
     if unavailable is not None:  # refused before anything is created or counted against the quota
         raise Conflict(f"The template {data.template!r} cannot run on this server: {unavailable}",
                        code="template_unavailable", details={"reason": unavailable})
@@ -97,6 +100,12 @@ async def order(
     if problem:
         raise Conflict(problem, code="quota_exceeded", details={"quotas": entitled.quotas.__dict__, "after_order": used.__dict__})
 
+    # On Kubernetes the instance goes to its account's cluster (an account's first order places it), or nowhere:
+    # 409 `no_capacity` with the reason (no cluster registered, none fits).
+    cluster_id = None
+    if settings.runtime == KUBERNETES:
+        cluster_id = await clusters.place_instance(session, account_id=account.id, pods=template_pods(template, tier))
+
     instance = Instance(
         account_id=account.id,
         template_code=template.code,
@@ -107,6 +116,9 @@ async def order(
         observed_status="provisioning",
     )
     await repository.add(instance)
+    if cluster_id is not None:  # its public host, one instance's per cluster
+        _, host = (await addresses(session, settings, [account.id])).of(account.id, instance.slug)
+        await clusters.claim_host(session, cluster_id=cluster_id, host=host, instance_id=instance.id)
     for var in template.env:
         if var.generate is not None:
             await vault.put(session, box, owner_type="instance", owner_id=instance.id, name=var.name,

@@ -28,7 +28,7 @@ async def restart(instance_id: str, account_id: str) -> None:
             )
             return
         try:
-            await driver_for(c.settings).restart(uuid.UUID(instance_id))
+            await driver_for(c.settings, c.database, c.secret_box).restart(uuid.UUID(instance_id))
         finally:
             await locks.release_all()
     await defer_reconcile(uuid.UUID(account_id))  # the reconcile starts it again

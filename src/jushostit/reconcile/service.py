@@ -27,6 +27,7 @@ from jushostit.billing import service as billing
 from jushostit.billing.facts import entitlement_inputs, instance_facts
 from jushostit.billing.repository import BillingRepository
 from jushostit.catalog.spec import TemplateSpec
+from jushostit.clusters import service as clusters
 from jushostit.config import Settings
 from jushostit.entitlement import DunningStage, Entitlement, Level, current_dunning_stage
 from jushostit.events.repository import EventRepository
@@ -38,7 +39,7 @@ from jushostit.notifications.service import queue_email
 from jushostit.reconcile.desired import InstanceInput, build_desired, missing_generated
 from jushostit.reconcile.repository import AccountRow, ReconcileLocks, ReconcileRepository
 from jushostit.runtime.protocol import Observed, ObservedInstance, RuntimeDriver
-from jushostit.runtime.registry import instance_address
+from jushostit.runtime.registry import addresses
 from jushostit.triggers import (
     at_deadline,
     follow_up,
@@ -91,12 +92,13 @@ async def snapshots(
         except ValidationError:
             log.error("reconcile.template_invalid", template=template.code)
     ciphertexts = await repository.secret_ciphertexts([i.id for i in instances])
+    book = await addresses(session, settings, list(accounts))
     result = {}
     for account_id, (account, subscriptions) in accounts.items():
         own = [i for i in instances if i.account_id == account_id]
         inputs = []
         for instance in own:
-            url, host = instance_address(settings, instance.slug)
+            url, host = book.of(account_id, instance.slug)
             inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code,
                                         instance.tier, url, host))
         facts = entitlement_inputs(account, subscriptions, invoice_due_at=account.invoice_due_at,
@@ -308,6 +310,7 @@ async def _delete_if_still_deleted(
             request_reconcile(account.id)  # the facts changed since this pass read them: look again
             return False
         await driver.remove_instance(account.id, instance.id)
+        await clusters.release_hosts(session, instance_id=instance.id)
         before = instance.observed_status
         instance.desired_level = Level.deleted.name
         instance.observed_status = "deleted"

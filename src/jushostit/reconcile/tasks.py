@@ -29,7 +29,8 @@ async def reconcile(account_id: str) -> None:
     """Retries are the reconciler's own (triggers.retry_after_failure), on a queueing lock of their own, so a
     waiting retry never swallows a new fact change."""
     c = container.current()
-    await service.reconcile_account(c.database, c.settings, c.secret_box, driver_for(c.settings), uuid.UUID(account_id))
+    await service.reconcile_account(c.database, c.settings, c.secret_box,
+                                    driver_for(c.settings, c.database, c.secret_box), uuid.UUID(account_id))
 
 
 async def defer_reconcile(account_id: uuid.UUID) -> bool:
@@ -48,7 +49,7 @@ async def resync_all() -> tuple[int, int] | None:
     per job would dwarf a no-op pass). Returns (accounts reconciled, driver writes), or None when another
     resync is running."""
     c = container.current()
-    driver = driver_for(c.settings)
+    driver = driver_for(c.settings, c.database, c.secret_box)
     # Deadlines within two resync intervals get an exact job; the resyncs before them schedule the rest.
     horizon = timedelta(seconds=2 * c.settings.resync_interval_seconds)
     async with c.database.autocommit.connect() as singleton:

@@ -30,6 +30,7 @@ from jushostit.runtime.protocol import AccountState, DesiredInstance, Observed, 
 
 log = structlog.get_logger(__name__)
 
+LOCAL = "local"  # this runtime's name (JUSHOSTIT_RUNTIME)
 LOOPBACK = "127.0.0.1"
 HEALTH_TIMEOUT_SECONDS = 2.0
 STOP_TIMEOUT_SECONDS = 5.0
@@ -177,8 +178,8 @@ class LocalDriver:
                 writes += await self._kill_strays(directory)
             return ObservedInstance("stopped", instance.problem), writes
         # A template this runtime cannot run (no process form, its program not installed): failed, not retried.
-        if instance.template is None or instance.template.process is None or unavailable_reason(instance.template):
-            reason = instance.problem or (unavailable_reason(instance.template) if instance.template else None)
+        if instance.template is None or instance.template.process is None or unavailable_reason(instance.template, LOCAL):
+            reason = instance.problem or (unavailable_reason(instance.template, LOCAL) if instance.template else None)
             return ObservedInstance("failed", reason or NOT_RUNNABLE), 0
         process = instance.template.process
         writes = self._ensure_data(directory, instance)
