@@ -46,6 +46,7 @@ from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
 from lightkube.types import PatchType
 
 from jushostit.clusters.kube import FIELD_MANAGER, LIST_CHUNK, ClusterUnreachable
+from jushostit.runtime.kubernetes.cluster import ClusterSettings
 from jushostit.runtime.kubernetes.diff import (
     WORKLOAD_KINDS,
     Found,
@@ -54,7 +55,7 @@ from jushostit.runtime.kubernetes.diff import (
     stamped,
     wanted_secrets,
 )
-from jushostit.runtime.kubernetes.directory import ClusterDirectory, Target
+from jushostit.runtime.kubernetes.directory import ClusterDirectory
 from jushostit.runtime.kubernetes.manifests import (
     APP,
     APPLY_ORDER,
@@ -192,7 +193,7 @@ class KubernetesDriver:
             return observed
         failed: dict[str, ObservedInstance] = {}
         try:
-            secrets = self._secrets(desired, target, plan.secrets, failed)
+            secrets = self._secrets(desired, target.settings, plan.secrets, failed)
             for manifest in sorted([*plan.apply, *secrets], key=apply_order):
                 instance = manifest["metadata"]["labels"].get(INSTANCE_LABEL)
                 if instance in failed:
@@ -350,7 +351,7 @@ class KubernetesDriver:
                 raise
 
     @staticmethod
-    def _secrets(desired: AccountState, target: Target, keys: Sequence[SecretKey],
+    def _secrets(desired: AccountState, cluster: ClusterSettings, keys: Sequence[SecretKey],
                  failed: dict[str, ObservedInstance]) -> list[Manifest]:
         """The Secrets to write, rendered (their values decrypted) only now; an instance whose values cannot be
         read is failed and applies nothing."""
@@ -359,7 +360,7 @@ class KubernetesDriver:
         secrets = []
         for instance_id in dict.fromkeys(instance_id for instance_id, _ in keys):
             try:
-                objects = render_instance(desired.account_id, by_id[instance_id], target.settings)
+                objects = render_instance(desired.account_id, by_id[instance_id], cluster)
             except ValueError as error:  # a generated value is missing or unreadable: not until facts change
                 failed[instance_id] = ObservedInstance("failed", "its configuration is incomplete", error=str(error))
                 continue
