@@ -183,10 +183,13 @@ async def test_an_instance_counts_its_failed_passes_in_a_row_and_back_to_zero_on
     assert (await live.row(site["id"])).failures == 0
     c, account_id = live.container, uuid.UUID(owner.account_id)
     driver = RefusesOne(live.driver, uuid.UUID(site["id"]))
+    counted = await failures_counted(live, "job")
 
     for _ in range(2):
         await service.reconcile_account(c.database, c.settings, c.secret_box, driver, account_id)
 
+    # Counted in /metrics under the path that ran the pass, as a pass that fails as a whole is.
+    assert await failures_counted(live, "job") == counted + 2
     row = await live.row(site["id"])
     assert (row.observed_status, row.last_error, row.failures) == ("failed", "ConnectionError: deployment refused", 2)
     driver.refusing = False
