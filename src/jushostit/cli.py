@@ -384,8 +384,10 @@ def clusters_verify(
     from jushostit.bootstrap import open_container
     from jushostit.clusters import kube, service
     from jushostit.clusters.repository import ClusterRepository
-    from jushostit.clusters.verify import Report, Target, verify_isolation
+    from jushostit.clusters.verify import Report, verify_isolation
     from jushostit.kit.errors import AppError
+    from jushostit.runtime.kubernetes.directory import cluster_settings
+    from jushostit.runtime.kubernetes.manifests import INTERNET_LABEL, network_policies
 
     settings = _settings(data_dir)
     _require_a_database(settings)
@@ -397,9 +399,14 @@ def clusters_verify(
                 if cluster is None:
                     return None
                 kubeconfig = await service.kubeconfig_of(session, c.secret_box, cluster.id)
-                target = Target(cluster.pod_cidr, cluster.service_cidr, cluster.ingress_namespace)
+                on_cluster = cluster_settings(cluster)
+
+            def policies(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+                return network_policies(namespace, labels, on_cluster)  # exactly what a tenant namespace gets
+
             async with kube.connect(kubeconfig, timeout=settings.kubernetes_timeout_seconds) as api:
-                return await verify_isolation(api, target, image=image, egress_url=egress_url, timeout=timeout)
+                return await verify_isolation(api, policies, (INTERNET_LABEL, "true"), image=image,
+                                              egress_url=egress_url, timeout=timeout)
 
     try:
         report = asyncio.run(run())

@@ -6,15 +6,22 @@ from __future__ import annotations
 
 from jushostit.clusters.kube import connect
 from jushostit.clusters.kubeconfig import accept_kubeconfig
-from jushostit.clusters.verify import NOT_ENFORCED, Report, Target, verify_isolation
+from jushostit.clusters.verify import NOT_ENFORCED, Report, verify_isolation
+from jushostit.runtime.kubernetes.cluster import ClusterSettings
+from jushostit.runtime.kubernetes.manifests import INTERNET_LABEL, network_policies
 from tests.clusters.conftest import kubeconfig_for
 
-K3S = Target(pod_cidr="10.42.0.0/16", service_cidr="10.43.0.0/16", ingress_namespace="kube-system")
+K3S = ClusterSettings(base_domain="apps.example.net")  # K3s's ranges, ingress controller and DNS
+
+
+def tenant_policies(namespace: str, labels: dict[str, str]) -> list[dict]:
+    return network_policies(namespace, labels, K3S)
 
 
 async def verify(kube_server, **options) -> Report:
     async with connect(accept_kubeconfig(kubeconfig_for(kube_server)), timeout=5) as api:
-        return await verify_isolation(api, K3S, poll_seconds=0, **{"timeout": 5.0, **options})
+        return await verify_isolation(api, tenant_policies, (INTERNET_LABEL, "true"), poll_seconds=0,
+                                      **{"timeout": 5.0, **options})
 
 
 def results(report: Report) -> dict[str, bool | None]:
@@ -28,12 +35,15 @@ async def test_a_cluster_that_enforces_network_policy_passes_every_check(kube, k
                                "egress": True}
     assert report.passed and not report.enforcement_missing
     assert report.lines()[-1] == "Isolation verified."
-    # Two throwaway namespaces, labelled as ours and Pod Security restricted, each with the tenant baseline.
+    # Two throwaway namespaces, labelled as ours and Pod Security restricted, each with exactly the policies a
+    # tenant namespace is rendered with.
     assert len(kube.deleted_namespaces) == 2 and kube.namespaces == {}
     for namespace in kube.deleted_namespaces:
         assert namespace.startswith("jushostit-verify-")
         assert {policy["metadata"]["name"] for policy in kube.policies[namespace]} == {
             "default-deny", "allow-same-namespace", "allow-dns", "allow-from-ingress-controller", "allow-internet-egress"}
+        rendered = {p["metadata"]["name"]: p["spec"] for p in tenant_policies(namespace, {})}
+        assert {p["metadata"]["name"]: p["spec"] for p in kube.policies[namespace]} == rendered
     # Probes were polled until they finished (the stand-in answers Pending first).
     outcome = next(o for o in report.outcomes if o.name == "cross-tenant")
     assert "not reached" in outcome.detail and "timed out" in outcome.detail

@@ -37,8 +37,6 @@ DEFAULT_IMAGE = "busybox:1.37"
 DEFAULT_EGRESS_URL = "http://example.com/"
 METADATA_URL = "http://169.254.169.254/"
 SERVER_PORT = 8080
-INTERNET_LABEL = ("jushostit.io/internet", "true")  # as the tenant manifests label pods that need the internet
-NOT_INTERNET = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
 NOT_ENFORCED = (
     "NetworkPolicy is NOT enforced on this cluster: tenants can reach each other. On K3s, the network policy "
     "controller runs without enforcing anything when the ipset kernel modules are missing: load them (modprobe "
@@ -46,13 +44,9 @@ NOT_ENFORCED = (
 )
 
 
-@dataclass(frozen=True)
-class Target:
-    """What the baseline needs to know of the cluster."""
-
-    pod_cidr: str
-    service_cidr: str
-    ingress_namespace: str
+# A tenant namespace's NetworkPolicies, as the runtime renders them for a namespace (given its name and labels):
+# the verification applies exactly those, so it proves the isolation tenants get, not a copy of it.
+TenantPolicies = Callable[[str, dict[str, str]], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -84,48 +78,24 @@ class Report:
         return found
 
 
+def namespace_labels(run: str) -> dict[str, str]:
+    return {"app.kubernetes.io/managed-by": "jushostit", "jushostit.io/verify": run}
+
+
 def namespace_manifest(name: str, run: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {
-        "app.kubernetes.io/managed-by": "jushostit", "jushostit.io/verify": run,
+        **namespace_labels(run),
         "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
     }}}
 
 
-def _policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name}, "spec": spec}
-
-
-def baseline_policies(target: Target) -> list[dict[str, Any]]:
-    """The NetworkPolicies of a tenant namespace (REFERENCE of the design: default deny plus these allows)."""
-    everyone: dict[str, Any] = {}
-    key, value = INTERNET_LABEL
-    return [
-        _policy("default-deny", {"podSelector": everyone, "policyTypes": ["Ingress", "Egress"]}),
-        _policy("allow-same-namespace", {
-            "podSelector": everyone, "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [{"podSelector": everyone}]}], "egress": [{"to": [{"podSelector": everyone}]}],
-        }),
-        _policy("allow-dns", {"podSelector": everyone, "policyTypes": ["Egress"], "egress": [{
-            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-        }]}),
-        _policy("allow-from-ingress-controller", {"podSelector": everyone, "policyTypes": ["Ingress"], "ingress": [{
-            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": target.ingress_namespace}}}],
-        }]}),
-        _policy("allow-internet-egress", {
-            "podSelector": {"matchLabels": {key: value}}, "policyTypes": ["Egress"],
-            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": sorted(
-                {*NOT_INTERNET, target.pod_cidr, target.service_cidr})}}]}],
-        }),
-    ]
-
-
-def pod_manifest(name: str, image: str, command: Sequence[str], *, internet: bool, server: bool = False) -> dict[str, Any]:
-    """A pod Pod Security `restricted` admits: non-root, no privilege escalation, no capabilities, seccomp."""
+def pod_manifest(name: str, image: str, command: Sequence[str], *, internet_label: tuple[str, str] | None,
+                 server: bool = False) -> dict[str, Any]:
+    """A pod Pod Security `restricted` admits: non-root, no privilege escalation, no capabilities, seccomp.
+    `internet_label`: the label tenant pods that may reach the internet carry, for a probe that plays one."""
     labels = {"app.kubernetes.io/managed-by": "jushostit", "jushostit.io/probe": name}
-    if internet:
-        labels[INTERNET_LABEL[0]] = INTERNET_LABEL[1]
+    if internet_label is not None:
+        labels[internet_label[0]] = internet_label[1]
     container: dict[str, Any] = {
         "name": "probe", "image": image, "command": list(command),
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}},
@@ -151,9 +121,10 @@ def _fetch(url: str) -> list[str]:
 
 
 class Verification:
-    def __init__(self, api: ClusterApi, target: Target, *, image: str, egress_url: str, timeout: float,
-                 poll_seconds: float) -> None:
-        self.api, self.target, self.image, self.egress_url = api, target, image, egress_url
+    def __init__(self, api: ClusterApi, policies: TenantPolicies, internet_label: tuple[str, str], *, image: str,
+                 egress_url: str, timeout: float, poll_seconds: float) -> None:
+        self.api, self.policies, self.internet_label = api, policies, internet_label
+        self.image, self.egress_url = image, egress_url
         self.timeout, self.poll_seconds = timeout, poll_seconds
         self.run = secrets.token_hex(3)
         self.a, self.b = f"jushostit-verify-{self.run}-a", f"jushostit-verify-{self.run}-b"
@@ -162,7 +133,7 @@ class Verification:
         try:
             for namespace in (self.a, self.b):
                 await self._create(namespace_manifest(namespace, self.run))
-                for policy in baseline_policies(self.target):
+                for policy in self.policies(namespace, namespace_labels(self.run)):
                     await self._create(policy, namespace)
             server_ip = await self._server()
             if server_ip is None:
@@ -193,14 +164,15 @@ class Verification:
 
     async def _server(self) -> str | None:
         command = ["sh", "-c", f"echo ok > /www/index.html && exec httpd -f -p {SERVER_PORT} -h /www"]
-        await self._create(pod_manifest("server", self.image, command, internet=False, server=True), self.b)
+        await self._create(pod_manifest("server", self.image, command, internet_label=None, server=True), self.b)
         pod = await self._until(self.b, "server", lambda p: p.status is not None and p.status.phase == "Running"
                                 and bool(p.status.podIP))
         return pod.status.podIP if pod is not None and pod.status is not None else None
 
     async def _probe(self, namespace: str, name: str, command: list[str], *, internet: bool) -> tuple[str | None, str]:
         """(phase, log): Succeeded when the probe got through, Failed when not, None when it did not finish."""
-        await self._create(pod_manifest(name, self.image, command, internet=internet), namespace)
+        await self._create(pod_manifest(name, self.image, command,
+                                        internet_label=self.internet_label if internet else None), namespace)
         pod = await self._until(namespace, name, lambda p: p.status is not None
                                 and p.status.phase in ("Succeeded", "Failed"))
         if pod is None or pod.status is None:
@@ -241,9 +213,9 @@ def _expect(result: tuple[str | None, str], name: str, title: str, *, reached: b
     return Outcome(name, title, got_through == reached, detail)
 
 
-async def verify_isolation(api: ClusterApi, target: Target, *, image: str = DEFAULT_IMAGE,
-                           egress_url: str = DEFAULT_EGRESS_URL, timeout: float = 120.0,
+async def verify_isolation(api: ClusterApi, policies: TenantPolicies, internet_label: tuple[str, str], *,
+                           image: str = DEFAULT_IMAGE, egress_url: str = DEFAULT_EGRESS_URL, timeout: float = 120.0,
                            poll_seconds: float = 2.0) -> Report:
-    return await Verification(api, target, image=image, egress_url=egress_url, timeout=timeout,
+    return await Verification(api, policies, internet_label, image=image, egress_url=egress_url, timeout=timeout,
                               poll_seconds=poll_seconds).report()
 

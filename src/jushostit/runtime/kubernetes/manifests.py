@@ -194,7 +194,7 @@ def _in_namespace(name: str) -> Manifest:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
 
 
-def _network_policies(namespace: str, labels: dict[str, str], cluster: ClusterSettings) -> list[Manifest]:
+def network_policies(namespace: str, labels: dict[str, str], cluster: ClusterSettings) -> list[Manifest]:
     """Deny everything in and out, then allow: DNS; the ingress controller to the apps (never the databases);
     the namespace's pods to each other; and the internet, for the pods of templates that need it, minus the
     cluster's pod and service ranges, private and link-local ranges and the metadata address."""
@@ -442,7 +442,7 @@ def render_account(state: AccountState, cluster: ClusterSettings, *, include_sec
         _service_account(namespace, labels),
         _resource_quota(namespace, labels, state.quotas),
         _limit_range(namespace, labels, throttled=state.throttled),
-        *_network_policies(namespace, labels, cluster),
+        *network_policies(namespace, labels, cluster),
     ]
     for instance in rendered:
         objects += render_instance(state.account_id, instance, cluster, include_secrets=include_secrets)
