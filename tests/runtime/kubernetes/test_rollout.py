@@ -85,6 +85,16 @@ def test_a_pod_fails_its_instance_on_a_back_off_a_bad_configuration_or_an_oom_ki
         is None
 
 
+def test_a_pod_no_node_has_room_for_fails_its_instance_with_no_capacity_but_a_volume_still_binding_does_not() -> None:
+    def pending(message: str) -> dict[str, Any]:
+        return {"metadata": {"name": "blog-5d-x"}, "status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}}
+
+    full = "0/3 nodes are available: 2 Insufficient cpu, 1 Insufficient memory."
+    assert pod_failure(pending(full)) == f"no capacity: {full}"
+    assert pod_failure(pending("0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims.")) is None
+
+
 def test_an_instance_runs_when_every_workload_is_rolled_out_and_stops_when_none_has_a_replica_left() -> None:
     app, db = deployment(**DONE), statefulset(observedGeneration=1, replicas=1, updatedReplicas=1, readyReplicas=1)
     assert instance_status(run=True, throttled=False, problem=None, workloads=[app, db], pods=[]).status == "running"

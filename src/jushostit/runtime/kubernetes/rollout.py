@@ -9,7 +9,8 @@ returns them (dicts) in, our observed status out.
   revision, and ready.
 - A pod whose container waits in CrashLoopBackOff, ImagePullBackOff, CreateContainerConfigError or
   InvalidImageName, or was OOMKilled, fails its instance at once with that reason: the rollout would otherwise
-  only say so at its deadline, minutes later.
+  only say so at its deadline, minutes later. So does a pod no node has room for ("no capacity", with the
+  scheduler's message), e.g. one resumed after the cluster filled up: never left waiting silently.
 - `running` (or `throttled`) means every workload is rolled out with its pods ready; `stopped` that every
   workload is at 0 replicas with no pod left.
 """
@@ -20,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from jushostit.clusters.placement import NO_CAPACITY  # as placement refuses an order that does not fit
 from jushostit.runtime.protocol import ObservedInstance
 
 Obj = Mapping[str, Any]
@@ -97,8 +99,15 @@ def scaled_down(workload: Obj) -> bool:
 
 
 def pod_failure(pod: Obj) -> str | None:
-    """Why a pod cannot serve, when it never will on its own: its container's waiting reason, or OOMKilled."""
+    """Why a pod cannot serve, when it never will on its own: its container's waiting reason, OOMKilled, or no
+    node with room for it (the scheduler's own words)."""
     status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        message = str(condition.get("message") or "")
+        if (condition.get("type") == "PodScheduled" and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable" and "Insufficient" in message):
+            # Not a volume still binding (also `Unschedulable`, and over in seconds): the cluster is full.
+            return f"{NO_CAPACITY}: {message}"
     for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
         name = container.get("name", "?")
         last = ((container.get("lastState") or {}).get("terminated") or {}).get("reason")
