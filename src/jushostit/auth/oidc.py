@@ -10,7 +10,7 @@ import hashlib
 import hmac
 from typing import Annotated
 
-import httpx
+import httpx2  # authlib talks to providers through httpx2 whenever it is installed (lightkube needs it)
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Depends, Path, Request
@@ -78,7 +78,7 @@ async def oidc_login(provider: ProviderName, request: Request) -> RedirectRespon
     redirect_uri = f"{container.current().settings.base_url}/v1/auth/oidc/{provider}/callback"
     try:
         return await client.authorize_redirect(request, redirect_uri)
-    except httpx.HTTPError as error:
+    except httpx2.HTTPError as error:
         raise OIDCUnavailable(f"Identity provider {provider} is unreachable") from error
 
 
@@ -93,7 +93,7 @@ async def oidc_callback(provider: ProviderName, request: Request, session: Sessi
         raise OIDCFailed(f"Sign-in with {provider} failed: {error.error}") from error
     except JoseError as error:  # the id_token failed validation (nonce, issuer, audience, expiry, signature)
         raise OIDCFailed(f"Sign-in with {provider} failed: {error.error} ({error.description})") from error
-    except httpx.HTTPError as error:
+    except httpx2.HTTPError as error:
         raise OIDCUnavailable(f"Identity provider {provider} is unreachable") from error
     userinfo = token.get("userinfo")
     if not userinfo or "iss" not in userinfo or "sub" not in userinfo:
