@@ -188,5 +188,10 @@ def test_kill_9_during_the_resync_then_the_resync_keeps_its_schedule(
     wait_for(lambda: [p.pid for p in operator.processes(other)] not in ([], [victim.pid]), EFFECT_BUDGET,
              "a resync to start the killed process again", interval=0.2)
     operator.until_status(other_headers, other["id"], "running")
-    site = httpx.get(f"{operator.base}/", headers={"Host": f"{other['slug']}.localhost:{serve.port}"}, timeout=10)
-    assert site.status_code == 200
+
+    def serving() -> bool:
+        # A new process exists before it listens: the site is back once its health check recorded it.
+        site = httpx.get(f"{operator.base}/", headers={"Host": f"{other['slug']}.localhost:{serve.port}"}, timeout=10)
+        return site.status_code == 200
+
+    wait_for(serving, EFFECT_BUDGET, "the restarted site to serve again", interval=0.2)
