@@ -8,7 +8,10 @@ cluster:
 - for `clusters verify`: namespaces, NetworkPolicies and pods created and deleted, pod status and logs. Probe pods
   finish as a cluster would run them: their destination (the `wget` URL, or DNS for `nslookup`) is reached or not
   by the NetworkPolicies of both ends, evaluated here, unless the cluster does not enforce NetworkPolicy (K3s
-  without its ipset kernel modules), when everything is reached.
+  without its ipset kernel modules), when everything is reached;
+- the service proxy, `GET /api/v1/namespaces/{ns}/services/{[scheme:]name[:port]}/proxy/{path}`, in front of
+  OpenCost (`OpenCost` below) when it is installed: 404 `Status` for a service that does not exist, 503 `Status`
+  when it has no ready pod, 403 when `get services/proxy` is denied; otherwise OpenCost's own answer, passed through.
 
 Errors are `Status` objects with `Content-Type: application/json`, as lightkube needs them to raise `ApiError`.
 """
@@ -19,12 +22,13 @@ import datetime
 import ipaddress
 import itertools
 import json
+import math
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from cryptography import x509
@@ -106,6 +110,118 @@ class ProbePod:
     outcome: tuple[str, str] | None = None  # (phase, log) once decided
 
 
+HOUR = datetime.timedelta(hours=1)
+
+
+def _opencost_time(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")  # Go's time.RFC3339 of a UTC time
+
+
+def _opencost_number(value: float | None) -> float | None:
+    """OpenCost's JSON numbers: rounded to 5 decimals, NaN (and infinities) written as null."""
+    return None if value is None or not math.isfinite(value) else round(value, 5)
+
+
+@dataclass
+class OpenCost:
+    """OpenCost v1.112's `GET /allocation/compute` as its service answers it, for the service proxy to pass on.
+
+    `costs` holds each hour's (UTC start) totalCost per allocation name, as `aggregate=namespace` names them:
+    namespaces, `__idle__` and `__unallocated__`; a NaN is written as null, as OpenCost writes it. The window is
+    parsed as OpenCost parses it (an RFC3339 pair or a unix-seconds pair here); one it cannot parse is a plain-text
+    400. With `step` (and not `accumulate=true`), one allocation set per step, each allocation's `window` that
+    step's; otherwise one set for the whole window."""
+
+    namespace: str = "opencost"
+    service: str = "opencost"
+    port: int = 9003
+    ready: bool = True  # False: no ready pod behind the service, the proxy answers 503
+    costs: dict[datetime.datetime, dict[str, float | None]] = field(default_factory=dict)
+    rejects_window: bool = False  # every window answered as one it cannot parse
+    ignores_step: bool = False  # one set for the whole window, whatever the step
+    body: str | None = None  # answered as it is (200, application/json) instead of the allocation sets
+    requests: list[str] = field(default_factory=list)  # the query strings received, as sent
+
+    def answer(self, path: str, query: str) -> Response:
+        self.requests.append(query)
+        if path != "allocation/compute":
+            return PlainTextResponse("404 page not found\n", status_code=404)
+        params = dict(parse_qsl(query))
+        window = params.get("window", "")
+        bounds = None if self.rejects_window else _opencost_window(window)
+        if bounds is None:
+            return PlainTextResponse(f"Invalid 'window' parameter: illegal window: {window}\n", status_code=400)
+        if self.body is not None:
+            return Response(self.body, media_type="application/json")
+        start, end = bounds
+        whole = self.ignores_step or "step" not in params or params.get("accumulate") == "true"
+        step = end - start if whole else _opencost_step(params["step"])
+        sets = []
+        while start < end:
+            step_end = min(start + step, end)
+            sets.append(self._set(start, step_end))
+            start = step_end
+        return JSONResponse({"code": 200, "status": "success", "data": sets})
+
+    def _set(self, start: datetime.datetime, end: datetime.datetime) -> dict[str, Any]:
+        totals: dict[str, float | None] = {}
+        hour = start
+        while hour < end:
+            for name, cost in self.costs.get(hour, {}).items():
+                before = totals.get(name, 0.0)
+                totals[name] = None if cost is None or before is None else before + cost
+            hour += HOUR
+        return {name: opencost_allocation(name, start, end, total) for name, total in sorted(totals.items())}
+
+
+def _opencost_window(window: str) -> tuple[datetime.datetime, datetime.datetime] | None:
+    first, comma, second = window.partition(",")
+    if not comma:
+        return None
+    try:
+        if first.isdigit() and second.isdigit():
+            return (datetime.datetime.fromtimestamp(int(first), datetime.UTC),
+                    datetime.datetime.fromtimestamp(int(second), datetime.UTC))
+        if first.endswith("Z") and second.endswith("Z"):
+            return datetime.datetime.fromisoformat(first), datetime.datetime.fromisoformat(second)
+    except ValueError:
+        pass
+    return None
+
+
+def _opencost_step(step: str) -> datetime.timedelta:
+    units = {"m": 60, "h": 3600, "d": 86400}
+    return datetime.timedelta(seconds=int(step[:-1]) * units[step[-1]])
+
+
+def opencost_allocation(name: str, start: datetime.datetime, end: datetime.datetime,
+                         total: float | None) -> dict[str, Any]:
+    """One allocation of an `aggregate=namespace` set, with the fields OpenCost writes (those read here and
+    enough others to be its shape). The total is split between CPU and RAM."""
+    properties = {"cluster": "default-cluster"}
+    if not name.startswith("__"):
+        properties["namespace"] = name
+    hours = (end - start) / HOUR
+    cpu = None if total is None else total * 0.6
+    ram = None if total is None or cpu is None else total - cpu
+    return {
+        "name": name, "properties": properties,
+        "window": {"start": _opencost_time(start), "end": _opencost_time(end)},
+        "start": _opencost_time(start), "end": _opencost_time(end), "minutes": _opencost_number(hours * 60),
+        "cpuCores": 0.25, "cpuCoreRequestAverage": 0.25, "cpuCoreUsageAverage": 0.04123,
+        "cpuCoreHours": _opencost_number(0.25 * hours), "cpuCost": _opencost_number(cpu), "cpuCostAdjustment": 0,
+        "cpuEfficiency": 0.16492, "gpuCount": 0, "gpuHours": 0, "gpuCost": 0, "gpuCostAdjustment": 0,
+        "networkTransferBytes": 0, "networkReceiveBytes": 0, "networkCost": 0, "networkCrossZoneCost": 0,
+        "networkCrossRegionCost": 0, "networkInternetCost": 0, "networkCostAdjustment": 0, "loadBalancerCost": 0,
+        "loadBalancerCostAdjustment": 0, "pvBytes": 0, "pvByteHours": 0, "pvCost": 0, "pvs": None,
+        "pvCostAdjustment": 0, "ramBytes": 536870912, "ramByteRequestAverage": 536870912,
+        "ramByteUsageAverage": 201326592, "ramByteHours": _opencost_number(536870912 * hours),
+        "ramCost": _opencost_number(ram), "ramCostAdjustment": 0, "ramEfficiency": 0.375, "externalCost": 0,
+        "sharedCost": 0, "totalCost": _opencost_number(total), "totalEfficiency": 0.24891,
+        "proportionalAssetResourceCosts": {}, "lbAllocations": None, "sharedCostBreakdown": {},
+    }
+
+
 @dataclass
 class KubeStandIn:
     token: str = TOKEN
@@ -123,6 +239,7 @@ class KubeStandIn:
     deleted_namespaces: list[str] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
     list_requests: list[dict[str, str]] = field(default_factory=list)
+    opencost: OpenCost | None = None  # installed: its service, behind the service proxy
     _addresses: Iterator[int] = field(default_factory=lambda: itertools.count(10))
 
     # --- the API ------------------------------------------------------------------------------------------------
@@ -142,6 +259,8 @@ class KubeStandIn:
         if path in ("/api/v1/nodes", "/api/v1/pods") and method == "GET":
             items = self.nodes if path.endswith("nodes") else [*self.pods, *self._probe_objects()]
             return self._list("NodeList" if path.endswith("nodes") else "PodList", items, dict(request.query_params))
+        if parts[:3] == ["api", "v1", "namespaces"] and parts[4:5] == ["services"] and parts[6:7] == ["proxy"]:
+            return self._service_proxy(parts[3], parts[5], "/".join(parts[7:]), request.url.query)
         if parts[:3] == ["api", "v1", "namespaces"]:
             return self._namespaced(method, parts[3:], body)
         if parts[:4] == ["apis", "networking.k8s.io", "v1", "namespaces"] and parts[5:] == ["networkpolicies"]:
@@ -160,6 +279,24 @@ class KubeStandIn:
         return JSONResponse({**body, "metadata": {"creationTimestamp": None},
                              "status": {"allowed": allowed, **({} if allowed else {"reason": "no RBAC rule"})}},
                             status_code=201)
+
+    def _service_proxy(self, namespace: str, segment: str, path: str, query: str) -> Response:
+        """The API server's service proxy: `segment` is `[scheme:]name[:port]`."""
+        if "get services/proxy" in self.denied:
+            return status(403, "Forbidden", f'services "{segment}" is forbidden: User "system:serviceaccount:'
+                          f'jushostit:jushostit" cannot get resource "services/proxy" in API group "" in the '
+                          f'namespace "{namespace}"')
+        pieces = segment.split(":")
+        name = pieces[1] if len(pieces) == 3 else pieces[0]
+        port = pieces[-1] if len(pieces) > 1 else ""
+        opencost = self.opencost
+        if opencost is None or (namespace, name) != (opencost.namespace, opencost.service):
+            return status(404, "NotFound", f'services "{name}" not found')
+        if port not in ("", str(opencost.port), "http"):
+            return status(503, "ServiceUnavailable", f'no service port "{port}" found for service "{name}"')
+        if not opencost.ready:
+            return status(503, "ServiceUnavailable", f'no endpoints available for service "{segment}"')
+        return opencost.answer(path, query)
 
     def _list(self, kind: str, items: list[dict[str, Any]], query: dict[str, str]) -> JSONResponse:
         self.list_requests.append(query)

@@ -15,6 +15,7 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx2
 import msgspec
@@ -31,6 +32,7 @@ from jushostit.kit.errors import AppError
 FIELD_MANAGER = "jushostit"
 LIST_CHUNK = 500
 CONCURRENT_REVIEWS = 8
+BODY_SHOWN = 200  # characters of a proxied service's error answer quoted in our error
 
 
 class ClusterUnreachable(AppError):
@@ -160,6 +162,28 @@ class ClusterApi:
 
         answers = await asyncio.gather(*(denied(p) for p in REQUIRED_PERMISSIONS))
         return [label for label in answers if label is not None]
+
+    async def proxy_get(self, *, namespace: str, service: str, path: str, params: dict[str, str]) -> bytes:
+        """GET `path` of a service inside the cluster through the API server's service proxy
+        (`/api/v1/namespaces/{namespace}/services/{service}/proxy/{path}`, `service` as `[scheme:]name[:port]`;
+        RBAC: `get services/proxy` in that namespace), so the service need not be exposed. The body as it came.
+        401/403 are the API server's refusals, as everywhere here; any other answer but a 2xx is
+        `cluster_bad_answer` with its status and the start of its body: the service's own error (a plain-text 400),
+        or the proxy's (503 when the service has no ready endpoints, 404 when there is no such service)."""
+        url = (f"/api/v1/namespaces/{quote(namespace, safe='')}/services/{quote(service, safe=':')}/proxy/"
+               f"{quote(path.lstrip('/'), safe='/')}")
+        async with self.answers():
+            response = await self._raw.get(url, params=params)
+            if response.status_code in (401, 403):
+                response.raise_for_status()
+            if not response.is_success:
+                shown = response.text.strip()[:BODY_SHOWN]
+                raise ClusterUnreachable(
+                    f"The service {service} in namespace {namespace} on the cluster at {self.server} answered "
+                    f"{response.status_code}: {shown}",
+                    code="cluster_bad_answer", details={"status": response.status_code, "body": shown},
+                )
+            return response.content
 
     async def nodes(self) -> list[Node]:
         async with self.answers():
