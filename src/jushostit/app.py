@@ -49,6 +49,7 @@ from jushostit.kit import context, metrics
 from jushostit.kit.client_address import client_address
 from jushostit.kit.db import libpq_url
 from jushostit.kit.errors import AppError, ErrorResponse, error_payload
+from jushostit.metering.endpoints import router as usage_router
 from jushostit.models import Role
 from jushostit.pages.endpoints import router as pages_router
 from jushostit.runtime.local.router import LocalRouter, Route, RouteCache, Upstreams
@@ -328,6 +329,7 @@ ROUTERS = (
     credits_router,
     invoices_router,
     instances_router,
+    usage_router,
     events_router,
     audit_router,
     admin_router,

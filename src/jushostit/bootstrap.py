@@ -21,6 +21,7 @@ TASK_MODULES = (
     "jushostit.instances.tasks",
     "jushostit.webhooks.tasks",
     "jushostit.clusters.tasks",
+    "jushostit.metering.tasks",
 )
 
 

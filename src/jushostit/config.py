@@ -90,6 +90,23 @@ class Settings(BaseSettings):
     # Kubernetes driver).
     kubernetes_timeout_seconds: int = Field(default=10, ge=1, le=300)
 
+    # Metering: how often the local runtime's usage (and each cluster's Prometheus) is read; a low value on a
+    # running server shows usage within seconds.
+    metering_interval_seconds: int = Field(default=300, ge=1, le=3600)
+    # A cluster's Prometheus: one URL when a single cluster is registered, or `cluster-name=URL` pairs.
+    prometheus_url: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Prometheus needs a scrape or two to hold a window's last samples: windows end this long before now.
+    prometheus_lag_seconds: int = Field(default=60, ge=0, le=3600)
+    # OpenCost, read hourly through each cluster's API server (service proxy); its costs' currency.
+    opencost_enabled: bool = False
+    opencost_namespace: str = Field(default="opencost", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    opencost_service: str = Field(default="http:opencost:9003", pattern=r"^[a-z0-9:.-]{1,100}$")
+    opencost_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    usage_retention_days: int = Field(default=35, ge=1, le=3650)  # raw samples (hourly usage); daily sums stay
+    metering_aggregate_batch: int = Field(default=50_000, ge=100, le=1_000_000)
+    # The Stripe billing meter card accounts' usage charges are reported to (its price: one minor unit per unit).
+    stripe_usage_meter_event: str = Field(default="jushostit_usage", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_username: str | None = None
@@ -142,6 +159,23 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("not an http(s) URL (e.g. https://api.stripe.com or https://api.hubapi.com)")
         return value.rstrip("/")
+
+    @field_validator("prometheus_url", mode="before")
+    @classmethod
+    def _parse_prometheus_urls(cls, value: Any) -> Any:
+        # One URL (the only cluster's: keyed "" until the cluster is known by name), or `name=URL` pairs.
+        if isinstance(value, str):
+            pairs: dict[str, str] = {}
+            for part in _listed(value, "URLs"):
+                name, _, url = part.rpartition("=") if "=" in part.split("://")[0] else ("", "", part)
+                pairs[name.strip()] = url.strip()
+            value = pairs
+        if isinstance(value, dict):
+            for name, url in value.items():
+                if not str(url).startswith(("https://", "http://")):
+                    raise ValueError(f"{str(url)[:100]!r} (cluster {name or 'any'!r}) is not an http(s) URL")
+            return {name: str(url).rstrip("/") for name, url in value.items()}
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from jushostit.app import create_app
 from jushostit.bootstrap import open_container
 from jushostit.config import Settings
 from jushostit.kit import jobs
+from jushostit.metering.tasks import schedule_collectors
 from jushostit.reconcile.tasks import schedule_resync
 from jushostit.runtime.registry import shutdown as runtime_shutdown
 
@@ -50,6 +51,7 @@ async def run_worker(settings: Settings) -> None:
     """The job workers as serve and `jushostit worker` run them (also used by the benchmark), with the
     recovery of jobs left running by dead workers."""
     schedule_resync(settings.resync_interval_seconds)
+    schedule_collectors(settings)
     tasks = [
         asyncio.create_task(_worker(MAIN_QUEUES, settings.worker_concurrency, "main")),
         asyncio.create_task(_worker(EMAIL_QUEUES, settings.email_worker_concurrency, "email")),

@@ -23,7 +23,7 @@ async def test_both_loaders_hold_a_prepaid_account_past_its_contract_end_and_no_
     await session.flush()
 
     async def holds() -> tuple[frozenset[str], frozenset[str]]:
-        one = (await load_entitlement_inputs(session, account)).decide(now)
+        one = (await load_entitlement_inputs(session, account, now=now)).decide(now)
         batched = (await snapshots(session, settings, [account.id], now))[account.id]
         return one.holds, batched.entitled.holds
 

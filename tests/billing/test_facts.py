@@ -12,6 +12,7 @@ from jushostit.billing.facts import dunning_policy, load_entitlement_inputs
 from jushostit.billing.periods import add_months, period_end
 from jushostit.entitlement import Level, Quotas
 from jushostit.models import Account, AccountStatus, BillingMode
+from tests.metering.helpers import charged
 
 
 async def _entitlement(client, who) -> dict:
@@ -33,8 +34,9 @@ async def _with_free_plan(client, session, who, **facts) -> Account:
 
 async def test_the_loader_returns_what_the_decision_needs(client, session, signup) -> None:
     owner = await signup()
-    account = await _with_free_plan(client, session, owner, budget_minor=1000, month_spend_minor=250)
-    inputs = await load_entitlement_inputs(session, account, expired_retention_days=12)
+    account = await _with_free_plan(client, session, owner, budget_minor=1000)
+    await charged(session, account.id, 250)
+    inputs = await load_entitlement_inputs(session, account, now=datetime.now(UTC), expired_retention_days=12)
     assert inputs.account.status == "active" and inputs.account.suspension_reasons == frozenset()
     assert [(s.plan_code, s.status) for s in inputs.subscriptions] == [("free", "active")]
     assert inputs.subscriptions[0].quotas == Quotas(500, 512, 1, 1)
@@ -79,7 +81,8 @@ async def test_the_dunning_grace_depends_on_the_billing_mode(
 )
 async def test_budget_and_spend_reach_the_entitlement(client, session, signup, spent, level, reason) -> None:
     owner = await signup()
-    await _with_free_plan(client, session, owner, budget_minor=1000, month_spend_minor=spent)
+    await _with_free_plan(client, session, owner, budget_minor=1000)
+    await charged(session, owner.account_id, spent)
     shown = await _entitlement(client, owner)
     assert shown["level"] == level
     assert shown["reasons"] == ([reason] if reason else [])

@@ -10,12 +10,14 @@ from sqlalchemy import update
 
 from jushostit.models import Account
 from tests.live import Live, Signup, processes_in
+from tests.metering.helpers import charged
 
 
 async def spend(live: Live, owner: Signup, spent_minor: int, limit_minor: int = 10_000) -> None:
-    async with live.container.database.unit_of_work() as session:  # as the billing meter records it
+    async with live.container.database.unit_of_work() as session:  # as metering's aggregation records it
         await session.execute(update(Account).where(Account.id == uuid.UUID(owner.account_id))
-                              .values(budget_minor=limit_minor, month_spend_minor=spent_minor))
+                              .values(budget_minor=limit_minor))
+        await charged(session, owner.account_id, spent_minor)
 
 
 async def test_a_budget_reached_throttles_the_running_process_in_place_and_lifting_it_restores_priority(

@@ -14,9 +14,10 @@ from croniter import croniter
 from procrastinate.periodic import PeriodicDeferrer
 
 from jushostit.kit import jobs
+from jushostit.kit.jobs import interval_cron
 from jushostit.models import Account
 from jushostit.reconcile import tasks
-from jushostit.reconcile.tasks import RESYNC_TASK, resync_all, resync_cron, schedule_resync
+from jushostit.reconcile.tasks import RESYNC_TASK, resync_all, schedule_resync
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import AccountState, Observed
 from tests.live import Live, eventually, processes_in
@@ -121,7 +122,7 @@ async def test_the_resync_reaches_every_account_whatever_order_they_were_stored_
 @pytest.mark.parametrize("interval", [5, 20, 60, 300, 600])
 def test_the_resync_runs_once_per_interval(interval: int) -> None:
     # croniter reads the expression as procrastinate's periodic tasks do (a sixth field is seconds).
-    fires = croniter(resync_cron(interval), datetime(2026, 1, 1, 0, 0, 7, tzinfo=UTC))
+    fires = croniter(interval_cron(interval), datetime(2026, 1, 1, 0, 0, 7, tzinfo=UTC))
     times = [fires.get_next(datetime) for _ in range(5)]
     assert {(b - a).total_seconds() for a, b in itertools.pairwise(times)} == {interval}
 

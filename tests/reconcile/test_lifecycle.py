@@ -16,6 +16,7 @@ from jushostit.kit.db import utcnow
 from jushostit.models import Account, Instance, Subscription
 from tests.events.sse import open_stream
 from tests.live import Live, Signup, eventually, processes_in
+from tests.metering.helpers import charged
 
 
 async def test_order_is_reconciled_by_a_worker_into_a_running_served_instance(live: Live) -> None:
@@ -191,9 +192,10 @@ async def test_an_instance_back_to_full_speed_after_a_budget_throttle_is_announc
     await live.converge(owner.account_id)
 
     async def spend(spent_minor: int) -> None:
-        async with live.container.database.unit_of_work() as session:  # as the billing meter records it
+        async with live.container.database.unit_of_work() as session:  # as metering's aggregation records it
             await session.execute(update(Account).where(Account.id == uuid.UUID(owner.account_id))
-                                  .values(budget_minor=10_000, month_spend_minor=spent_minor))
+                                  .values(budget_minor=10_000))
+            await charged(session, owner.account_id, spent_minor)
 
     await spend(10_000)  # the budget reached: throttled, still serving (not news)
     await live.reconcile(owner.account_id)
@@ -210,7 +212,8 @@ async def test_an_instance_that_first_starts_throttled_is_announced_ready_at_onc
     await live.checkout(owner, "free")
     async with live.container.database.unit_of_work() as session:  # the budget already reached at order time
         await session.execute(update(Account).where(Account.id == uuid.UUID(owner.account_id))
-                              .values(budget_minor=10_000, month_spend_minor=10_000))
+                              .values(budget_minor=10_000))
+        await charged(session, owner.account_id, 10_000)
     site = await live.ordered(owner, "slow-lane")
 
     await live.converge(owner.account_id)

@@ -48,11 +48,11 @@ SignedIn = Annotated[Principal, Depends(require_user(session_only=True))]
 
 
 async def account_read(access: AccountAccess, session: AsyncSession) -> AccountRead:
-    account = access.account
+    account, now = access.account, utcnow()
     inputs = await load_entitlement_inputs(
-        session, account, expired_retention_days=container.current().settings.expired_retention_days
+        session, account, now=now, expired_retention_days=container.current().settings.expired_retention_days
     )
-    entitled = inputs.decide(utcnow())
+    entitled = inputs.decide(now)
     return AccountRead(
         id=account.id,
         name=account.name,
@@ -60,7 +60,12 @@ async def account_read(access: AccountAccess, session: AsyncSession) -> AccountR
         suspension_reasons=account.suspension_reasons,
         role=access.role,
         created_at=account.created_at,
-        billing=AccountBilling.model_validate(account) if access.can_see_billing else None,
+        billing=AccountBilling(
+            billing_mode=account.billing_mode, billing_email=account.billing_email,
+            contract_ref=account.contract_ref, contract_ends_at=account.contract_ends_at,
+            budget_minor=account.budget_minor, budget_currency=account.budget_currency,
+            month_spend_minor=inputs.budget.spent_minor,
+        ) if access.can_see_billing else None,
         entitlement=AccountEntitlement(
             level=entitled.level.name,
             reasons=list(entitled.reasons),

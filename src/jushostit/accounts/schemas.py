@@ -25,6 +25,11 @@ class AccountBilling(ResponseModel):
     contract_ref: str | None = Field(description="The CRM deal of the account's prepaid contract, if it has one")
     contract_ends_at: datetime | None = Field(description="When that contract ends: services stop then unless an "
                                               "operator extends it")
+    budget_minor: int | None = Field(description="The monthly budget on usage charges (null: none): throttled at "
+                                                 "100 %, suspended at 120 %")
+    budget_currency: str | None
+    month_spend_minor: int = Field(description="Usage charges this calendar month (UTC), computed from usage; "
+                                               "the forecast is at GET /v1/accounts/{id}/spend")
 
 
 class EntitlementQuotas(ResponseModel):

@@ -55,10 +55,10 @@ async def _user(session: SessionDep, user_id: uuid.UUID) -> User:
 async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccountRead]:
     ids = [a.id for a in accounts]
     reconcile = ReconcileRepository(session)
-    facts = await reconcile.accounts_with_subscriptions(ids)
+    now, settings = utcnow(), container.current().settings
+    facts = await reconcile.accounts_with_subscriptions(ids, now)
     instances = await reconcile.live_instances(ids)
     health = await AdminRepository(session).instance_health(ids)
-    now, settings = utcnow(), container.current().settings
     items = []
     for account in accounts:
         row, subscriptions = facts[account.id]
@@ -66,6 +66,8 @@ async def _read(session: SessionDep, accounts: list[Account]) -> list[AdminAccou
             account,
             subscriptions,
             invoice_due_at=row.invoice_due_at,
+            month_spend_minor=row.month_spend_minor,
+            now=now,
             expired_retention_days=settings.expired_retention_days,
         ).decide(now, instance_facts(i for i in instances if i.account_id == account.id))
         count, failing, error, reconciled = health.get(account.id, (0, 0, None, None))

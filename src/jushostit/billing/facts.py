@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from jushostit.billing.periods import as_instant, month_of, next_month
 from jushostit.billing.repository import BillingRepository
 from jushostit.entitlement import (
     AccountFacts,
@@ -121,8 +122,10 @@ def account_facts(account: AccountFactsRow) -> AccountFacts:
     )
 
 
-def budget_facts(account: AccountFactsRow) -> BudgetFacts:
-    return BudgetFacts(limit_minor=account.budget_minor, spent_minor=account.month_spend_minor)
+def budget_facts(account: AccountFactsRow, month_spend_minor: int, now: datetime) -> BudgetFacts:
+    """The budget against this month's usage charges; it resets at the next month's start."""
+    return BudgetFacts(limit_minor=account.budget_minor, spent_minor=month_spend_minor,
+                       resets_at=as_instant(next_month(month_of(now))))
 
 
 def instance_facts(instances: Iterable[Instance]) -> list[InstanceFacts]:
@@ -151,9 +154,10 @@ class EntitlementInputs:
 
     def next_change(self, now: datetime, instances: Iterable[InstanceFacts] = ()) -> datetime | None:
         """The next instant time alone may change the decision; an invoice falling due is one (the account is past
-        due from then on, and the grace's end follows from it)."""
+        due from then on, and the grace's end follows from it), and so is a new month for an account its budget
+        holds back."""
         changes = (next_change(self.account_at(now), self.subscriptions, self.policy, list(instances), now),
-                   self.invoice_due_at)
+                   self.invoice_due_at, self.budget.resets_at if self.budget.holds_back else None)
         return min((moment for moment in changes if moment is not None and moment > now), default=None)
 
 
@@ -162,23 +166,28 @@ def entitlement_inputs(
     subscriptions: Iterable[tuple[SubscriptionFactsRow, PlanFactsRow]],
     *,
     invoice_due_at: datetime | None,
+    month_spend_minor: int,
+    now: datetime,
     expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS,
 ) -> EntitlementInputs:
+    """The facts of an account, with its usage charges of the month `now` is in (what its budget holds)."""
     return EntitlementInputs(
         account=account_facts(account),
         subscriptions=[subscription_facts(s, p) for s, p in subscriptions],
         policy=dunning_policy(account.billing_mode, overrides=account.dunning_policy,
                               expired_retention_days=expired_retention_days),
-        budget=budget_facts(account),
+        budget=budget_facts(account, month_spend_minor, now),
         invoice_due_at=invoice_due_at,
     )
 
 
 async def load_entitlement_inputs(
-    session: AsyncSession, account: Account, *, expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS
+    session: AsyncSession, account: Account, *, now: datetime,
+    expired_retention_days: int = DEFAULT_EXPIRED_RETENTION_DAYS,
 ) -> EntitlementInputs:
     repository = BillingRepository(session)
     subscriptions = await repository.all_of(account.id)
     invoice_due_at = await repository.oldest_open_invoice_due(account.id)
     return entitlement_inputs(account, subscriptions, invoice_due_at=invoice_due_at,
+                              month_spend_minor=await repository.month_spend(account.id, now), now=now,
                               expired_retention_days=expired_retention_days)

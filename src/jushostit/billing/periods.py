@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 
 FREE_PERIOD = timedelta(days=30)
@@ -43,3 +43,22 @@ def prorated_difference(old_minor: int, new_minor: int, *, start: datetime, end:
     total = (end - start) // tick
     left = min(max((end - at) // tick, 0), total)
     return round(Fraction((new_minor - old_minor) * left, total)) if total > 0 else 0
+
+
+# --- the calendar month in UTC: what budgets, their alerts and usage charges count in ----------------------
+
+
+def month_of(moment: datetime | date) -> date:
+    """The first day of the month `moment` is in (a datetime is taken in UTC)."""
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(UTC)
+    return date(moment.year, moment.month, 1)
+
+
+def next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def as_instant(day: date) -> datetime:
+    """Midnight UTC at the start of `day`."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -4,14 +4,15 @@ scoping for subscriptions lives here: customer routes name a subscription only t
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import ScalarSelect, exists, func, or_, select, update
+from sqlalchemy import BindParameter, ScalarSelect, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
+from jushostit.billing.periods import month_of, next_month
 from jushostit.models import (
     Account,
     BillingMode,
@@ -22,6 +23,7 @@ from jushostit.models import (
     Payment,
     Plan,
     Subscription,
+    UsageDaily,
 )
 
 
@@ -31,6 +33,18 @@ def oldest_open_invoice_due(account_id: uuid.UUID | QueryableAttribute[uuid.UUID
     return (
         select(func.min(Invoice.due_at))
         .where(Invoice.account_id == account_id, Invoice.status == InvoiceStatus.open.value)
+        .scalar_subquery()
+    )
+
+
+def month_spend_of(account_id: uuid.UUID | QueryableAttribute[uuid.UUID], month: date | BindParameter[date],
+                   until: date | BindParameter[date]) -> ScalarSelect[int]:
+    """The account's usage charges in [month, until) from usage_daily (minor units; 0 without usage): the spend
+    a budget is held against, computed from usage every time, never a counter kept beside it. Correlated when
+    given a column."""
+    return (
+        select(func.coalesce(func.sum(UsageDaily.cost_minor), 0))
+        .where(UsageDaily.account_id == account_id, UsageDaily.day >= month, UsageDaily.day < until)
         .scalar_subquery()
     )
 
@@ -56,6 +70,10 @@ class BillingRepository:
 
     async def oldest_open_invoice_due(self, account_id: uuid.UUID) -> datetime | None:
         return await self.session.scalar(select(oldest_open_invoice_due(account_id)))
+
+    async def month_spend(self, account_id: uuid.UUID, now: datetime) -> int:
+        month = month_of(now)
+        return int(await self.session.scalar(select(month_spend_of(account_id, month, next_month(month)))) or 0)
 
     async def open_subscription_to(
         self, account_id: uuid.UUID, plan_id: uuid.UUID, now: datetime

@@ -24,7 +24,7 @@ from jushostit.catalog.schemas import (
     TemplateAdminPage,
     TemplateAdminRead,
 )
-from jushostit.catalog.spec import PlanQuotas
+from jushostit.catalog.spec import PlanQuotas, UsagePricing
 from jushostit.kit import money
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import responses
@@ -67,6 +67,7 @@ def _plan_fields(plan: Plan) -> dict[str, object]:
         "included_credits": plan.included_credits,
         "credits_rollover": plan.credits_rollover,
         "credits_rollover_cap": plan.credits_rollover_cap,
+        "usage_pricing": UsagePricing.model_validate(plan.usage_pricing) if plan.usage_pricing else None,
     }
 
 

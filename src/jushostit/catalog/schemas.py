@@ -25,6 +25,7 @@ from jushostit.catalog.spec import (
     Resources,
     StripePriceId,
     TemplateSpec,
+    UsagePricing,
 )
 from jushostit.kit import money
 from jushostit.kit.schemas import MinorUnits, RequestModel, ResponseModel, not_nullable
@@ -90,8 +91,9 @@ _NOT_NULL = (
 
 
 class PlanUpdate(RequestModel):
-    """Only the fields given change. The code never changes; `default_budget_minor`, `credits_rollover_cap` and
-    `stripe_price_id` may be set to null, the other fields may not. Credit changes apply from the next period."""
+    """Only the fields given change. The code never changes; `default_budget_minor`, `credits_rollover_cap`,
+    `stripe_price_id` and `usage_pricing` may be set to null, the other fields may not. Credit changes apply from
+    the next period; a change of usage pricing prices the current month's usage from the next aggregation on."""
 
     model_config = ConfigDict(json_schema_extra=not_nullable(*_NOT_NULL))
     name: Name | None = None
@@ -105,6 +107,7 @@ class PlanUpdate(RequestModel):
     credits_rollover: bool | None = None
     credits_rollover_cap: CreditAmount | None = None
     stripe_price_id: StripePriceId | None = None
+    usage_pricing: UsagePricing | None = None
 
     @field_validator("currency")
     @classmethod
@@ -135,6 +138,8 @@ class PlanRead(ResponseModel):
     included_credits: int = Field(description="Credits each paid period brings")
     credits_rollover: bool = Field(description="What is left carries into the next period (else it expires)")
     credits_rollover_cap: int | None = Field(description="At most this many carried over; null: no cap")
+    usage_pricing: UsagePricing | None = Field(description="What usage costs beyond what the plan includes; "
+                                                           "null: usage is measured, not charged")
 
 
 class PlanAdminRead(PlanRead):

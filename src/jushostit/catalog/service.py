@@ -40,6 +40,7 @@ def _plan_values(spec: PlanSpec) -> dict[str, Any]:
         "credits_rollover": spec.credits_rollover,
         "credits_rollover_cap": spec.credits_rollover_cap,
         "stripe_price_id": spec.stripe_price_id,
+        "usage_pricing": spec.usage_pricing.model_dump(mode="json") if spec.usage_pricing else None,
     }
 
 
@@ -105,6 +106,8 @@ SOLD_TERMS = ("price_minor", "currency", "interval", "quotas", "stripe_price_id"
 async def update_plan(session: AsyncSession, *, code: str, data: PlanUpdate) -> Plan:
     plan = await _plan_for_update(CatalogRepository(session), code)
     changes = data.model_dump(exclude_unset=True)
+    if data.usage_pricing is not None:  # stored as JSON: its Decimals as exact strings
+        changes["usage_pricing"] = data.usage_pricing.model_dump(mode="json")
     before = {name: getattr(plan, name) for name in changes}
     for name, value in changes.items():
         setattr(plan, name, value)

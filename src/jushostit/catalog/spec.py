@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -43,6 +44,26 @@ class PlanQuotas(Spec):
     max_instances: int = Field(ge=0, le=INT32_MAX)
 
 
+UsageDimension = Literal["core_hours", "gib_hours", "gb_transferred", "gb_month_stored", "session_minutes"]
+UsageAmount = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), max_digits=24, decimal_places=9)]
+
+
+class UsagePricing(Spec):
+    """What usage costs on a plan, beyond what the plan includes: unit prices in minor units of the plan's
+    currency (a Decimal: a core-hour may cost 1.25 cents), or OpenCost's cost of the account's namespace plus a
+    markup. One or the other: both would charge the same usage twice."""
+
+    included: dict[UsageDimension, UsageAmount] = Field(default_factory=dict)
+    unit_price_minor: dict[UsageDimension, UsageAmount] = Field(default_factory=dict)
+    opencost_markup_percent: Annotated[Decimal, Field(ge=0, le=1000, max_digits=7, decimal_places=3)] | None = None
+
+    @model_validator(mode="after")
+    def _one_way_of_pricing(self) -> UsagePricing:
+        if self.unit_price_minor and self.opencost_markup_percent is not None:
+            raise ValueError("price usage by unit prices or by an OpenCost markup, not both")
+        return self
+
+
 class PlanSpec(Spec):
     code: Code
     name: Name
@@ -58,6 +79,7 @@ class PlanSpec(Spec):
     credits_rollover: bool = False
     credits_rollover_cap: CreditAmount | None = None
     stripe_price_id: StripePriceId | None = None
+    usage_pricing: UsagePricing | None = None
 
 
 class CreditPackSpec(Spec):

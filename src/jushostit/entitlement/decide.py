@@ -125,7 +125,14 @@ def current_dunning_stage(past_due_since: datetime | None, policy: DunningPolicy
 @dataclass(frozen=True)
 class BudgetFacts:
     limit_minor: int | None = None  # None: no budget
-    spent_minor: int = 0
+    spent_minor: int = 0  # this month's usage charges
+    resets_at: datetime | None = None  # the next month's start: the spend begins again from zero
+
+    @property
+    def holds_back(self) -> bool:
+        """At or past the throttle: the month's end changes the decision by itself."""
+        percent = self.percent
+        return percent is not None and percent >= BUDGET_THROTTLE_PERCENT
 
     @property
     def percent(self) -> int | None:

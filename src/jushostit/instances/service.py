@@ -87,8 +87,10 @@ async def order(
     # the quota and name checks below before any of them is committed.
     account = await BillingRepository(session).lock_account(account.id) or account
     existing = await repository.counting_toward_quota(account.id, utcnow())
-    facts = await load_entitlement_inputs(session, account, expired_retention_days=settings.expired_retention_days)
-    entitled = facts.decide(utcnow(), instance_facts(existing))
+    now = utcnow()
+    facts = await load_entitlement_inputs(session, account, now=now,
+                                          expired_retention_days=settings.expired_retention_days)
+    entitled = facts.decide(now, instance_facts(existing))
     if not entitled.can_order:
         raise Conflict("Ordering is not allowed: " + ("; ".join(entitled.reasons) or entitled.access),
                        code="not_entitled", details={"level": entitled.level.name, "reasons": list(entitled.reasons)})

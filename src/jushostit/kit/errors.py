@@ -46,6 +46,13 @@ class NotFound(AppError):
         super().__init__(message, **kwargs)
 
 
+class Unprocessable(AppError):
+    """Well-formed input that a rule refuses (a budget in another currency than the account's)."""
+
+    status_code = 422
+    code = "validation_error"
+
+
 class Conflict(AppError):
     status_code = 409
     code = "conflict"

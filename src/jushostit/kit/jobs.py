@@ -47,6 +47,13 @@ async def connected(
             yield app
 
 
+def interval_cron(seconds: int) -> str:
+    """A cron expression firing every `seconds` (procrastinate takes a sixth, seconds, field)."""
+    if seconds < 60:
+        return f"* * * * * */{seconds}"
+    return f"*/{max(1, seconds // 60)} * * * *"
+
+
 @dataclass(frozen=True)
 class PendingJob:
     task: str

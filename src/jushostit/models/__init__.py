@@ -22,6 +22,14 @@ from jushostit.models.plan import Plan
 from jushostit.models.service_template import ServiceTemplate
 from jushostit.models.stored_secret import StoredSecret
 from jushostit.models.subscription import Subscription
+from jushostit.models.usage import (
+    BudgetAlert,
+    MeterCounter,
+    MeteringRun,
+    MeterReport,
+    UsageDaily,
+    UsageSample,
+)
 from jushostit.models.user import User
 from jushostit.models.webhook_event import WebhookEvent, WebhookEventStatus
 
@@ -34,6 +42,7 @@ __all__ = [
     "AuthSession",
     "AuthThrottle",
     "BillingMode",
+    "BudgetAlert",
     "Cluster",
     "ClusterHost",
     "ClusterNode",
@@ -55,6 +64,9 @@ __all__ = [
     "InvoiceStatus",
     "MagicLink",
     "Membership",
+    "MeterCounter",
+    "MeterReport",
+    "MeteringRun",
     "OIDCIdentity",
     "Payment",
     "Plan",
@@ -64,6 +76,8 @@ __all__ = [
     "StoredSecret",
     "Subscription",
     "SuspensionReason",
+    "UsageDaily",
+    "UsageSample",
     "User",
     "WebhookEvent",
     "WebhookEventStatus",

@@ -66,14 +66,15 @@ class Account(Base):
     dunning_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # The past-due episode (its `past_due_since`) dunning e-mails went out for, until its end is announced.
     dunning_episode: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The monthly budget on usage charges (metering): throttled at 100 %, suspended (`budget`) at 120 %.
     budget_minor: Mapped[int | None] = mapped_column(BigInteger)
+    budget_currency: Mapped[str | None] = mapped_column(String(3))
     # The payment provider's customer (Stripe `cus_…`), created once per account.
     provider_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     # A prepaid contract: the won CRM deal (HubSpot) the account was signed up with, one deal one account, and
     # the instant it ends (the entitlement holds the account from then on, until an admin extends it).
     contract_ref: Mapped[str | None] = mapped_column(String(64), unique=True)
     contract_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    month_spend_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", nullable=False)
     created_at: Mapped[datetime] = created_at_column()
     # The account's last failed reconcile pass (the full error is for platform admins only).
     reconcile_error: Mapped[str | None] = mapped_column(String(2000))

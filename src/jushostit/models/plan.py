@@ -35,6 +35,9 @@ class Plan(Base):
     included_credits: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     credits_rollover: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="false")
     credits_rollover_cap: Mapped[int | None] = mapped_column(BigInteger)
+    # What usage costs on this plan (catalog.spec.UsagePricing): included quantities and unit prices, or a
+    # markup on OpenCost's costs. None: usage is measured, not charged.
+    usage_pricing: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     stripe_price_id: Mapped[str | None] = mapped_column(String(100))
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Raised by every change of what a subscription buys (price, currency, interval, quotas, Stripe price):

@@ -84,6 +84,14 @@ TEMPLATES: dict[str, EmailTemplate] = {
         Template("$name was deleted"),
         Template("Hello,\n\nyour service \"$name\" and its data have been deleted.\n\n— $product\n"),
     ),
+    # Budgets: each threshold once per month (metering.service.check_budgets).
+    "budget_alert": EmailTemplate(
+        Template("$account_name has used $percent % of its monthly budget"),
+        Template(
+            "Hello,\n\n\"$account_name\" has spent $spent on usage this month, $percent % of its monthly budget of "
+            "$limit. $consequence\n\nSee the usage, or raise the budget:\n\n$base_url\n\n— $product\n"
+        ),
+    ),
     # Dunning: one e-mail per stage of a past-due episode, each sent once (billing.service.send_dunning_notice).
     "payment_failed": EmailTemplate(
         Template("A payment for $account_name is overdue"),

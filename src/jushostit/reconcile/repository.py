@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, cast
 
-from sqlalchemy import ARRAY, any_, bindparam, select, text, update
+from sqlalchemy import ARRAY, Date, any_, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from jushostit.billing.repository import oldest_open_invoice_due
+from jushostit.billing.periods import month_of, next_month
+from jushostit.billing.repository import month_spend_of, oldest_open_invoice_due
 from jushostit.models import Account, Instance, Plan, ServiceTemplate, StoredSecret, Subscription
 from jushostit.models.rows import AccountFactsRow, DunningRecipient, PlanFactsRow, SubscriptionFactsRow
 
@@ -30,6 +31,8 @@ class SnapshotRow(AccountRow, Protocol):
 
     @property
     def invoice_due_at(self) -> datetime | None: ...
+    @property
+    def month_spend_minor(self) -> int: ...  # this month's usage charges
 
 # Built once: the reconciler runs these for every account on every resync, and building a statement costs
 # more than running it.
@@ -40,10 +43,11 @@ _IDS = bindparam("account_ids", type_=ARRAY(PG_UUID(as_uuid=True)))
 # queries. The rows carry just the columns the facts and the write-back need.
 _ACCOUNTS = select(
     Account.id, Account.status, Account.billing_mode, Account.suspension_reasons, Account.past_due_since,
-    Account.budget_minor, Account.month_spend_minor, Account.dunning_policy, Account.billing_email,
+    Account.budget_minor, Account.dunning_policy, Account.billing_email,
     Account.contract_ends_at,
     Account.reconcile_error, Account.reconcile_failures, Account.name, Account.dunning_episode,
     oldest_open_invoice_due(Account.id).label("invoice_due_at"),
+    month_spend_of(Account.id, bindparam("month", type_=Date), bindparam("until", type_=Date)).label("month_spend_minor"),
 ).where(Account.id == any_(_IDS))
 _SUBSCRIPTIONS = select(
     Subscription.account_id, Subscription.id, Subscription.plan_id, Subscription.status,
@@ -70,15 +74,18 @@ class ReconcileRepository:
         self.session = session
 
     async def accounts_with_subscriptions(
-        self, account_ids: Sequence[uuid.UUID]
+        self, account_ids: Sequence[uuid.UUID], now: datetime
     ) -> dict[uuid.UUID, tuple[SnapshotRow, list[tuple[SubscriptionFactsRow, PlanFactsRow]]]]:
-        """Each account with its subscriptions and their plans, in three round trips whatever the number of
-        accounts (the few plans are read once, not once per subscription)."""
+        """Each account with its subscriptions and their plans, and its usage charges of the month `now` is in,
+        in three round trips whatever the number of accounts (the few plans are read once, not once per
+        subscription)."""
         if not account_ids:
             return {}
         ids = {"account_ids": list(account_ids)}
+        month = month_of(now)
         found: dict[uuid.UUID, tuple[SnapshotRow, list[tuple[SubscriptionFactsRow, PlanFactsRow]]]] = {
-            row.id: (cast(SnapshotRow, row), []) for row in await self.session.execute(_ACCOUNTS, ids)
+            row.id: (cast(SnapshotRow, row), [])
+            for row in await self.session.execute(_ACCOUNTS, {**ids, "month": month, "until": next_month(month)})
         }
         subscriptions = list(await self.session.execute(_SUBSCRIPTIONS, ids))
         plan_ids = list({row.plan_id for row in subscriptions})

@@ -82,7 +82,7 @@ async def snapshots(
     """The facts of many accounts in a fixed number of queries (accounts that no longer exist are absent).
     Secrets stay encrypted: a pass decrypts only what it sends to the runtime."""
     repository = ReconcileRepository(session)
-    accounts = await repository.accounts_with_subscriptions(account_ids)
+    accounts = await repository.accounts_with_subscriptions(account_ids, now)
     instances = await repository.live_instances(list(accounts))
     # A template that cannot be read fails only the instances that use it (build_desired names the problem).
     templates = {}
@@ -102,6 +102,7 @@ async def snapshots(
             inputs.append(InstanceInput(instance.id, instance.slug, instance.name, instance.template_code,
                                         instance.tier, url, host))
         facts = entitlement_inputs(account, subscriptions, invoice_due_at=account.invoice_due_at,
+                                   month_spend_minor=account.month_spend_minor, now=now,
                                    expired_retention_days=settings.expired_retention_days)
         facts_of_instances = instance_facts(own)
         used = {i.template_code for i in own}
@@ -303,6 +304,7 @@ async def _delete_if_still_deleted(
         now = utcnow()
         facts = entitlement_inputs(account, await billing.all_of(account.id),
                                    invoice_due_at=await billing.oldest_open_invoice_due(account.id),
+                                   month_spend_minor=await billing.month_spend(account.id, now), now=now,
                                    expired_retention_days=settings.expired_retention_days)
         entitled = facts.decide(now, instance_facts([instance]))
         if entitled.instances[instance.id].level != Level.deleted:

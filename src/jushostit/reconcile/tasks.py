@@ -12,7 +12,7 @@ from datetime import timedelta
 from procrastinate.exceptions import AlreadyEnqueued
 
 from jushostit import container
-from jushostit.kit.jobs import app
+from jushostit.kit.jobs import app, interval_cron
 from jushostit.reconcile import service
 from jushostit.reconcile.repository import ReconcileLocks, ReconcileRepository
 from jushostit.runtime.registry import driver_for
@@ -79,14 +79,7 @@ async def resync(timestamp: int | None = None) -> None:
     await resync_all()
 
 
-def resync_cron(interval_seconds: int) -> str:
-    """A cron expression for the resync interval (procrastinate takes a sixth, seconds, field)."""
-    if interval_seconds < 60:
-        return f"* * * * * */{interval_seconds}"
-    return f"*/{max(1, interval_seconds // 60)} * * * *"
-
-
 def schedule_resync(interval_seconds: int) -> None:
     """Register the periodic resync (once per process: its interval is fixed at start)."""
     if (RESYNC_TASK, RESYNC_TASK) not in app.periodic_registry.periodic_tasks:
-        app.periodic(cron=resync_cron(interval_seconds), periodic_id=RESYNC_TASK)(resync)
+        app.periodic(cron=interval_cron(interval_seconds), periodic_id=RESYNC_TASK)(resync)

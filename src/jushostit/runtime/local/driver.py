@@ -26,6 +26,7 @@ import psutil
 import structlog
 
 from jushostit.catalog.availability import NOT_RUNNABLE, unavailable_reason
+from jushostit.runtime.local.traffic import TrafficMeter
 from jushostit.runtime.protocol import AccountState, DesiredInstance, Observed, ObservedInstance
 
 log = structlog.get_logger(__name__)
@@ -52,6 +53,14 @@ class RunRecord:
             return False
 
 
+def read_run_record(directory: Path) -> RunRecord | None:
+    """The record of an instance's running process, if it has one (it is removed when the process stops)."""
+    try:
+        return RunRecord(**json.loads((directory / "run.json").read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
@@ -63,6 +72,7 @@ class LocalDriver:
         self.root = root
         self._children: dict[uuid.UUID, asyncio.subprocess.Process] = {}
         self._managed: set[Path] = set()  # instance dirs whose process this driver started or adopted
+        self.traffic = TrafficMeter()  # what the router relays to and from each instance (metering reads it)
 
     # --- layout -------------------------------------------------------------------------------------------
     def account_dir(self, account_id: uuid.UUID) -> Path:
@@ -75,12 +85,7 @@ class LocalDriver:
         matches = list(self.root.glob(f"*/{instance_id}"))
         return matches[0] if matches else None
 
-    @staticmethod
-    def _read_run(directory: Path) -> RunRecord | None:
-        try:
-            return RunRecord(**json.loads((directory / "run.json").read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
-            return None
+    _read_run = staticmethod(read_run_record)
 
     def port_of(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> int | None:
         """The port a running instance listens on (for the router), or None."""

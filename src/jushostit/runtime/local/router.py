@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import httptools
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jushostit.kit.errors import error_payload
 from jushostit.runtime.local.driver import LOOPBACK, LocalDriver
+from jushostit.runtime.local.traffic import TrafficMeter
 
 HOST_PATTERN = re.compile(r"^(?P<slug>[a-z0-9][a-z0-9-]{0,62})\.localhost(:\d+)?$")
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailers",
@@ -481,7 +482,9 @@ class LocalRouter:
                 await _error(503, code, message, {"Retry-After": "60"})(scope, receive, send)
                 return
             try:
-                await self.upstreams.forward(port, head, body, receive, send, head_only=scope["method"] == "HEAD")
+                counted_receive, counted_send = _counted(self.driver.traffic, route.instance_id, head, receive, send)
+                await self.upstreams.forward(port, head, body, counted_receive, counted_send,
+                                             head_only=scope["method"] == "HEAD")
                 return
             except Unreachable:
                 self.routes.forget(slug)  # nothing was sent: the request may go where the instance is now
@@ -492,6 +495,25 @@ class LocalRouter:
                 pass
             break
         await _error(502, "bad_gateway", "The service is not answering.")(scope, receive, send)
+
+
+def _counted(traffic: TrafficMeter, instance_id: uuid.UUID, head: bytes, receive: Receive,
+             send: Send) -> tuple[Receive, Send]:
+    """receive and send that count the bytes relayed for the instance (metering's network usage): the request's
+    head and body received, the answer's body sent."""
+    traffic.count(instance_id, received=len(head))
+
+    async def counted_receive() -> Message:
+        message = await receive()
+        traffic.count(instance_id, received=len(message.get("body", b"")))
+        return message
+
+    async def counted_send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            traffic.count(instance_id, sent=len(message.get("body", b"")))
+        await send(message)
+
+    return counted_receive, counted_send
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
