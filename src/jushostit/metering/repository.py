@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.metering.readings import PEAK_METRICS
@@ -215,7 +215,7 @@ class MeteringRepository:
             .order_by(Subscription.account_id,
                       ((Subscription.current_period_start <= at) & (Subscription.current_period_end > at)).desc(),
                       Subscription.current_period_end.desc())
-            .distinct(Subscription.account_id)
+            .ext(distinct_on(Subscription.account_id))
         )
         return {row.account_id: PricingRow(row.account_id, row.currency, row.usage_pricing) for row in rows}
 
