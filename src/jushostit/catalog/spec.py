@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import secrets
 import string
-from decimal import Decimal
-from typing import Annotated, Literal
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from jushostit.kit import money
 from jushostit.kit.schemas import INT32_MAX, MINOR_UNITS_MAX, MinorUnits, Note
@@ -45,7 +45,23 @@ class PlanQuotas(Spec):
 
 
 UsageDimension = Literal["core_hours", "gib_hours", "gb_transferred", "gb_month_stored", "session_minutes"]
-UsageAmount = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), max_digits=24, decimal_places=9)]
+
+
+def _exact_decimal(value: Any) -> Any:
+    """A decimal string or an integer, read exactly, even inside the API's strict request models. A float is
+    refused: it carries binary rounding into money."""
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            raise ValueError("must be a decimal number, such as \"1.25\"") from None
+    if isinstance(value, float):
+        raise ValueError("must be a decimal string (\"1.25\") or an integer, not a binary float")  # noqa: TRY004 - pydantic reports ValueError, not TypeError
+    return value
+
+
+ExactDecimal = BeforeValidator(_exact_decimal)
+UsageAmount = Annotated[Decimal, ExactDecimal, Field(ge=0, le=Decimal("1e12"), max_digits=24, decimal_places=9)]
 
 
 class UsagePricing(Spec):
@@ -55,7 +71,8 @@ class UsagePricing(Spec):
 
     included: dict[UsageDimension, UsageAmount] = Field(default_factory=dict)
     unit_price_minor: dict[UsageDimension, UsageAmount] = Field(default_factory=dict)
-    opencost_markup_percent: Annotated[Decimal, Field(ge=0, le=1000, max_digits=7, decimal_places=3)] | None = None
+    opencost_markup_percent: Annotated[Decimal, ExactDecimal,
+                                       Field(ge=0, le=1000, max_digits=7, decimal_places=3)] | None = None
 
     @model_validator(mode="after")
     def _one_way_of_pricing(self) -> UsagePricing:

@@ -44,16 +44,16 @@ async def collect(session: AsyncSession, driver: LocalDriver, *, start: datetime
             counters.append((usage, Metric.cpu_core_seconds, CounterReading(
                 f"local:{usage.instance_id}:cpu", usage.process, usage.cpu_seconds,
                 usage.started >= start.timestamp())))
-    by_instance = {usage.instance_id: usage for usage in usages}
+    # Every instance's bytes are read, none relayed yet included (zero), so the first bytes relayed after a
+    # reading are counted in the next window rather than taken as a baseline. An instance removed since it
+    # was served has no directory, and so no known account: its last bytes are not counted.
     traffic = driver.traffic.totals()
     booted_within = driver.traffic.started >= start.timestamp()
-    for instance_id, (received, sent) in traffic.items():
-        owner = by_instance.get(instance_id)
-        if owner is None:
-            continue  # removed since: its directory, and so its account, is unknown here
+    for usage in usages:
+        received, sent = traffic.get(usage.instance_id, (0, 0))
         for metric, value in ((Metric.network_receive_bytes, received), (Metric.network_transmit_bytes, sent)):
-            counters.append((owner, metric, CounterReading(
-                f"local:{instance_id}:{metric.value}", driver.traffic.boot, Decimal(value), booted_within)))
+            counters.append((usage, metric, CounterReading(
+                f"local:{usage.instance_id}:{metric.value}", driver.traffic.boot, Decimal(value), booted_within)))
     repository = MeteringRepository(session)
     last = await repository.counters(c.key for _, _, c in counters)
     readings: list[Reading] = []
