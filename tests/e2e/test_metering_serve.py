@@ -1,0 +1,63 @@
+"""Metering in the real `jushostit serve` on the embedded defaults: a static site that serves requests shows CPU
+and network usage through the usage API within two collection periods, with the interval set low through
+JUSHOSTIT_METERING_INTERVAL_SECONDS."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from tests.e2e.test_serve import FIRST_START_BUDGET, Serve, signup, wait_for
+
+pytestmark = pytest.mark.e2e
+
+INTERVAL_SECONDS = 2
+STATUS_BUDGET = 60.0
+# Two collection periods, plus the time a collection and its aggregation take on a busy machine.
+USAGE_BUDGET = 2 * INTERVAL_SECONDS + 8.0
+
+
+def test_a_served_static_site_shows_cpu_and_network_usage_within_two_collection_periods(serve: Serve) -> None:
+    serve.extra_env["JUSHOSTIT_METERING_INTERVAL_SECONDS"] = str(INTERVAL_SECONDS)
+    serve.start(FIRST_START_BUDGET)
+    base = serve.base_url
+    owner = signup(serve, "metered@example.com")
+    headers = {"Authorization": f"Bearer {owner['access_token']}"}
+    account_id = owner["account"]["id"]
+    assert httpx.post(f"{base}/v1/accounts/{account_id}/checkout", json={"plan": "free"}, headers=headers,
+                      timeout=30).status_code == 201
+    order = httpx.post(f"{base}/v1/accounts/{account_id}/instances", json={"template": "static-site", "name": "m"},
+                       headers=headers, timeout=30)
+    assert order.status_code == 201, order.text
+    instance = order.json()
+
+    def status() -> str:
+        return str(httpx.get(f"{base}/v1/instances/{instance['id']}", headers=headers, timeout=30).json()["status"])
+
+    wait_for(lambda: status() == "running", STATUS_BUDGET, "the instance to run")
+    with httpx.Client(base_url=base, headers={"Host": f"{instance['slug']}.localhost:{serve.port}"},
+                      timeout=10) as site:
+        for _ in range(200):
+            assert site.get("/").status_code == 200
+    served_at = time.monotonic()
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def measured() -> dict[str, str] | None:
+        answer = httpx.get(f"{base}/v1/accounts/{account_id}/usage", headers=headers, timeout=30, params={
+            "from": today.isoformat(), "to": (today + timedelta(days=1)).isoformat(), "granularity": "hour"})
+        assert answer.status_code == 200, answer.text
+        totals = answer.json()["totals"]
+        counted = [Decimal(totals.get(m, "0")) > 0 for m in
+                   ("cpu_core_seconds", "network_receive_bytes", "network_transmit_bytes")]
+        return totals if all(counted) else None
+
+    try:
+        totals = wait_for(measured, USAGE_BUDGET, "CPU and network usage in the usage API")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{serve.logs()}") from None
+    print(f"usage visible {time.monotonic() - served_at:.1f} s after the last request: {totals}")
+    assert Decimal(totals["network_receive_bytes"]) >= 200 * 40  # every request's head, at least
