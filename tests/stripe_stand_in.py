@@ -1,6 +1,7 @@
 """A Stripe stand-in for the SDK's HTTP calls (respx), on Stripe's documented shapes, for what localstripe lacks:
-Checkout Sessions, and idempotency keys (Stripe answers a repeated key with the first response and creates
-nothing; localstripe ignores keys). It records every request so tests can read what was sent."""
+Checkout Sessions, Billing Meter Events, and idempotency keys (Stripe answers a repeated key with the first
+response and creates nothing; localstripe ignores keys). It records every request so tests can read what was
+sent."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class StripeStandIn:
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # what Stripe holds now, by id
     reads: list[str] = field(default_factory=list)  # ids read, in order
     declines: bool = False  # the customer's card is declined (a plan change's prorated payment fails)
+    meter_events: dict[str, dict[str, Any]] = field(default_factory=dict)  # the events Stripe holds, by identifier
 
     def created(self, path: str) -> list[dict[str, str]]:
         return [body for where, body, _ in self.requests if where == path]
@@ -78,6 +80,42 @@ class StripeStandIn:
         item = {**current["items"]["data"][0], "id": body["items[0][id]"], "price": price}
         return {**current, "items": {**current["items"], "data": [item]}, "pending_update": None}
 
+    def _meter_event(self, request: httpx.Request) -> httpx.Response:
+        """`POST /v1/billing/meter_events`: Stripe refuses (400, nothing held, nothing kept for the idempotency
+        key) an event without its name or payload, or whose timestamp is older than 35 days or more than 5
+        minutes ahead. Stripe enforces identifiers' uniqueness (24 hours at least): it holds one event per identifier,
+        and a repeated identifier under another idempotency key is refused here."""
+        body = form(request)
+        missing = [name for name in ("event_name", "payload[stripe_customer_id]", "payload[value]") if not body.get(name)]
+        if missing:
+            return self._refused(request, body, f"Missing required param: {missing[0]}.", code="parameter_missing",
+                                 param=missing[0])
+        now = int(time.time())
+        timestamp = int(body.get("timestamp", now))
+        if timestamp < now - METER_EVENT_MAX_AGE or timestamp > now + METER_EVENT_MAX_AHEAD:
+            return self._refused(request, body, "The timestamp must be within the past 35 calendar days or up to 5 "
+                                 "minutes in the future.", param="timestamp")
+        identifier = body.get("identifier") or f"mev_{next(self._ids)}"
+        key = request.headers.get("Idempotency-Key")
+        if identifier in self.meter_events and (key is None or key not in self._answers):
+            return self._refused(request, body, f"An event with identifier {identifier} already exists.",
+                                 param="identifier")
+
+        def make(body: dict[str, str]) -> dict[str, Any]:
+            event = {"object": "billing.meter_event", "event_name": body["event_name"], "identifier": identifier,
+                     "payload": {k[8:-1]: v for k, v in body.items() if k.startswith("payload[")},
+                     "timestamp": timestamp, "created": now, "livemode": False}
+            self.meter_events[identifier] = event
+            return event
+
+        return self._write(request, make)
+
+    def _refused(self, request: httpx.Request, body: dict[str, str], message: str, *, param: str,
+                 code: str | None = None) -> httpx.Response:
+        self.requests.append((request.url.path, body, request.headers.get("Idempotency-Key")))
+        error = {"type": "invalid_request_error", "message": message, "param": param}
+        return httpx.Response(400, json={"error": {**error, "code": code} if code else error})
+
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Set what Stripe holds for this object (a test moves the truth along, as Stripe would)."""
         self.objects[obj["id"]] = obj
@@ -114,6 +152,8 @@ class StripeStandIn:
         if request.method == "POST" and path == "/v1/products":
             return self._write(request, self._remember(lambda body: {
                 "id": body["id"], "object": "product", "name": body["name"]}))
+        if request.method == "POST" and path == "/v1/billing/meter_events":
+            return self._meter_event(request)
         if request.method == "POST" and path == "/v1/billing_portal/sessions":
             return self._write(request, lambda body: {
                 "id": f"bps_{next(self._ids)}", "object": "billing_portal.session", "customer": body["customer"],
@@ -139,6 +179,8 @@ class StripeStandIn:
         return self
 
 
+METER_EVENT_MAX_AGE = 35 * 86400  # seconds: Stripe takes meter events up to 35 days old
+METER_EVENT_MAX_AHEAD = 5 * 60  # and up to 5 minutes ahead
 SUBSCRIPTION = re.compile(r"^/v1/subscriptions/(?P<object_id>[^/]+)$")
 READABLE = re.compile(
     r"^/v1/(customers|checkout/sessions|subscriptions|invoices|products|prices)/(?P<object_id>[^/]+)$")
