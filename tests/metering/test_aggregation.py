@@ -67,7 +67,7 @@ async def test_a_window_read_twice_is_stored_once_and_summed_once(client, sessio
     assert done.samples == 2 and done.accounts == {account_id}
     assert row.quantities == {"cpu_core_seconds": "5400"} and row.day == DAY.date()
     assert row.breakdown == {str(instance_id): {"cpu_core_seconds": "5400"}}
-    assert (row.cost_minor, row.currency) == (50, "EUR")  # 1.5 core-hours, the first included: 0.5 × 100
+    assert (row.cost_minor, row.currency) == (50, "EUR")  # 1.5 core-hours, the first included: 0.5 x 100
 
 
 async def test_samples_stored_but_not_summed_before_a_crash_are_summed_by_the_next_aggregation(
@@ -137,7 +137,7 @@ async def test_readings_of_an_account_that_does_not_exist_are_unmapped_and_never
     assert run.unmapped == 1
     assert await session.scalar(select(func.count()).select_from(UsageDaily).where(UsageDaily.account_id == ghost)) == 0
     listed = await MeteringRepository(session).unmapped(DAY - timedelta(days=1), 100)
-    assert [(s, subject) for s, _, subject, *_ in listed if str(ghost) in subject][0][0] == "local"
+    assert next(s for s, _, subject, *_ in listed if str(ghost) in subject) == "local"
 
 
 async def test_namespaces_map_to_accounts_placed_on_that_cluster_and_pods_to_instances_by_slug(

@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jushostit.catalog.spec import UsagePricing
-from jushostit.metering.pricing import billable_units, charge_minor, daily_shares, markup_charge_minor, rounded
+from jushostit.metering.pricing import (
+    billable_units,
+    charge_minor,
+    daily_shares,
+    markup_charge_minor,
+    rounded,
+)
 from jushostit.metering.readings import Metric
 from jushostit.metering.stripe_usage import report_value, whole_units
 
@@ -38,7 +44,7 @@ def test_usage_within_what_the_plan_includes_costs_nothing_and_beyond_it_costs_t
     assert charge_minor(within, PRICING, currency="EUR", opencost_currency="USD") == 0
     beyond = {Metric.cpu_core_seconds: Decimal(13 * 3600), Metric.network_transmit_bytes: Decimal(3 * 10**9),
               Metric.memory_byte_seconds: Decimal(GIB * 3600 * 4), Metric.session_seconds: Decimal(600)}
-    # 3 core-hours × 1.5 + 2 GB × 4 + 4 GiB-hours × 0.25 + 10 minutes × 0.8
+    # 3 core-hours x 1.5 + 2 GB x 4 + 4 GiB-hours x 0.25 + 10 minutes x 0.8
     assert charge_minor(beyond, PRICING, currency="EUR", opencost_currency="USD") == Decimal("4.5") + 8 + 1 + 8
 
 

@@ -246,7 +246,7 @@ async def test_a_pending_report_older_than_23_hours_is_marked_unknown_and_not_se
     assert await audit_after(session, "usage.reported_to_stripe", account_id) == []
 
 
-async def test_an_event_stripe_refuses_stays_pending_with_its_error(
+async def test_an_event_stripe_refuses_is_dropped_with_its_reason_and_reported_again_by_the_next_sync(
     client, session, signup, settings, database, with_stripe,
 ) -> None:
     account_id, _ = await account_with_usage(client, session, signup, settings)
@@ -265,9 +265,14 @@ async def test_an_event_stripe_refuses_stays_pending_with_its_error(
             sent = await stripe_usage.send_pending(uow, stripe_api, now)
 
     assert sent == 0 and len(stripe.created(METER_EVENTS)) == 1 and stripe.meter_events == {}
-    [refused] = await reports(session, account_id)
-    assert (refused.status, refused.attempts) == ("pending", 1)
-    assert refused.error is not None and refused.error.startswith("InvalidRequestError: The timestamp must be")
+    assert await reports(session, account_id) == []  # Stripe took nothing: the identifier is still free
+    [entry] = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "usage.report_refused",
+                                                               AuditEntry.account_id == account_id))).all()
+    assert entry.after["error"].startswith("InvalidRequestError: The timestamp must be")
+    async with database.unit_of_work() as uow:
+        account = await uow.get(Account, account_id)
+        again = await stripe_usage.record_next_report(uow, with_stripe, account, month_of(now), now)
+        assert again is not None and again.reported_before == 0 and again.identifier == entry.after["identifier"]
 
 
 @pytest.mark.parametrize("mode", [BillingMode.prepaid, BillingMode.invoice, BillingMode.free])

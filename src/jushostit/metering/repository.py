@@ -55,6 +55,22 @@ class PricingRow:
     usage_pricing: dict[str, Any] | None
 
 
+# One statement: take the oldest unaggregated samples (locked, so a second aggregator would skip them), mark
+# them, and return their sums per account, day (UTC), instance and metric. `taken` counts every sample marked.
+_TAKE_BATCH = text("""
+WITH batch AS (
+    UPDATE usage_samples SET aggregated_at = :now
+    WHERE id IN (SELECT id FROM usage_samples WHERE aggregated_at IS NULL ORDER BY id LIMIT :limit
+                 FOR UPDATE SKIP LOCKED)
+    RETURNING account_id, instance_id, metric, quantity, source, window_start
+)
+SELECT account_id, (window_start AT TIME ZONE 'UTC')::date AS day, instance_id, metric,
+       sum(quantity) AS total, max(quantity) AS peak, array_agg(DISTINCT source) AS sources,
+       sum(count(*)) OVER () AS taken
+FROM batch GROUP BY account_id, day, instance_id, metric
+""")
+
+
 class MeteringRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -137,46 +153,34 @@ class MeteringRepository:
     async def lock_aggregation(self) -> None:
         await self.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AGGREGATION_LOCK})
 
-    async def unaggregated(self, limit: int) -> list[tuple[int, uuid.UUID | None, datetime]]:
-        """The oldest samples not yet in usage_daily: (id, account, window start)."""
-        rows = await self.session.execute(
-            select(UsageSample.id, UsageSample.account_id, UsageSample.window_start)
-            .where(UsageSample.aggregated_at.is_(None)).order_by(UsageSample.id).limit(limit)
-        )
-        return [(row.id, row.account_id, row.window_start) for row in rows]
-
-    async def mark_aggregated(self, ids: Sequence[int], now: datetime) -> None:
-        for start in range(0, len(ids), INSERT_CHUNK * 10):
-            await self.session.execute(
-                update(UsageSample).where(UsageSample.id.in_(ids[start:start + INSERT_CHUNK * 10]))
-                .values(aggregated_at=now)
-            )
-
-    async def day_sums(self, days: Iterable[tuple[uuid.UUID, date]]) -> list[DaySums]:
-        """The named account-days summed from all of their samples (not only the new ones): re-running a window
-        rewrites the same totals."""
-        keys = sorted(set(days))
-        if not keys:
-            return []
-        day = func.date(func.timezone("UTC", UsageSample.window_start))
-        metric_total = func.sum(UsageSample.quantity)
-        metric_peak = func.max(UsageSample.quantity)
-        rows = await self.session.execute(
-            select(UsageSample.account_id, day.label("day"), UsageSample.instance_id, UsageSample.metric,
-                   metric_total.label("total"), metric_peak.label("peak"),
-                   func.array_agg(func.distinct(UsageSample.source)).label("sources"))
-            .where(tuple_(UsageSample.account_id, day).in_(keys))
-            .group_by(UsageSample.account_id, day, UsageSample.instance_id, UsageSample.metric)
-        )
+    async def take_batch(self, limit: int, now: datetime) -> tuple[int, list[DaySums]]:
+        """The oldest `limit` samples not yet in usage_daily, marked and summed per account and day in one
+        statement: exactly the samples summed are the ones marked, and the marks commit (or roll back) with the
+        caller's write of the sums. Samples of no account are marked and not summed (never billed). Returns
+        how many were taken, and the sums."""
+        rows = (await self.session.execute(_TAKE_BATCH, {"limit": limit, "now": now})).all()
+        taken = int(rows[0].taken) if rows else 0
         found: dict[tuple[uuid.UUID, date], tuple[set[str], dict[uuid.UUID | None, dict[str, Decimal]]]] = {}
         for row in rows:
+            if row.account_id is None:
+                continue
             sources, per_instance = found.setdefault((row.account_id, row.day), (set(), {}))
             sources.update(row.sources)
             per_instance.setdefault(row.instance_id, {})[row.metric] = (
                 row.peak if row.metric in PEAK_METRICS else row.total
             )
-        return [DaySums(account_id, day_, sorted(sources), per_instance)
-                for (account_id, day_), (sources, per_instance) in sorted(found.items(), key=lambda kv: kv[0])]
+        return taken, [DaySums(account_id, day_, sorted(sources), per_instance)
+                       for (account_id, day_), (sources, per_instance) in sorted(found.items(), key=lambda kv: kv[0])]
+
+    async def daily_for_update(self, keys: Iterable[tuple[uuid.UUID, date]]) -> dict[tuple[uuid.UUID, date], UsageDaily]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        rows = (await self.session.scalars(
+            select(UsageDaily).where(tuple_(UsageDaily.account_id, UsageDaily.day).in_(wanted))
+            .order_by(UsageDaily.account_id, UsageDaily.day).with_for_update()
+        )).all()
+        return {(row.account_id, row.day): row for row in rows}
 
     async def upsert_daily(self, rows: Sequence[dict[str, Any]]) -> None:
         for start in range(0, len(rows), INSERT_CHUNK):
@@ -194,6 +198,7 @@ class MeteringRepository:
         return list((await self.session.scalars(
             select(UsageDaily).where(UsageDaily.account_id.in_(list(account_ids)), UsageDaily.day >= start,
                                      UsageDaily.day < end).order_by(UsageDaily.account_id, UsageDaily.day)
+            .execution_options(populate_existing=True)  # rows this transaction just upserted, as they are now
         )).all())
 
     async def set_costs(self, costs: Sequence[tuple[uuid.UUID, date, int, str | None]]) -> None:

@@ -26,7 +26,7 @@ from jushostit.kit import context, money
 from jushostit.kit.errors import Conflict, Unprocessable
 from jushostit.metering import pricing
 from jushostit.metering.readings import PEAK_METRICS, Collected, Metric, Reading
-from jushostit.metering.repository import DaySums, MeteringRepository, PricingRow
+from jushostit.metering.repository import MeteringRepository, PricingRow
 from jushostit.models import Account, MeteringRun
 from jushostit.notifications.service import queue_email
 from jushostit.triggers import request_reconcile
@@ -167,17 +167,9 @@ def decimal_strings(values: dict[str, Decimal]) -> dict[str, str]:
     return {key: str(value) for key, value in sorted(values.items())}
 
 
-def day_totals(sums: DaySums) -> dict[str, Decimal]:
-    """An account's day across its instances: totals add up, a peak is the largest instance's peak (they
-    may not peak together, so it is an upper bound of the account's peak)."""
-    totals: dict[str, Decimal] = defaultdict(Decimal)
-    for metrics in sums.per_instance.values():
-        for metric, value in metrics.items():
-            totals[metric] = max(totals[metric], value) if metric in PEAK_METRICS else totals[metric] + value
-    return dict(totals)
-
-
 def add_quantities(into: dict[str, Decimal], more: dict[str, Decimal]) -> None:
+    """Totals add up; a peak is the largest seen. Across instances an account's peak is so the largest
+    instance's: they may not peak together, so no sum of peaks (a moment that may never have been)."""
     for metric, value in more.items():
         into[metric] = max(into.get(metric, Decimal(0)), value) if metric in PEAK_METRICS else \
             into.get(metric, Decimal(0)) + value
@@ -208,30 +200,36 @@ class Aggregated:
 
 
 async def aggregate(session: AsyncSession, settings: Settings, now: datetime) -> Aggregated:
-    """Sum the samples not yet in usage_daily into it, re-price the months they touch, then mark them (the
-    marks commit with the sums). One aggregation at a time; a long backlog is taken in batches by the caller."""
+    """Add the samples not yet in usage_daily to it, marked in the same transaction (a crash loses neither the
+    samples nor the marks: both roll back), then re-price the months they touch. A window stored again adds
+    nothing (its samples are stored once), so nothing is counted twice. One aggregation at a time; a long
+    backlog is taken in batches by the caller."""
     repository = MeteringRepository(session)
     await repository.lock_aggregation()
-    pending = await repository.unaggregated(repository_batch(settings))
-    if not pending:
-        return Aggregated(0, set())
-    days = {(account_id, start.astimezone(UTC).date()) for _, account_id, start in pending if account_id}
-    sums = await repository.day_sums(days)
-    await repository.upsert_daily([
-        {"account_id": s.account_id, "day": s.day, "sources": s.sources,
-         "quantities": decimal_strings(day_totals(s)),
-         "breakdown": {str(instance or ""): decimal_strings(metrics) for instance, metrics in
-                       sorted(s.per_instance.items(), key=lambda kv: str(kv[0] or ""))},
-         "cost_minor": 0, "currency": None, "updated_at": now}
-        for s in sums
-    ])
-    await reprice(session, settings, {(account_id, month_of(day)) for account_id, day in days})
-    await repository.mark_aggregated([sample_id for sample_id, _, _ in pending], now)
-    return Aggregated(len(pending), {account_id for account_id, _ in days})
-
-
-def repository_batch(settings: Settings) -> int:
-    return settings.metering_aggregate_batch
+    taken, sums = await repository.take_batch(settings.metering_aggregate_batch, now)
+    if not sums:
+        return Aggregated(taken, set())
+    existing = await repository.daily_for_update((s.account_id, s.day) for s in sums)
+    rows = []
+    for day_sums in sums:
+        known = existing.get((day_sums.account_id, day_sums.day))
+        per_instance = {instance: {k: Decimal(v) for k, v in metrics.items()}
+                        for instance, metrics in (known.breakdown if known else {}).items()}
+        for instance, metrics in day_sums.per_instance.items():
+            add_quantities(per_instance.setdefault(str(instance or ""), {}), metrics)
+        totals: dict[str, Decimal] = {}
+        for metrics in per_instance.values():
+            add_quantities(totals, metrics)
+        rows.append({
+            "account_id": day_sums.account_id, "day": day_sums.day,
+            "sources": sorted(set(day_sums.sources) | set(known.sources if known else [])),
+            "quantities": decimal_strings(totals),
+            "breakdown": {instance: decimal_strings(metrics) for instance, metrics in sorted(per_instance.items())},
+            "cost_minor": 0, "currency": None, "updated_at": now,
+        })
+    await repository.upsert_daily(rows)
+    await reprice(session, settings, {(s.account_id, month_of(s.day)) for s in sums})
+    return Aggregated(taken, {s.account_id for s in sums})
 
 
 async def reprice(session: AsyncSession, settings: Settings, months: Iterable[tuple[uuid.UUID, date]]) -> None:

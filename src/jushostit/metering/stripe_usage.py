@@ -87,12 +87,14 @@ async def record_next_report(session: AsyncSession, settings: Settings, account:
     return report
 
 
-async def send(client: stripe.StripeClient, report: MeterReport, now: datetime) -> None:
-    """One pending event to Stripe; marked sent, or its error kept for the next attempt."""
+async def send(client: stripe.StripeClient, report: MeterReport, now: datetime) -> str:
+    """One pending event to Stripe: `sent`; `failed` (no answer, or Stripe could not take it now: kept pending
+    for the next attempt); `refused` (Stripe answered that the event is invalid: it took nothing, so the
+    identifier is still free); or `unknown` (unconfirmed past the deduplication window)."""
     if now - report.created_at > RESEND_WINDOW:
         report.status, report.error = "unknown", "not confirmed within Stripe's 24-hour deduplication window"
         log.error("metering.stripe_report_unknown", identifier=report.identifier)
-        return
+        return "unknown"
     report.attempts += 1
     try:
         await client.v1.billing.meter_events.create_async(
@@ -101,23 +103,35 @@ async def send(client: stripe.StripeClient, report: MeterReport, now: datetime) 
                     "payload": {"stripe_customer_id": report.customer, "value": str(report.value)}},
             options={"idempotency_key": report.identifier},
         )
+    except stripe.InvalidRequestError as error:
+        report.error = f"{type(error).__name__}: {error.user_message or error}"[:500]
+        log.error("metering.stripe_report_refused", identifier=report.identifier, error=report.error)
+        return "refused"
     except stripe.StripeError as error:
         report.error = f"{type(error).__name__}: {error.user_message or error}"[:500]
         log.warning("metering.stripe_report_failed", identifier=report.identifier, error=type(error).__name__)
-        return
+        return "failed"
     report.status, report.sent_at, report.error = "sent", now, None
+    return "sent"
 
 
 async def send_pending(session: AsyncSession, client: stripe.StripeClient, now: datetime) -> int:
-    """Every pending event (a crashed or failed sync's included), each with its audit entry once sent."""
+    """Every pending event (a crashed or failed sync's included), each with its audit entry once sent. An
+    event Stripe refused is dropped, with its reason in the audit log: what it carried is not counted as
+    reported, so the next sync reports it again (once whatever made Stripe refuse it is fixed)."""
     sent = 0
     for report in await MeteringRepository(session).pending_reports():
-        await send(client, report, now)
-        if report.status == "sent":
+        outcome = await send(client, report, now)
+        if outcome == "sent":
             sent += 1
             await audit.record(session, action="usage.reported_to_stripe", target_type="account",
                                target_id=report.account_id, account_id=report.account_id, actor=context.SYSTEM,
                                after={"identifier": report.identifier, "value": report.value})
+        elif outcome == "refused":
+            await session.delete(report)
+            await audit.record(session, action="usage.report_refused", target_type="account",
+                               target_id=report.account_id, account_id=report.account_id, actor=context.SYSTEM,
+                               after={"identifier": report.identifier, "value": report.value, "error": report.error})
     return sent
 
 
