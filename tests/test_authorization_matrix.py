@@ -8,9 +8,10 @@ promise is checked against the real app on the real database:
   invite, subscription ids) gets 404, exactly as for an id that names nothing, and nothing of B changes;
 - `admin`: a signed-in non-admin gets 403, the platform admin gets through.
 
-Path parameters are filled from `Tenant.path_values()`, keyed by parameter name; request bodies from BODIES,
-keyed by the request model's schema name. An unknown parameter name fails the test, so a new route forces this
-file to be updated with a real resource of the other tenant.
+Path parameters are filled from `Tenant.path_values()`, keyed by parameter name; required query parameters from
+QUERIES, keyed by parameter name; request bodies from BODIES, keyed by the request model's schema name. An
+unknown parameter name fails the test, so a new route forces this file to be updated with a real resource of the
+other tenant (or a valid query), and no request is refused for what it lacks rather than for who sends it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 import fastapi.routing
 import httpx
@@ -152,6 +154,13 @@ BODIES: dict[str, Callable[[], dict[str, Any]]] = {
     "BillingModeUpdate": lambda: {"billing_mode": "invoice"},
     "ContractUpdate": lambda: {"ends_at": "2031-01-01T00:00:00Z"},
     "UnsuspendRequest": lambda: {"reason": "admin"},
+    "BudgetUpdate": lambda: {"monthly_limit_minor": 1000, "currency": "EUR"},  # the shipped plans' currency
+}
+
+# A valid value for every required query parameter, keyed by the parameter's name (optional ones are left out).
+QUERIES: dict[str, Callable[[], str]] = {
+    "from": lambda: (utcnow() - timedelta(days=1)).isoformat(),  # the usage range: the last day
+    "to": lambda: utcnow().isoformat(),
 }
 
 
@@ -164,6 +173,19 @@ def body_for(operation: Operation) -> dict[str, Any] | None:
             return {}
         pytest.fail(f"{operation.label} takes {name}: add a valid example of it to BODIES in {__file__}")
     return BODIES[name]()
+
+
+def query_for(operation: Operation) -> dict[str, str]:
+    query = {}
+    for parameter in operation.spec.get("parameters", []):
+        if parameter["in"] != "query" or not parameter.get("required"):
+            continue
+        name = parameter["name"]
+        if name not in QUERIES:
+            pytest.fail(f"{operation.label} requires the query parameter {name!r}: add a valid value to QUERIES in "
+                        f"{__file__}")
+        query[name] = QUERIES[name]()
+    return query
 
 
 def fill_path(operation: Operation, values: dict[str, str]) -> str:
@@ -188,6 +210,8 @@ async def call(
     with_body: bool = True,
 ) -> httpx.Response:
     path = fill_path(operation, values)
+    if query := query_for(operation):
+        path = f"{path}?{urlencode(query)}"
     if operation.streams:
         return await first_response(app, operation.method, path, headers=headers)
     body = body_for(operation) if with_body else None
@@ -350,6 +374,7 @@ def test_matrix_knows_every_path_parameter_and_body(app) -> None:
     values = Tenant(signed_up, "m", "i", "k", "s", "n").path_values()
     for op in operations(app):
         fill_path(op, values)
+        query_for(op)
         if op.rule is not AuthRule.public:
             body_for(op)
 
@@ -459,7 +484,8 @@ async def snapshot(session: AsyncSession, tenant: Tenant) -> dict[str, Any]:
         )
     ).all()
     return {
-        "account": (account.name, account.billing_email, account.status, list(account.suspension_reasons)),
+        "account": (account.name, account.billing_email, account.status, list(account.suspension_reasons),
+                    account.budget_minor, account.budget_currency),
         "members": sorted(map(str, members)),
         "invites": sorted(map(str, invites)),
         "subscriptions": sorted(map(str, subscriptions)),

@@ -39,8 +39,8 @@ from jushostit.models import (
 from tests.conftest import TEST_PASSWORD, Signup
 
 # Formats whose own grammar bounds the length, and which the app parses (a UUID is 36 characters, an RFC 3339
-# date-time about 35): anything longer is refused by the parser as any other malformed value.
-SELF_BOUNDED_FORMATS = {"uuid", "date-time"}
+# date-time about 35, a date 10): anything longer is refused by the parser as any other malformed value.
+SELF_BOUNDED_FORMATS = {"uuid", "date-time", "date"}
 
 # --- the documented maxima ----------------------------------------------------------------------------------
 
@@ -103,6 +103,7 @@ def test_every_request_string_has_a_documented_maximum(app) -> None:
         "POST /v1/admin/templates body (application/json).tiers{key}",
         "GET /v1/admin/audit query action",
         "POST /v1/accounts/{account_id}/instances header Idempotency-Key",
+        "GET /v1/admin/metering/runs query collector",
     } <= reached
 
 
@@ -240,6 +241,9 @@ OVER_LENGTH: dict[str, Callable[[Signup], tuple[str, str, dict[str, Any] | None,
         "POST", f"/v1/admin/invoices/{uuid.uuid4()}/mark-paid", {"reference": "r" * 201}, me.headers,
         ["body", "reference"],
     ),
+    "metering runs collector filter": lambda me: (
+        "GET", "/v1/admin/metering/runs?collector=" + "c" * 33, None, me.headers, ["query", "collector"],
+    ),
 }
 
 
@@ -287,6 +291,39 @@ async def test_an_astronomical_price_or_quota_is_422_and_no_plan_changes(client,
     assert plans_after == plans_before
 
 
+@pytest.mark.parametrize("value", [MINOR_UNITS_MAX + 1, 2**63, -1])
+async def test_an_astronomical_or_negative_budget_is_422_and_the_budget_stays(client, session, signup, value) -> None:
+    owner = await signup(account_name="Budget bounds")
+    path = f"/v1/accounts/{owner.account_id}/budget"
+    kept = await client.put(path, json={"monthly_limit_minor": 5000, "currency": "EUR"}, headers=owner.headers)
+    assert kept.status_code == 200, kept.text
+    before = await row_counts(session)
+
+    refused = await client.put(path, json={"monthly_limit_minor": value, "currency": "EUR"}, headers=owner.headers)
+    assert_validation_error(refused, ["body", "monthly_limit_minor"])
+    assert await row_counts(session) == before
+    session.expire_all()
+    account = await session.get(Account, uuid.UUID(owner.account_id))
+    assert (account.budget_minor, account.budget_currency) == (5000, "EUR")
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/v1/admin/usage", {"limit": 201}),
+        ("/v1/admin/metering/runs", {"limit": 201}),
+        ("/v1/admin/metering/unmapped", {"days": 36}),
+        ("/v1/admin/metering/unmapped", {"limit": 501}),
+        ("/v1/admin/metering/stripe-reports", {"limit": 201}),
+        ("/v1/admin/metering/stripe-reports", {"limit": 0}),
+    ],
+)
+async def test_metering_listings_refuse_a_limit_past_their_range(client, admin, path, query) -> None:
+    boss = await admin()
+    response = await client.get(path, params=query, headers=boss.headers)
+    assert_validation_error(response, ["query", *query])
+
+
 # --- accepted at the maximum, stored ----------------------------------------------------------------------------
 
 
@@ -315,6 +352,12 @@ async def test_values_at_their_maximum_are_stored(client, session, admin) -> Non
     assert invite.status_code == 201, invite.text
     renamed = await client.patch(f"/v1/accounts/{boss.account_id}", json={"name": "n" * 200}, headers=boss.headers)
     assert renamed.status_code == 200 and renamed.json()["name"] == "n" * 200
+
+    budget = await client.put(f"/v1/accounts/{boss.account_id}/budget",
+                              json={"monthly_limit_minor": MINOR_UNITS_MAX, "currency": "EUR"}, headers=boss.headers)
+    assert budget.status_code == 200, budget.text
+    session.expire_all()
+    assert (await session.get(Account, uuid.UUID(boss.account_id))).budget_minor == MINOR_UNITS_MAX
 
 
 async def test_an_address_longer_than_the_throttle_key_column_signs_in_and_its_failures_count(client, session) -> None:

@@ -94,8 +94,16 @@ async def test_members_do_not_see_billing_and_cannot_manage(client, session, sig
     as_owner = (await client.get(f"/v1/accounts/{owner.account_id}", headers=owner.headers)).json()
     as_member = (await client.get(f"/v1/accounts/{owner.account_id}", headers=member.headers)).json()
     assert as_owner["billing"] == {"billing_mode": "free", "billing_email": owner.email, "contract_ref": None,
-                                   "contract_ends_at": None}
+                                   "contract_ends_at": None, "budget_minor": None, "budget_currency": None,
+                                   "month_spend_minor": 0}
     assert as_member["billing"] is None and as_member["role"] == "member"
+    # Nor the usage charges and the budget: the member reads the usage itself, without its money.
+    spend = await client.get(f"/v1/accounts/{owner.account_id}/spend", headers=member.headers)
+    assert spend.status_code == 403 and spend.json()["error"]["code"] == "insufficient_role"
+    usage = await client.get(f"/v1/accounts/{owner.account_id}/usage", headers=member.headers,
+                             params={"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"})
+    assert usage.status_code == 200, usage.text
+    assert (usage.json()["currency"], usage.json()["cost_minor"]) == (None, None)
 
     patch = await client.patch(f"/v1/accounts/{owner.account_id}", json={"name": "Mine"}, headers=member.headers)
     assert patch.status_code == 403 and patch.json()["error"]["code"] == "insufficient_role"
@@ -103,6 +111,9 @@ async def test_members_do_not_see_billing_and_cannot_manage(client, session, sig
         f"/v1/accounts/{owner.account_id}/invites", json={"email": "x@example.com"}, headers=member.headers
     )
     assert invite.status_code == 403
+    budget = await client.put(f"/v1/accounts/{owner.account_id}/budget",
+                              json={"monthly_limit_minor": 1, "currency": "EUR"}, headers=member.headers)
+    assert budget.status_code == 403 and budget.json()["error"]["code"] == "insufficient_role"
     remove_owner = await client.delete(
         f"/v1/accounts/{owner.account_id}/members/{owner.user_id}", headers=member.headers
     )

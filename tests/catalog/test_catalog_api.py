@@ -87,6 +87,7 @@ async def test_plans_are_public_and_show_prices_in_minor_units(client) -> None:
         "included_credits": 0,
         "credits_rollover": False,
         "credits_rollover_cap": None,
+        "usage_pricing": None,  # usage is measured, not charged
     }
     assert plans["free"]["price_minor"] == 0 and plans["free"]["billing_modes"] == ["free"]
     # Paginated by code, the pages together are the same list.
