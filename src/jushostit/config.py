@@ -163,13 +163,20 @@ class Settings(BaseSettings):
     @field_validator("prometheus_url", mode="before")
     @classmethod
     def _parse_prometheus_urls(cls, value: Any) -> Any:
-        # One URL (the only cluster's: keyed "" until the cluster is known by name), or `name=URL` pairs.
+        # One URL (the only cluster's: keyed "" until the cluster is known by name), `name=URL` pairs separated
+        # by commas, or a JSON object of names to URLs.
         if isinstance(value, str):
-            pairs: dict[str, str] = {}
-            for part in _listed(value, "URLs"):
-                name, _, url = part.rpartition("=") if "=" in part.split("://")[0] else ("", "", part)
-                pairs[name.strip()] = url.strip()
-            value = pairs
+            if value.strip().startswith("{"):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise ValueError("not a valid JSON object of cluster names to URLs") from None
+            else:
+                pairs: dict[str, str] = {}
+                for part in _listed(value, "URLs"):
+                    name, _, url = part.partition("=") if "://" not in part.split("=", 1)[0] else ("", "", part)
+                    pairs[name.strip()] = url.strip()
+                value = pairs
         if isinstance(value, dict):
             for name, url in value.items():
                 if not str(url).startswith(("https://", "http://")):

@@ -8,7 +8,7 @@ import string
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from jushostit.kit import money
 from jushostit.kit.schemas import INT32_MAX, MINOR_UNITS_MAX, MinorUnits, Note
@@ -61,7 +61,17 @@ def _exact_decimal(value: Any) -> Any:
 
 
 ExactDecimal = BeforeValidator(_exact_decimal)
-UsageAmount = Annotated[Decimal, ExactDecimal, Field(ge=0, le=Decimal("1e12"), max_digits=24, decimal_places=9)]
+# Documented as the decimal strings JSON carries them (an integer is read too); the bounds are the Field's.
+UsageAmount = Annotated[
+    Decimal, ExactDecimal, Field(ge=0, le=Decimal("1e12"), max_digits=22, decimal_places=9),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,13}(\.[0-9]{1,9})?$", "maxLength": 23,
+                    "examples": ["1.25"]}),
+]
+MarkupPercent = Annotated[
+    Decimal, ExactDecimal, Field(ge=0, le=1000, max_digits=7, decimal_places=3),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,4}(\.[0-9]{1,3})?$", "maxLength": 8,
+                    "examples": ["25"]}),
+]
 
 
 class UsagePricing(Spec):
@@ -69,10 +79,9 @@ class UsagePricing(Spec):
     currency (a Decimal: a core-hour may cost 1.25 cents), or OpenCost's cost of the account's namespace plus a
     markup. One or the other: both would charge the same usage twice."""
 
-    included: dict[UsageDimension, UsageAmount] = Field(default_factory=dict)
-    unit_price_minor: dict[UsageDimension, UsageAmount] = Field(default_factory=dict)
-    opencost_markup_percent: Annotated[Decimal, ExactDecimal,
-                                       Field(ge=0, le=1000, max_digits=7, decimal_places=3)] | None = None
+    included: dict[UsageDimension, UsageAmount] = Field(default_factory=dict, max_length=5)
+    unit_price_minor: dict[UsageDimension, UsageAmount] = Field(default_factory=dict, max_length=5)
+    opencost_markup_percent: MarkupPercent | None = None
 
     @model_validator(mode="after")
     def _one_way_of_pricing(self) -> UsagePricing:

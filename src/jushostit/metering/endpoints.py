@@ -4,7 +4,7 @@ import csv
 import io
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
@@ -183,7 +183,7 @@ async def unmapped_subjects(
             responses=responses(401, 403, 422))
 async def stripe_reports(
     _: PlatformAdmin, session: SessionDep,
-    status_: Annotated[str | None, Query(alias="status", pattern="^(pending|sent|unknown)$")] = None,
+    status_: Annotated[Literal["pending", "sent", "unknown"] | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> MeterReportPage:
     """Billing meter events sent to Stripe (or pending, or unconfirmed past Stripe's 24-hour deduplication)."""

@@ -202,10 +202,11 @@ class MeteringRepository:
         )).all())
 
     async def set_costs(self, costs: Sequence[tuple[uuid.UUID, date, int, str | None]]) -> None:
-        for account_id, day_, cost_minor, currency in costs:
+        """Each day's share of its month's charge: one bulk UPDATE by primary key (executemany)."""
+        if costs:
             await self.session.execute(
-                update(UsageDaily).where(UsageDaily.account_id == account_id, UsageDaily.day == day_)
-                .values(cost_minor=cost_minor, currency=currency)
+                update(UsageDaily).execution_options(synchronize_session=False),
+                [{"account_id": a, "day": d, "cost_minor": c, "currency": cur} for a, d, c, cur in costs],
             )
 
     async def pricing(self, account_ids: Sequence[uuid.UUID], at: datetime) -> dict[uuid.UUID, PricingRow]:

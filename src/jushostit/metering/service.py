@@ -243,13 +243,17 @@ async def reprice(session: AsyncSession, settings: Settings, months: Iterable[tu
         plans = await repository.pricing(account_ids, as_instant(month))
         rows = await repository.daily(account_ids, month, next_month(month))
         per_account: dict[uuid.UUID, list[tuple[date, dict[str, Decimal]]]] = defaultdict(list)
+        stored: dict[uuid.UUID, list[tuple[int, str | None]]] = defaultdict(list)
         for daily in rows:
             per_account[daily.account_id].append((daily.day, {k: Decimal(v) for k, v in daily.quantities.items()}))
+            stored[daily.account_id].append((daily.cost_minor, daily.currency))
         for account_id, days in per_account.items():
             row = plans.get(account_id)
             shares = month_costs(days, row, opencost_currency=settings.opencost_currency)
-            costs += [(account_id, day, share, row.currency if row else None)
-                      for (day, _), share in zip(days, shares, strict=True)]
+            currency = row.currency if row else None
+            costs += [(account_id, day, share, currency) for (day, _), share, known in zip(days, shares, stored[account_id],
+                                                                                             strict=True)
+                      if known != (share, currency)]  # only the days whose share changed
     await repository.set_costs(costs)
 
 
