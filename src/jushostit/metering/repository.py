@@ -9,7 +9,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, text, tuple_, update
+from sqlalchemy import ARRAY, Date, and_, bindparam, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -69,6 +70,10 @@ SELECT account_id, (window_start AT TIME ZONE 'UTC')::date AS day, instance_id, 
        sum(count(*)) OVER () AS taken
 FROM batch GROUP BY account_id, day, instance_id, metric
 """)
+
+
+_KEY_ACCOUNTS = bindparam("key_accounts", type_=ARRAY(PG_UUID(as_uuid=True)))
+_KEY_DAYS = bindparam("key_days", type_=ARRAY(Date))
 
 
 class MeteringRepository:
@@ -173,12 +178,17 @@ class MeteringRepository:
                        for (account_id, day_), (sources, per_instance) in sorted(found.items(), key=lambda kv: kv[0])]
 
     async def daily_for_update(self, keys: Iterable[tuple[uuid.UUID, date]]) -> dict[tuple[uuid.UUID, date], UsageDaily]:
+        """The named account-days, locked. The keys go as two arrays zipped by unnest: a row-value IN list of
+        10,000 pairs exceeds PostgreSQL's expression depth."""
         wanted = sorted(set(keys))
         if not wanted:
             return {}
+        pairs = select(func.unnest(_KEY_ACCOUNTS).label("account_id"), func.unnest(_KEY_DAYS).label("day")).subquery()
         rows = (await self.session.scalars(
-            select(UsageDaily).where(tuple_(UsageDaily.account_id, UsageDaily.day).in_(wanted))
-            .order_by(UsageDaily.account_id, UsageDaily.day).with_for_update()
+            select(UsageDaily)
+            .join(pairs, and_(UsageDaily.account_id == pairs.c.account_id, UsageDaily.day == pairs.c.day))
+            .order_by(UsageDaily.account_id, UsageDaily.day).with_for_update(of=UsageDaily),
+            {"key_accounts": [a for a, _ in wanted], "key_days": [d for _, d in wanted]},
         )).all()
         return {(row.account_id, row.day): row for row in rows}
 
