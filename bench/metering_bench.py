@@ -71,11 +71,11 @@ async def store_day(container, day: datetime, metrics: int, *, windows: range) -
 
 async def aggregate_all(container) -> tuple[float, int, int]:
     """Every pending sample aggregated, batch after batch as the jobs do: (seconds, samples, batches)."""
-    started, samples, batches = time.perf_counter(), 0, 0
+    started, samples, batches, after = time.perf_counter(), 0, 0, 0
     while True:
         async with container.database.unit_of_work() as session:
-            done = await service.aggregate(session, container.settings, utcnow())
-        samples, batches = samples + done.samples, batches + 1
+            done = await service.aggregate(session, container.settings, utcnow(), after=after)
+        samples, batches, after = samples + done.samples, batches + 1, done.last_id
         if done.samples < container.settings.metering_aggregate_batch:
             return time.perf_counter() - started, samples, batches
 

@@ -180,3 +180,16 @@ async def test_a_new_month_lifts_a_budget_suspension_by_itself(live: Live) -> No
     with time_machine.travel(next_month, tick=True):
         await live.converge(owner.account_id)
         assert (await live.row(site["id"])).observed_status == "running"
+
+
+async def test_checking_out_a_plan_with_a_default_budget_sets_it_and_an_owner_keeps_the_last_word(live: Live) -> None:
+    admin = await live.admin()
+    owner = await live.paid_starter(admin, "Defaulted Co")  # starter's default budget: 5000 EUR minor units
+    account = (await live.client.get(f"/v1/accounts/{owner.account_id}", headers=owner.headers)).json()
+    assert (account["billing"]["budget_minor"], account["billing"]["budget_currency"]) == (5000, "EUR")
+    lowered = await live.client.put(f"/v1/accounts/{owner.account_id}/budget", headers=owner.headers,
+                                    json={"monthly_limit_minor": 700, "currency": "EUR"})
+    assert lowered.json()["monthly_limit_minor"] == 700
+    entries = await live.audit("account.budget_set", owner.account_id)
+    assert sorted((e.after["budget_minor"], e.after.get("from_plan")) for e in entries) == [(700, None),
+                                                                                            (5000, "starter")]

@@ -198,6 +198,7 @@ async def checkout(
             checkout_expires_at=now + HOSTED_CHECKOUT_LIFETIME if provider.hosted_checkout else None,
         )
     await repository.add(subscription)
+    await _default_budget(session, account, plan)
     if subscription.status == "active":  # its first period is paid at once (free, or by the contract): credits
         await credits.grant_period_credits(
             session, account_id=account.id, subscription_id=subscription.id, plan=plan,
@@ -217,6 +218,17 @@ async def checkout(
         started = await provider.start_checkout(checkout_request(account, plan, subscription, base_url))
         checkout_url = started.checkout_url
     return CheckoutOutcome(subscription, plan, checkout_url)
+
+
+async def _default_budget(session: AsyncSession, account: Account, plan: Plan) -> None:
+    """An account without a budget takes the plan's default monthly budget on usage charges when it checks the
+    plan out (owners change or remove it afterwards)."""
+    if account.budget_minor is None and plan.default_budget_minor is not None:
+        account.budget_minor, account.budget_currency = plan.default_budget_minor, plan.currency
+        await audit.record(session, action="account.budget_set", target_type="account", target_id=account.id,
+                           account_id=account.id, before={"budget_minor": None, "budget_currency": None},
+                           after={"budget_minor": account.budget_minor, "budget_currency": account.budget_currency,
+                                  "from_plan": plan.code})
 
 
 def checkout_request(account: Account, plan: Plan, subscription: Subscription, base_url: str) -> CheckoutRequest:

@@ -56,18 +56,20 @@ class PricingRow:
     usage_pricing: dict[str, Any] | None
 
 
-# One statement: take the oldest unaggregated samples (locked, so a second aggregator would skip them), mark
-# them, and return their sums per account, day (UTC), instance and metric. `taken` counts every sample marked.
+# One statement: take the oldest unaggregated samples after `after` (locked, so a second aggregator would skip
+# them), mark them, and return their sums per account, day (UTC), instance and metric, with how many were marked
+# and the last id taken. Starting after the previous batch's last id, the index scan does not walk over the
+# entries the previous batches left behind (dead until vacuumed), which made a long backlog quadratic.
 _TAKE_BATCH = text("""
 WITH batch AS (
     UPDATE usage_samples SET aggregated_at = :now
-    WHERE id IN (SELECT id FROM usage_samples WHERE aggregated_at IS NULL ORDER BY id LIMIT :limit
-                 FOR UPDATE SKIP LOCKED)
-    RETURNING account_id, instance_id, metric, quantity, source, window_start
+    WHERE id IN (SELECT id FROM usage_samples WHERE aggregated_at IS NULL AND id > :after ORDER BY id
+                 LIMIT :limit FOR UPDATE SKIP LOCKED)
+    RETURNING id, account_id, instance_id, metric, quantity, source, window_start
 )
 SELECT account_id, (window_start AT TIME ZONE 'UTC')::date AS day, instance_id, metric,
        sum(quantity) AS total, max(quantity) AS peak, array_agg(DISTINCT source) AS sources,
-       sum(count(*)) OVER () AS taken
+       sum(count(*)) OVER () AS taken, max(max(id)) OVER () AS last_id
 FROM batch GROUP BY account_id, day, instance_id, metric
 """)
 
@@ -158,13 +160,13 @@ class MeteringRepository:
     async def lock_aggregation(self) -> None:
         await self.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AGGREGATION_LOCK})
 
-    async def take_batch(self, limit: int, now: datetime) -> tuple[int, list[DaySums]]:
+    async def take_batch(self, limit: int, now: datetime, *, after: int = 0) -> tuple[int, int, list[DaySums]]:
         """The oldest `limit` samples not yet in usage_daily, marked and summed per account and day in one
         statement: exactly the samples summed are the ones marked, and the marks commit (or roll back) with the
         caller's write of the sums. Samples of no account are marked and not summed (never billed). Returns
-        how many were taken, and the sums."""
-        rows = (await self.session.execute(_TAKE_BATCH, {"limit": limit, "now": now})).all()
-        taken = int(rows[0].taken) if rows else 0
+        how many were taken, the last id taken (`after` for the next batch), and the sums."""
+        rows = (await self.session.execute(_TAKE_BATCH, {"limit": limit, "now": now, "after": after})).all()
+        taken, last_id = (int(rows[0].taken), int(rows[0].last_id)) if rows else (0, after)
         found: dict[tuple[uuid.UUID, date], tuple[set[str], dict[uuid.UUID | None, dict[str, Decimal]]]] = {}
         for row in rows:
             if row.account_id is None:
@@ -174,7 +176,7 @@ class MeteringRepository:
             per_instance.setdefault(row.instance_id, {})[row.metric] = (
                 row.peak if row.metric in PEAK_METRICS else row.total
             )
-        return taken, [DaySums(account_id, day_, sorted(sources), per_instance)
+        return taken, last_id, [DaySums(account_id, day_, sorted(sources), per_instance)
                        for (account_id, day_), (sources, per_instance) in sorted(found.items(), key=lambda kv: kv[0])]
 
     async def daily_for_update(self, keys: Iterable[tuple[uuid.UUID, date]]) -> dict[tuple[uuid.UUID, date], UsageDaily]:

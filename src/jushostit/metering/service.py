@@ -197,18 +197,19 @@ def month_costs(days: Sequence[tuple[date, dict[str, Decimal]]], row: PricingRow
 class Aggregated:
     samples: int
     accounts: set[uuid.UUID]
+    last_id: int = 0  # the last sample taken: the next batch starts after it
 
 
-async def aggregate(session: AsyncSession, settings: Settings, now: datetime) -> Aggregated:
+async def aggregate(session: AsyncSession, settings: Settings, now: datetime, *, after: int = 0) -> Aggregated:
     """Add the samples not yet in usage_daily to it, marked in the same transaction (a crash loses neither the
     samples nor the marks: both roll back), then re-price the months they touch. A window stored again adds
     nothing (its samples are stored once), so nothing is counted twice. One aggregation at a time; a long
     backlog is taken in batches by the caller."""
     repository = MeteringRepository(session)
     await repository.lock_aggregation()
-    taken, sums = await repository.take_batch(settings.metering_aggregate_batch, now)
+    taken, last_id, sums = await repository.take_batch(settings.metering_aggregate_batch, now, after=after)
     if not sums:
-        return Aggregated(taken, set())
+        return Aggregated(taken, set(), last_id)
     existing = await repository.daily_for_update((s.account_id, s.day) for s in sums)
     rows = []
     for day_sums in sums:
@@ -229,7 +230,7 @@ async def aggregate(session: AsyncSession, settings: Settings, now: datetime) ->
         })
     await repository.upsert_daily(rows)
     await reprice(session, settings, {(s.account_id, month_of(s.day)) for s in sums})
-    return Aggregated(taken, {s.account_id for s in sums})
+    return Aggregated(taken, {s.account_id for s in sums}, last_id)
 
 
 async def reprice(session: AsyncSession, settings: Settings, months: Iterable[tuple[uuid.UUID, date]]) -> None:

@@ -45,10 +45,12 @@ async def aggregate_and_check(now: datetime | None = None) -> set[uuid.UUID]:
     """Every sample not yet summed, in batches (each committed), then the budgets of the accounts touched."""
     current = container.current()
     touched: set[uuid.UUID] = set()
+    after = 0
     while True:
         async with current.database.unit_of_work() as session:
-            done = await service.aggregate(session, current.settings, now or utcnow())
+            done = await service.aggregate(session, current.settings, now or utcnow(), after=after)
         touched |= done.accounts
+        after = done.last_id
         if done.samples < current.settings.metering_aggregate_batch:
             break
     if touched:
