@@ -143,6 +143,8 @@ async def test_a_budget_throttles_at_100_suspends_at_120_and_a_raised_budget_bri
 
     alerts = sorted(int(re.search(r"used (\d+) %", e.subject).group(1)) for e in await live.emails_of(owner, "budget_alert"))
     assert alerts == [50, 100]  # 60 % reached 50; then 100 overtook 75 and 90, each once this month
+    [full] = [e for e in await live.emails_of(owner, "budget_alert") if "used 100 %" in e.subject]
+    assert "has spent 10.00 EUR on usage this month, 100 % of its monthly budget of 10.00 EUR" in full.body
     await charge(live, owner, site["id"], 1, now)  # below the thresholds of the raised budget: nothing new
     assert len(await live.emails_of(owner, "budget_alert")) == 2
 

@@ -367,17 +367,22 @@ async def check_budgets(session: AsyncSession, settings: Settings, account_ids: 
                                after={"threshold": threshold, "month": month.isoformat(), "spent_minor": spent,
                                       "limit_minor": account.budget_minor})
             if account.billing_email:
-                currency = account.budget_currency or "EUR"
+                currency = account.budget_currency or await account_currency(session, account, now)
                 await queue_email(session, to=account.billing_email, template="budget_alert", values={
                     "account_name": account.name, "percent": str(threshold), "base_url": settings.base_url,
-                    "spent": f"{money.format_minor(spent, currency)} {currency}",
-                    "limit": f"{money.format_minor(account.budget_minor, currency)} {currency}",
+                    "spent": shown_amount(spent, currency), "limit": shown_amount(account.budget_minor, currency),
                     "consequence": budget_consequence(percent),
                 })
             sent.append((account.id, threshold))
         if percent >= 100 or claimed:
             request_reconcile(account.id)
     return sent
+
+
+def shown_amount(amount_minor: int, currency: str | None) -> str:
+    if currency is None or not money.is_known(currency):
+        return f"{amount_minor} (minor units)"
+    return f"{money.format_minor(amount_minor, currency)} {currency}"
 
 
 def budget_consequence(percent: int) -> str:
