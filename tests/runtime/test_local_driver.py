@@ -503,3 +503,56 @@ async def test_a_process_gets_a_plain_path_when_the_server_has_none(
 
     await eventually(lines, "the probe's line in its log")
     assert json.loads((await lines())[0])["env"]["PATH"] == "/usr/bin:/bin"
+
+
+async def test_a_template_whose_program_is_not_installed_fails_with_that_reason_and_nothing_is_made(
+    driver: LocalDriver,
+) -> None:
+    iid = uuid.uuid4()
+    missing = static_site_with(command=["no-such-program-jushostit", "{port}"])
+    observed = await driver.apply(AccountState(ACCOUNT, (dataclasses.replace(desired(iid), template=missing),)))
+    assert observed.instances[iid] == ObservedInstance(
+        "failed", "'no-such-program-jushostit' is not installed on this server")
+    assert observed.writes == 0 and not driver.instance_dir(ACCOUNT, iid).exists()
+
+
+async def test_seed_files_are_written_in_nested_folders_with_the_instances_name_and_address(
+    driver: LocalDriver,
+) -> None:
+    iid = uuid.uuid4()
+    seeded = static_site_with(seed_files={"index.html": "<h1>{name}</h1>",
+                                          "assets/css/site.css": "/* {name} at {url} */"})
+    await driver.apply(AccountState(ACCOUNT, (dataclasses.replace(desired(iid, name="shop"), template=seeded),)))
+    data = driver.instance_dir(ACCOUNT, iid) / "data"
+    assert (data / "index.html").read_text() == "<h1>shop</h1>"
+    assert (data / "assets" / "css" / "site.css").read_text() == "/* shop at http://shop-abc123.localhost:8000/ */"
+
+
+# An upstream whose every answer is a 500 (no braces: the command's parts are format templates).
+FAILING = (
+    "import http.server, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(500); self.send_header('Content-Length', '0'); self.end_headers()\n"
+    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+)
+
+
+async def test_an_instance_answering_500_on_its_health_path_is_never_running(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    failing = static_site_with(command=["{python}", "-c", FAILING, "{port}"])
+    instance = dataclasses.replace(desired(iid), template=failing)
+    await driver.apply(AccountState(ACCOUNT, (instance,)))
+    port = driver.port_of(ACCOUNT, iid)
+    assert port is not None
+
+    async def answering_500() -> bool:
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"http://127.0.0.1:{port}/")).status_code == 500
+        except httpx.TransportError:
+            return False
+
+    await eventually(answering_500, "the instance to answer (with its 500)")
+    observed = await driver.apply(AccountState(ACCOUNT, (instance,)))
+    assert observed.instances[iid] == ObservedInstance("provisioning", "waiting for the health check")
