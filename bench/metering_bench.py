@@ -60,7 +60,8 @@ async def store_day(container, day: datetime, metrics: int, *, windows: range) -
         result = await session.execute(text(
             "INSERT INTO usage_samples (source, source_id, scope, account_id, instance_id, subject, metric,"
             " window_start, window_end, quantity, recorded_at)"
-            " SELECT 'prometheus', 'bench:' || a.id || ':' || m.metric || ':' || w.n, 'bench', a.id, NULL,"
+            " SELECT 'prometheus', 'bench:' || a.id || ':' || m.metric || ':'"
+            "  || extract(epoch FROM :day + make_interval(mins => 5 * w.n))::bigint, 'bench', a.id, NULL,"
             "  'jushostit-' || a.id, m.metric, :day + make_interval(mins => 5 * w.n),"
             "  :day + make_interval(mins => 5 * w.n + 5), (w.n % 97 + 1) * 1.25, now()"
             " FROM accounts a CROSS JOIN generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS w(n)"

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     opencost_service: str = Field(default="http:opencost:9003", pattern=r"^[a-z0-9:.-]{1,100}$")
     opencost_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     usage_retention_days: int = Field(default=35, ge=1, le=3650)  # raw samples (hourly usage); daily sums stay
-    metering_aggregate_batch: int = Field(default=50_000, ge=100, le=1_000_000)
+    metering_aggregate_batch: int = Field(default=500_000, ge=100, le=1_000_000)
     # The Stripe billing meter card accounts' usage charges are reported to (its price: one minor unit per unit).
     stripe_usage_meter_event: str = Field(default="jushostit_usage", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
 
