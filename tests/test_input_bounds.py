@@ -311,6 +311,9 @@ async def test_an_astronomical_or_negative_budget_is_422_and_the_budget_stays(cl
     ("path", "query"),
     [
         ("/v1/admin/usage", {"limit": 201}),
+        ("/v1/admin/usage", {"month": "2026-13"}),
+        ("/v1/admin/usage", {"month": "0"}),
+        ("/v1/admin/usage", {"month": "0000-01"}),
         ("/v1/admin/metering/runs", {"limit": 201}),
         ("/v1/admin/metering/unmapped", {"days": 36}),
         ("/v1/admin/metering/unmapped", {"limit": 501}),
@@ -318,7 +321,7 @@ async def test_an_astronomical_or_negative_budget_is_422_and_the_budget_stays(cl
         ("/v1/admin/metering/stripe-reports", {"limit": 0}),
     ],
 )
-async def test_metering_listings_refuse_a_limit_past_their_range(client, admin, path, query) -> None:
+async def test_metering_listings_refuse_a_limit_or_month_out_of_range(client, admin, path, query) -> None:
     boss = await admin()
     response = await client.get(path, params=query, headers=boss.headers)
     assert_validation_error(response, ["query", *query])

@@ -398,7 +398,7 @@ async def test_admin_usage_lists_the_top_spenders_of_the_month_and_refuses_other
     assert mine == [(big.account_id, "Big Spender", 200, "EUR"), (small.account_id, "Small Spender", 50, "EUR")]
     assert [s[2] for s in spenders] == sorted((s[2] for s in spenders), reverse=True)  # the top spenders first
 
-    last_month = (now.date().replace(day=1) - timedelta(days=1)).isoformat()
+    last_month = f"{now.date().replace(day=1) - timedelta(days=1):%Y-%m}"
     before = await live.client.get("/v1/admin/usage", params={"month": last_month, "limit": 200},
                                    headers=admin.headers)
     assert before.status_code == 200

@@ -8,7 +8,15 @@ import string
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
 from jushostit.kit import money
 from jushostit.kit.schemas import INT32_MAX, MINOR_UNITS_MAX, MinorUnits, Note
@@ -61,16 +69,22 @@ def _exact_decimal(value: Any) -> Any:
 
 
 ExactDecimal = BeforeValidator(_exact_decimal)
-# Documented as the decimal strings JSON carries them (an integer is read too); the bounds are the Field's.
+# Written out in fixed point ("0.000000001", never "1E-9"), as the documented pattern says.
+FixedPoint = PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json")
+# Documented as JSON carries them: a decimal string, or an integer; the bounds are the Field's.
 UsageAmount = Annotated[
-    Decimal, ExactDecimal, Field(ge=0, le=Decimal("1e12"), max_digits=22, decimal_places=9),
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,13}(\.[0-9]{1,9})?$", "maxLength": 23,
-                    "examples": ["1.25"]}),
+    Decimal, ExactDecimal, FixedPoint, Field(ge=0, le=Decimal("1e12"), max_digits=22, decimal_places=9),
+    WithJsonSchema({"anyOf": [
+        {"type": "string", "pattern": r"^[0-9]{1,13}(\.[0-9]{1,9})?$", "maxLength": 23, "examples": ["1.25"]},
+        {"type": "integer", "minimum": 0, "maximum": 10**12},
+    ]}),
 ]
 MarkupPercent = Annotated[
-    Decimal, ExactDecimal, Field(ge=0, le=1000, max_digits=7, decimal_places=3),
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,4}(\.[0-9]{1,3})?$", "maxLength": 8,
-                    "examples": ["25"]}),
+    Decimal, ExactDecimal, FixedPoint, Field(ge=0, le=1000, max_digits=7, decimal_places=3),
+    WithJsonSchema({"anyOf": [
+        {"type": "string", "pattern": r"^[0-9]{1,4}(\.[0-9]{1,3})?$", "maxLength": 8, "examples": ["25"]},
+        {"type": "integer", "minimum": 0, "maximum": 1000},
+    ]}),
 ]
 
 

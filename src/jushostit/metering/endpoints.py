@@ -133,11 +133,12 @@ async def set_budget(access: BudgetWriter, session: SessionDep, body: BudgetUpda
 @router.get("/admin/usage", response_model=AdminUsageRead, tags=["admin"], responses=responses(401, 403, 422))
 async def admin_usage(
     _: PlatformAdmin, session: SessionDep,
-    month: Annotated[date | None, Query(description="Any day of the month (default: this month)")] = None,
+    month: Annotated[str | None, Query(pattern=r"^2[0-9]{3}-(0[1-9]|1[0-2])$", max_length=7,
+                                       description="The month, YYYY-MM (default: this month)")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> AdminUsageRead:
-    """Usage charges across accounts for a calendar month: the top spenders first."""
-    first = month_of(month or utcnow())
+    """Usage charges across accounts for a calendar month (UTC): the top spenders first."""
+    first = date(int(month[:4]), int(month[5:]), 1) if month else month_of(utcnow())
     spenders = await MeteringRepository(session).top_spenders(first, next_month(first), limit)
     return AdminUsageRead(month=first, top_spenders=[
         SpenderRead(account_id=a, account_name=n, spent_minor=s, currency=c) for a, n, s, c in spenders])
