@@ -556,3 +556,15 @@ async def test_an_instance_answering_500_on_its_health_path_is_never_running(dri
     await eventually(answering_500, "the instance to answer (with its 500)")
     observed = await driver.apply(AccountState(ACCOUNT, (instance,)))
     assert observed.instances[iid] == ObservedInstance("provisioning", "waiting for the health check")
+
+
+async def test_throttling_in_place_is_recorded_so_observe_sees_it_and_the_next_pass_writes_nothing(
+    driver: LocalDriver,
+) -> None:
+    iid = uuid.uuid4()
+    await converged(driver, AccountState(ACCOUNT, (desired(iid),)))
+    throttled = await driver.apply(AccountState(ACCOUNT, (desired(iid, throttled=True),)))
+    assert throttled.instances[iid].status == "throttled" and throttled.writes == 1  # reniced, not restarted
+    assert (await driver.observe(ACCOUNT)).instances[iid].status == "throttled"
+    again = await driver.apply(AccountState(ACCOUNT, (desired(iid, throttled=True),)))
+    assert again.writes == 0
