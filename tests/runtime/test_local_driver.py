@@ -568,3 +568,17 @@ async def test_throttling_in_place_is_recorded_so_observe_sees_it_and_the_next_p
     assert (await driver.observe(ACCOUNT)).instances[iid].status == "throttled"
     again = await driver.apply(AccountState(ACCOUNT, (desired(iid, throttled=True),)))
     assert again.writes == 0
+
+
+async def test_a_process_that_exits_at_once_is_failed_with_a_pointer_to_its_logs(driver: LocalDriver) -> None:
+    iid = uuid.uuid4()
+    exiting = static_site_with(command=["false"])  # exits before anything could answer its health check
+    instance = dataclasses.replace(desired(iid), template=exiting)
+    seen: list[ObservedInstance] = []
+
+    async def failed() -> bool:
+        seen.append((await driver.apply(AccountState(ACCOUNT, (instance,)))).instances[iid])
+        return seen[-1].status == "failed"
+
+    await eventually(failed, "a pass to find the process gone")
+    assert seen[-1] == ObservedInstance("failed", "process exited; see the instance logs")
