@@ -228,7 +228,11 @@ class LocalDriver:
         child = await self._spawn(directory, instance, port, env)
         if instance.throttled:
             self._renice(child.pid, True)
-        record = RunRecord(child.pid, psutil.Process(child.pid).create_time(), port, instance.throttled)
+        try:
+            started = psutil.Process(child.pid).create_time()
+        except psutil.NoSuchProcess:  # it exited (and was reaped) at once: a record that is never alive
+            started = 0.0
+        record = RunRecord(child.pid, started, port, instance.throttled)
         (directory / "run.json").write_text(json.dumps(record.__dict__))
         self._children[instance.id] = child
         self._managed.add(directory)
