@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import delete
 
 from jushostit.app import create_app
 from jushostit.kit import jobs, migrate
 from jushostit.kit.db import Database, libpq_url
+from jushostit.metering import service
+from jushostit.metering.readings import Collected
+from jushostit.models import MeteringRun
 from jushostit.notifications.tasks import deliver_email
 from tests.conftest import asgi_client
 
@@ -136,3 +141,25 @@ async def test_job_counts_by_status(client, container) -> None:
             await jobs.app.job_manager.cancel_job_by_id_async(job_id, delete_job=True)
     _, cleaned = await scrape(client)
     assert value(cleaned, "jushostit_jobs", **todo) == value(before, "jushostit_jobs", **todo)
+
+
+async def test_how_far_each_usage_collector_has_read_and_whether_its_last_run_failed(client, container) -> None:
+    scope = f"metrics-{uuid.uuid4().hex[:8]}"
+    read_until = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+    async with container.database.unit_of_work() as session:  # /metrics reads committed runs
+        await service.record_collection(session, collector="prometheus", scope=scope,
+                                        window=(read_until - timedelta(minutes=5), read_until),
+                                        collected=Collected([], []), started_at=read_until, now=read_until)
+        await service.record_failure(session, collector="prometheus", scope=scope,
+                                     window=(read_until, read_until + timedelta(minutes=5)),
+                                     error="connection refused", started_at=read_until + timedelta(minutes=5),
+                                     now=read_until + timedelta(minutes=5))
+    try:
+        text, samples = await scrape(client)
+    finally:
+        async with container.database.unit_of_work() as session:
+            await session.execute(delete(MeteringRun).where(MeteringRun.scope == scope))
+    labels = {"collector": "prometheus", "scope": scope}
+    assert "# TYPE jushostit_metering_read_until_seconds gauge" in text
+    assert value(samples, "jushostit_metering_read_until_seconds", **labels) == read_until.timestamp()
+    assert value(samples, "jushostit_metering_last_run_failed", **labels) == 1

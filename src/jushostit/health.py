@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from jushostit.auth.dependencies import public
 from jushostit.kit import jobs, metrics, migrate
 from jushostit.kit.errors import ErrorResponse, error_payload
+from jushostit.metering.repository import MeteringRepository
 
 router = APIRouter(tags=["health"], dependencies=[Depends(public())])
 
@@ -60,6 +61,7 @@ async def prometheus_metrics(request: Request) -> Response:
         counts = await jobs.counts_by_task_and_status(session)
         ages = await jobs.oldest_ages(session)
         stalled = await jobs.stalled_count(session)
+        collectors = await MeteringRepository(session).collector_health()
     metrics.jobs_by_status.clear()
     for task, status, count in counts:
         metrics.jobs_by_status.labels(task=task, status=status).set(count)
@@ -67,4 +69,10 @@ async def prometheus_metrics(request: Request) -> Response:
     for task, status, age in ages:
         metrics.jobs_oldest_age.labels(task=task, status=status).set(age)
     metrics.jobs_stalled.set(stalled)
+    metrics.metering_read_until.clear()
+    metrics.metering_last_run_failed.clear()
+    for collector, scope, read_until, last_failed in collectors:
+        if read_until is not None:
+            metrics.metering_read_until.labels(collector=collector, scope=scope).set(read_until.timestamp())
+        metrics.metering_last_run_failed.labels(collector=collector, scope=scope).set(int(last_failed))
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

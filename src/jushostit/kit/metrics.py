@@ -1,4 +1,4 @@
-"""Prometheus metrics: HTTP requests by route template, jobs by status and age, reconcile failures."""
+"""Prometheus metrics: HTTP requests by route template, jobs by status and age, reconcile failures, how far\nthe usage collectors have read."""
 
 from __future__ import annotations
 
@@ -29,4 +29,13 @@ reconcile_failures = Counter(
 )
 reconcile_passes = Counter(
     "jushostit_reconcile_passes", "Account reconcile passes by path", ["path"], registry=registry
+)
+metering_read_until = Gauge(
+    "jushostit_metering_read_until_seconds",
+    "End of the last successful window of each usage collector and scope (Unix time): alert when it falls behind",
+    ["collector", "scope"], registry=registry,
+)
+metering_last_run_failed = Gauge(
+    "jushostit_metering_last_run_failed", "1 when the last run of a usage collector and scope failed, else 0",
+    ["collector", "scope"], registry=registry,
 )

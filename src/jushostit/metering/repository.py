@@ -117,6 +117,14 @@ class MeteringRepository:
         ).order_by(MeteringRun.collector, MeteringRun.scope)
         return list((await self.session.scalars(query)).all())
 
+    async def collector_health(self) -> list[tuple[str, str, datetime | None, bool]]:
+        """Per collector and scope: the end of its last successful window, and whether its last run failed."""
+        health = []
+        for run in await self.latest_runs():
+            health.append((run.collector, run.scope, await self.last_window_end(run.collector, run.scope),
+                           run.status == "failed"))
+        return health
+
     # --- subjects -------------------------------------------------------------------------------------------
     async def existing_accounts(self, account_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
         ids = list(set(account_ids))
