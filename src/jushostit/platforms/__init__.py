@@ -1,0 +1,1 @@
+"""Shared data platforms seats live on (Hopsworks)"""
