@@ -50,6 +50,7 @@ from jushostit.models import (
     Invoice,
     InvoiceLine,
     Membership,
+    Platform,
     Role,
     Subscription,
     User,
@@ -230,6 +231,7 @@ class Tenant:
     invoice_id: str = ""
     purchase_id: str = ""
     cluster_id: str = ""
+    platform_id: str = ""
 
     def path_values(self) -> dict[str, str]:
         """Every path parameter name any route uses, filled with this tenant's real resources."""
@@ -249,6 +251,7 @@ class Tenant:
             "purchase_id": self.purchase_id,
             "cluster_id": self.cluster_id,  # the cluster the tenant is placed on (admin routes)
             "node_name": "worker-1",  # a node of that cluster
+            "platform_id": self.platform_id,  # a data platform seats are sold on (admin routes)
         }
 
 
@@ -293,6 +296,7 @@ async def make_tenant(client: httpx.AsyncClient, session: AsyncSession, signup: 
         str(await an_invoice(session, owner.account_id)),
         str(purchase.id),
         str(await a_cluster(session, owner.account_id)),
+        str(await a_platform(session)),
     )
 
 
@@ -317,6 +321,16 @@ async def a_cluster(session: AsyncSession, account_id: str) -> uuid.UUID:
     ])
     await session.flush()
     return cluster.id
+
+
+async def a_platform(session: AsyncSession) -> uuid.UUID:
+    """A registered Hopsworks platform, as registration leaves it (its key is not needed here)."""
+    platform = Platform(name=f"hops-{uuid.uuid4().hex[:8]}", kind="hopsworks", base_url="https://hops.example.com",
+                        edition="community", project_limits={"owner": 5, "admin": 5, "member": 0},
+                        checked_at=utcnow())
+    session.add(platform)
+    await session.flush()
+    return platform.id
 
 
 async def an_invoice(session: AsyncSession, account_id: str) -> uuid.UUID:
@@ -510,7 +524,7 @@ async def test_every_account_route_hides_another_tenants_resources_as_404(app, c
 
 
 # Path parameters that name the platform's things (the same for every tenant), not a tenant's resources.
-PLATFORM_PATH_PARAMS = frozenset({"plan_code", "pack_code", "provider"})
+PLATFORM_PATH_PARAMS = frozenset({"plan_code", "pack_code", "provider", "platform_id"})
 
 
 async def test_own_account_with_another_tenants_sub_resources_is_404(app, client, session, signup) -> None:
@@ -585,7 +599,7 @@ async def test_a_platform_admins_api_key_without_the_admin_scope_is_refused(app,
     values = {"account_id": admin.account_id, "plan_code": "starter", "subscription_id": str(uuid.uuid4()),
               "user_id": str(uuid.uuid4()), "event_id": str(uuid.uuid4()), "invoice_id": str(uuid.uuid4()),
               "purchase_id": str(uuid.uuid4()), "pack_code": "credits-1k", "cluster_id": str(uuid.uuid4()),
-              "node_name": "worker-1"}
+              "node_name": "worker-1", "platform_id": str(uuid.uuid4())}
     for op in operations(app):
         if op.rule is AuthRule.admin:
             assert_error(await call(app, client, op, values, narrow), 403, "admin_required")

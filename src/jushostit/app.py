@@ -52,6 +52,7 @@ from jushostit.kit.errors import AppError, ErrorResponse, error_payload
 from jushostit.metering.endpoints import router as usage_router
 from jushostit.models import Role
 from jushostit.pages.endpoints import router as pages_router
+from jushostit.platforms.endpoints import router as platforms_router
 from jushostit.runtime.local.router import LocalRouter, Route, RouteCache, Upstreams
 from jushostit.runtime.registry import local_driver
 from jushostit.webhooks.endpoints import admin_router as webhooks_admin_router
@@ -334,6 +335,7 @@ ROUTERS = (
     audit_router,
     admin_router,
     clusters_router,
+    platforms_router,
     webhooks_router,
     webhooks_admin_router,
 )

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Kubernetes driver).
     kubernetes_timeout_seconds: int = Field(default=10, ge=1, le=300)
 
+    # How long one request to a data platform's admin API (Hopsworks) may take.
+    platform_timeout_seconds: int = Field(default=10, ge=1, le=300)
+
     # Metering: how often the local runtime's usage (and each cluster's Prometheus) is read; a low value on a
     # running server shows usage within seconds.
     metering_interval_seconds: int = Field(default=300, ge=1, le=3600)

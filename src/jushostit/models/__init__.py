@@ -19,6 +19,7 @@ from jushostit.models.magic_link import MagicLink
 from jushostit.models.oidc_identity import OIDCIdentity
 from jushostit.models.payment import Payment
 from jushostit.models.plan import Plan
+from jushostit.models.platform import Platform
 from jushostit.models.service_template import ServiceTemplate
 from jushostit.models.stored_secret import StoredSecret
 from jushostit.models.subscription import Subscription
@@ -70,6 +71,7 @@ __all__ = [
     "OIDCIdentity",
     "Payment",
     "Plan",
+    "Platform",
     "RefreshToken",
     "Role",
     "ServiceTemplate",

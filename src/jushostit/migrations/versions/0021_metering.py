@@ -81,7 +81,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), primary_key=True),
         sa.Column("account_id", sa.Uuid(), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
         sa.Column("month", sa.Date(), nullable=False),
-        sa.Column("identifier", sa.String(100), nullable=False, unique=True),
+        sa.Column("identifier", sa.String(100), nullable=False),
         sa.Column("event_name", sa.String(100), nullable=False),
         sa.Column("customer", sa.String(255), nullable=False),
         sa.Column("reported_before", sa.BigInteger(), nullable=False),
@@ -95,6 +95,7 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('pending', 'sent', 'unknown')", name="meter_report_status"),
         sa.CheckConstraint("value > 0", name="meter_report_positive"),
         sa.UniqueConstraint("account_id", "month", "reported_before", name="uq_meter_reports_sequence"),
+        sa.UniqueConstraint("identifier", name="uq_meter_reports_identifier"),
     )
     op.create_table(
         "meter_counters",

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from jushostit.kit.schemas import RequestModel, ResponseModel
+
+PlatformName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length=63)]
+ProjectLimit = Annotated[int, Field(ge=0, le=1000)]
+
+
+class ProjectLimits(RequestModel):
+    """The most projects a seat holder may create, by their role in the customer's account. Members work in
+    the owner's projects, so they create none by default."""
+
+    owner: ProjectLimit = 5
+    admin: ProjectLimit = 5
+    member: ProjectLimit = 0
+
+
+class PlatformCreate(RequestModel):
+    """A shared data platform to sell seats on. Its admin API key is tested, stored encrypted and never returned."""
+
+    name: PlatformName
+    kind: Literal["hopsworks"] = "hopsworks"
+    base_url: str = Field(max_length=2048, description="Where its REST API answers, e.g. https://hopsworks.example.com")
+    api_key: SecretStr = Field(min_length=1, max_length=1000, description="An admin API key of the platform")
+    edition: Literal["community", "enterprise"] = "community"
+    project_limits: ProjectLimits = ProjectLimits()
+
+    @field_validator("base_url")
+    @classmethod
+    def http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL, e.g. https://hopsworks.example.com")
+        return value.rstrip("/")
+
+
+class PlatformRead(ResponseModel):
+    id: uuid.UUID
+    name: str
+    kind: str
+    base_url: str
+    edition: str
+    project_limits: dict[str, int]
+    checked_at: datetime = Field(description="When its connection test last passed")
+    created_at: datetime
+
+
+class PlatformList(ResponseModel):
+    items: list[PlatformRead]

@@ -1,0 +1,95 @@
+"""Platforms: registration (a connection test first, so nothing is half-registered) and deletion. Never commits;
+every change is audited in its transaction.
+
+The admin API key is a stored secret of the platform (vault, owner_type `platform`): encrypted with the secret
+box, re-encrypted by `jushostit keys rotate`, decrypted only to talk to the platform, never returned nor logged.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jushostit.audit import service as audit
+from jushostit.kit.crypto import SecretBox
+from jushostit.kit.db import utcnow
+from jushostit.kit.errors import AppError, Conflict, NotFound
+from jushostit.models import Platform
+from jushostit.platforms.hopsworks import HopsworksClient, PlatformError
+from jushostit.platforms.repository import PlatformRepository
+from jushostit.platforms.schemas import PlatformCreate
+from jushostit.vault import service as vault
+
+SECRET_OWNER = "platform"
+API_KEY_SECRET = "api_key"
+# An address no user has: looking it up proves the API answers and takes the key, and changes nothing.
+CONNECTION_PROBE = "connection-check@jushostit.invalid"
+
+
+class PlatformUnreachable(AppError):
+    status_code = 502
+    code = "platform_unreachable"
+
+
+class PlatformRefused(AppError):
+    status_code = 422
+    code = "platform_credentials_refused"
+
+
+def _audited(platform: Platform) -> dict[str, object]:
+    """What the audit log says of a platform: never its API key."""
+    return {"name": platform.name, "kind": platform.kind, "base_url": platform.base_url,
+            "edition": platform.edition, "project_limits": platform.project_limits}
+
+
+async def check_connection(base_url: str, api_key: str, *, timeout: float) -> None:
+    """Ask the platform's admin API one harmless question with the key: 502 `platform_unreachable` when it does
+    not answer as Hopsworks does, 422 `platform_credentials_refused` when it refuses the key."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout, trust_env=False) as http:
+        try:
+            await HopsworksClient(http, api_key, attempts=1).find_user(CONNECTION_PROBE)
+        except PlatformError as error:
+            if error.status in {401, 403}:
+                raise PlatformRefused("The platform refused the API key (an admin key with the ADMIN scope is "
+                                      "needed)", details={"status": error.status}) from error
+            raise PlatformUnreachable(f"The platform's admin API could not be used: {error}"[:500],
+                                      details={"status": error.status}) from error
+
+
+async def register(session: AsyncSession, box: SecretBox, *, data: PlatformCreate, timeout: float) -> Platform:
+    """Refuse a name in use (409 `platform_name_taken`), run the connection test, and only then record the
+    platform with its API key encrypted, audited."""
+    repository = PlatformRepository(session)
+    if await repository.name_taken(data.name):
+        raise _name_taken(data.name)
+    api_key = data.api_key.get_secret_value()
+    await check_connection(data.base_url, api_key, timeout=timeout)
+    platform = await repository.add({
+        "name": data.name, "kind": data.kind, "base_url": data.base_url, "edition": data.edition,
+        "project_limits": data.project_limits.model_dump(), "checked_at": utcnow(),
+    })
+    if platform is None:  # registered meanwhile under the same name
+        raise _name_taken(data.name)
+    await vault.put(session, box, owner_type=SECRET_OWNER, owner_id=platform.id, name=API_KEY_SECRET, value=api_key)
+    await audit.record(session, action="platform.registered", target_type="platform", target_id=platform.id,
+                       after=_audited(platform))
+    return platform
+
+
+async def delete(session: AsyncSession, *, platform_id: uuid.UUID) -> None:
+    repository = PlatformRepository(session)
+    platform = await repository.by_id(platform_id)
+    if platform is None:
+        raise NotFound("Platform not found", code="platform_not_found")
+    before = _audited(platform)
+    await vault.forget(session, owner_type=SECRET_OWNER, owner_id=platform.id)
+    await repository.delete(platform)
+    await audit.record(session, action="platform.deleted", target_type="platform", target_id=platform_id,
+                       before=before)
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"A platform named {name!r} is already registered", code="platform_name_taken",
+                    details={"name": name})
