@@ -19,6 +19,9 @@ class Instance(Base):
     __table_args__ = (
         Index("uq_instances_account_name", "account_id", "name", unique=True,
               postgresql_where=text("deleted_at IS NULL")),
+        # The retention purge's sweep: expired instances not yet deleted.
+        Index("ix_instances_live_expired_at", "expired_at", "account_id",
+              postgresql_where=text("deleted_at IS NULL AND expired_at IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = id_column()

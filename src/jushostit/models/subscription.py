@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -16,6 +16,10 @@ class Subscription(Base):
     """A billing fact: which plan an account pays for and the period it covers."""
 
     __tablename__ = "subscriptions"
+    # The renewal sweep: active subscriptions by the end of their period.
+    __table_args__ = (
+        Index("ix_subscriptions_active_period_end", "current_period_end", postgresql_where=text("status = 'active'")),
+    )
 
     id: Mapped[uuid.UUID] = id_column()
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
