@@ -24,7 +24,6 @@ import itertools
 import json
 import re
 import secrets
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from tests.loopback_server import LoopbackServer
 
 API = "/hopsworks-api/api"
-KEY_PREFIX = uuid.uuid4().hex[:16]
+KEY_PREFIX = "3f9c2a7b1e6d4c08"  # fixed: test ids are built from it, and every xdist worker must see the same ones
 KEY_SECRET = secrets.token_urlsafe(32)
 API_KEY = f"{KEY_PREFIX}.{KEY_SECRET}"  # as Hopsworks issues them: <prefix>.<secret>
 DEFAULT_MAX_NUM_PROJECTS = 10  # the cluster's default (Settings.getMaxNumProjPerUser)
