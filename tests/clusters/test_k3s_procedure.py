@@ -82,3 +82,15 @@ def test_the_kubeconfig_as_the_shell_writes_it_is_accepted_with_its_ca_and_token
     assert accepted.server == "https://k3s.example.com:6443" and accepted.tls_verified
     assert accepted.context == "jushostit"
     assert accepted.document["users"] == [{"name": "control-plane", "user": {"token": token}}]
+
+
+def test_the_opencost_role_in_the_metering_docs_grants_the_service_proxy_to_the_procedures_identity() -> None:
+    metering = (Path(__file__).resolve().parents[2] / "docs" / "metering.md").read_text()
+    [block] = re.findall(r"```yaml\n(.*?)```", metering, re.DOTALL)
+    objects = {obj["kind"]: obj for obj in yaml.safe_load_all(block)}
+    for obj in objects.values():
+        kubernetes_validate.validate(obj, "1.30", strict=True)
+    assert granted(objects["Role"]) == {Permission("get", "services", subresource="proxy")}
+    account = {obj["kind"]: obj for obj in rbac()}["ServiceAccount"]["metadata"]
+    assert objects["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", **account}]
+    assert objects["RoleBinding"]["roleRef"]["name"] == objects["Role"]["metadata"]["name"]
