@@ -212,6 +212,10 @@ def test_windows_are_aligned_caught_up_and_capped() -> None:
     assert service.next_window(at - timedelta(hours=2), now, step_seconds=300) == (at - timedelta(hours=2), at)
     capped = service.next_window(at - timedelta(days=90), now, step_seconds=300, max_catch_up=timedelta(days=35))
     assert capped == (at - timedelta(days=35), at)
+    # The interval changed from 60 s to 300 s since the last run: whole 300 s steps from where it ended.
+    off_grid = at + timedelta(minutes=1)
+    later = off_grid + timedelta(minutes=11, seconds=30)
+    assert service.next_window(off_grid, later, step_seconds=300) == (off_grid, off_grid + timedelta(minutes=10))
 
 
 def test_a_counter_that_starts_again_counts_from_zero() -> None:

@@ -50,13 +50,21 @@ def aligned(moment: datetime, step_seconds: int) -> datetime:
 
 def next_window(last_end: datetime | None, now: datetime, *, step_seconds: int, lag_seconds: int = 0,
                 max_catch_up: timedelta = timedelta(days=35)) -> tuple[datetime, datetime] | None:
-    """The window a collector reads next: from the end of the last successful run (no gap, no overlap) to the
-    last whole step before `now - lag` (a source needs a moment to have a window's last sample). A first run
-    reads one step. A catch-up longer than the raw samples' retention is cut to it. None: nothing new yet."""
-    end = aligned(now - timedelta(seconds=lag_seconds), step_seconds)
-    start = last_end if last_end is not None else end - timedelta(seconds=step_seconds)
-    start = max(start, aligned(end - max_catch_up, step_seconds))
-    return (start, end) if end > start else None
+    """The window a collector reads next: from the end of the last successful run (no gap, no overlap) over the
+    whole steps that fit before `now - lag` (a source needs a moment to have a window's last sample). A first
+    run reads one step, ending on the interval's grid. A catch-up longer than the raw samples' retention is cut
+    to it. None: nothing new yet."""
+    limit, step = now - timedelta(seconds=lag_seconds), timedelta(seconds=step_seconds)
+    if last_end is None:
+        end = aligned(limit, step_seconds)
+        return end - step, end
+    # Whole steps from where the last run ended, even if the interval changed since (its end need not fall on
+    # the new interval's grid): every window the same length, none read twice.
+    steps = (limit - last_end) // step
+    if steps < 1:
+        return None
+    end = last_end + steps * step
+    return max(last_end, end - (max_catch_up // step) * step), end
 
 
 # --- recording a collection -----------------------------------------------------------------------------------
