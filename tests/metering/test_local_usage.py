@@ -77,6 +77,22 @@ async def test_a_static_site_serving_requests_shows_cpu_and_network_usage_throug
     assert any(f",{site['id']},network_transmit_bytes," in line for line in csv[1:])
 
 
+async def test_requests_served_before_the_first_collection_that_sees_the_site_are_counted(live: Live) -> None:
+    live.configure(metering_interval_seconds=1)
+    owner = await live.signup("Early Co")
+    await live.checkout(owner, "free")
+    site = await live.ordered(owner, "early")
+    await live.work()
+    await live.until_status(owner, site["id"], "running")
+    for _ in range(20):  # all of them before any collection has read the site
+        assert (await live.page(site["slug"])).status_code == 200
+    await eventually(collect_local_once, "a collection")
+    await aggregate_and_check()
+
+    totals = (await usage(live, owner))["totals"]
+    assert Decimal(totals["network_receive_bytes"]) >= 20 * 40 and Decimal(totals["network_transmit_bytes"]) > 0
+
+
 async def test_members_see_usage_and_only_owners_and_admins_see_money(live: Live) -> None:
     owner = await live.signup("Team Co")
     await live.checkout(owner, "free")

@@ -44,16 +44,16 @@ async def collect(session: AsyncSession, driver: LocalDriver, *, start: datetime
             counters.append((usage, Metric.cpu_core_seconds, CounterReading(
                 f"local:{usage.instance_id}:cpu", usage.process, usage.cpu_seconds,
                 usage.started >= start.timestamp())))
-    # Every instance's bytes are read, none relayed yet included (zero), so the first bytes relayed after a
-    # reading are counted in the next window rather than taken as a baseline. An instance removed since it
-    # was served has no directory, and so no known account: its last bytes are not counted.
+    # Every instance's bytes are read at every collection, none relayed yet included (zero). So a counter never
+    # read before belongs to an instance whose directory is new since the last collection: all of its bytes
+    # are this window's (fresh), however early the requests came. An instance removed since it was served has
+    # no directory, and so no known account: its last bytes are not counted.
     traffic = driver.traffic.totals()
-    booted_within = driver.traffic.started >= start.timestamp()
     for usage in usages:
         received, sent = traffic.get(usage.instance_id, (0, 0))
         for metric, value in ((Metric.network_receive_bytes, received), (Metric.network_transmit_bytes, sent)):
             counters.append((usage, metric, CounterReading(
-                f"local:{usage.instance_id}:{metric.value}", driver.traffic.boot, Decimal(value), booted_within)))
+                f"local:{usage.instance_id}:{metric.value}", driver.traffic.boot, Decimal(value), True)))
     repository = MeteringRepository(session)
     last = await repository.counters(c.key for _, _, c in counters)
     readings: list[Reading] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 
@@ -14,7 +13,6 @@ class TrafficMeter:
 
     def __init__(self) -> None:
         self.boot = uuid.uuid4().hex
-        self.started = time.time()
         self._lock = threading.Lock()
         self._counts: dict[uuid.UUID, list[int]] = {}
 
