@@ -16,7 +16,7 @@ from jushostit.kit.db import utcnow
 from jushostit.metering import service
 from jushostit.metering.readings import Collected, Metric, Reading, Subject
 from jushostit.metering.tasks import aggregate_and_check, collect_local_once
-from jushostit.models import Role
+from jushostit.models import MeterCounter, Role
 from tests.live import Live, Signup, eventually
 
 PRICED_PLAN = {"included": {"core_hours": "1"}, "unit_price_minor": {"core_hours": "100"}}
@@ -47,13 +47,19 @@ async def usage(live: Live, who: Signup, granularity: str = "day", *, account_id
     return response.json() if response.headers["content-type"].startswith("application/json") else {"csv": response.text}
 
 
-async def test_a_static_site_serving_requests_shows_cpu_and_network_usage_through_the_usage_api(live: Live) -> None:
+async def running_site(live: Live, account_name: str, name: str) -> tuple[Signup, dict[str, Any]]:
+    """A static site running on the local runtime, measured every second."""
     live.configure(metering_interval_seconds=1)
-    owner = await live.signup("Measured Co")
+    owner = await live.signup(account_name)
     await live.checkout(owner, "free")
-    site = await live.ordered(owner, "measured")
+    site = await live.ordered(owner, name)
     await live.work()
     await live.until_status(owner, site["id"], "running")
+    return owner, site
+
+
+async def test_a_static_site_serving_requests_shows_cpu_and_network_usage_through_the_usage_api(live: Live) -> None:
+    owner, site = await running_site(live, "Measured Co", "measured")
     await eventually(collect_local_once, "a first collection (the counters' baseline)")
 
     for _ in range(150):  # real requests through the router: CPU in the site's process, bytes both ways
@@ -79,14 +85,14 @@ async def test_a_static_site_serving_requests_shows_cpu_and_network_usage_throug
 
 async def test_requests_served_before_the_first_collection_that_sees_the_site_are_counted(live: Live) -> None:
     live.configure(metering_interval_seconds=1)
-    owner = await live.signup("Early Co")
-    await live.checkout(owner, "free")
-    site = await live.ordered(owner, "early")
-    await live.work()
-    await live.until_status(owner, site["id"], "running")
-    for _ in range(20):  # all of them before any collection has read the site
+    for _ in range(2):  # two windows before the site exists: the router has been up since before them
+        await eventually(collect_local_once, "a collection before the site exists")
+    owner, site = await running_site(live, "Early Co", "early")
+    for _ in range(20):
         assert (await live.page(site["slug"])).status_code == 200
-    await eventually(collect_local_once, "a collection")
+    async with live.container.database.reader() as session:  # no collection has read the site's counters yet
+        assert await session.get(MeterCounter, f"local:{site['id']}:network_receive_bytes") is None
+    await eventually(collect_local_once, "the next collection")
     await aggregate_and_check()
 
     totals = (await usage(live, owner))["totals"]
