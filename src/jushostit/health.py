@@ -71,8 +71,9 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.jobs_stalled.set(stalled)
     metrics.metering_read_until.clear()
     metrics.metering_last_run_failed.clear()
-    for collector, scope, read_until, last_failed in collectors:
+    for run, read_until in collectors:
+        labels = {"collector": run.collector, "scope": run.scope}
         if read_until is not None:
-            metrics.metering_read_until.labels(collector=collector, scope=scope).set(read_until.timestamp())
-        metrics.metering_last_run_failed.labels(collector=collector, scope=scope).set(int(last_failed))
+            metrics.metering_read_until.labels(**labels).set(read_until.timestamp())
+        metrics.metering_last_run_failed.labels(**labels).set(int(run.status == "failed"))
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

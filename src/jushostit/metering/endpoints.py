@@ -52,10 +52,6 @@ CSV_CONTENT = {"text/csv": {"schema": {"type": "string"},
                                        "2026-11-29T00:00:00+00:00,2026-11-30T00:00:00+00:00,,cpu_core_seconds,12.5\n"}}
 
 
-def strings(values: dict[str, Decimal]) -> dict[str, str]:
-    return service.decimal_strings(values)
-
-
 @router.get(
     "/accounts/{account_id}/usage", response_model=UsageReport,
     responses={**responses(401, 403, 404, 409, 422), 200: {"content": CSV_CONTENT}},
@@ -84,9 +80,9 @@ async def read_usage(
     currency = await service.account_currency(session, access.account, now) if money else None
     return UsageReport(
         account_id=access.account.id, granularity=granularity, start=start, end=end, currency=currency,
-        totals=strings(totals), cost_minor=sum(b.cost_minor or 0 for b in buckets) if priced else None,
-        buckets=[UsageBucketRead(start=b.start, end=b.end, quantities=strings(b.quantities),
-                                 instances={i: strings(q) for i, q in sorted(b.per_instance.items())},
+        totals=service.decimal_strings(totals), cost_minor=sum(b.cost_minor or 0 for b in buckets) if priced else None,
+        buckets=[UsageBucketRead(start=b.start, end=b.end, quantities=service.decimal_strings(b.quantities),
+                                 instances={i: service.decimal_strings(q) for i, q in sorted(b.per_instance.items())},
                                  cost_minor=b.cost_minor if priced else None) for b in buckets],
     )
 
@@ -109,7 +105,7 @@ async def read_spend(access: SpendReader, session: SessionDep) -> SpendRead:
     account = access.account
     month = await service.month_to_date(session, container.current().settings, account.id, utcnow())
     return SpendRead(
-        account_id=account.id, month=month.month, quantities=strings(month.quantities), spent_minor=month.spent_minor,
+        account_id=account.id, month=month.month, quantities=service.decimal_strings(month.quantities), spent_minor=month.spent_minor,
         forecast_minor=month.forecast_minor, currency=month.currency, budget_minor=account.budget_minor,
         budget_currency=account.budget_currency,
         budget_percent=service.budget_percent(month.spent_minor, account.budget_minor),
@@ -147,12 +143,11 @@ async def admin_usage(
 @router.get("/admin/metering/collectors", response_model=CollectorsRead, tags=["admin"], responses=responses(401, 403))
 async def collector_health(_: PlatformAdmin, session: SessionDep) -> CollectorsRead:
     """Each collector and scope: its last run (failed ones with their error) and how far usage has been read."""
-    repository = MeteringRepository(session)
-    items = []
-    for run in await repository.latest_runs():
-        items.append(CollectorHealth(collector=run.collector, scope=run.scope, last_run=CollectorRunRead.model_validate(run),
-                                     read_until=await repository.last_window_end(run.collector, run.scope)))
-    return CollectorsRead(items=items)
+    return CollectorsRead(items=[
+        CollectorHealth(collector=run.collector, scope=run.scope, last_run=CollectorRunRead.model_validate(run),
+                        read_until=read_until)
+        for run, read_until in await MeteringRepository(session).collector_health()
+    ])
 
 
 @router.get("/admin/metering/runs", response_model=CollectorRunPage, tags=["admin"],
@@ -188,7 +183,7 @@ async def stripe_reports(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> MeterReportPage:
     """Billing meter events sent to Stripe (or pending, or unconfirmed past Stripe's 24-hour deduplication)."""
-    reports = await MeteringRepository(session).reports(None, limit, status=status_)
+    reports = await MeteringRepository(session).reports(limit, status=status_)
     return MeterReportPage(items=[MeterReportRead.model_validate(r) for r in reports])
 
 

@@ -105,7 +105,7 @@ class MeteringRepository:
         return list((await self.session.scalars(query)).all())
 
     async def latest_runs(self) -> list[MeteringRun]:
-        """The newest run of each collector and scope, and the newest successful one (collector health)."""
+        """The newest run of each collector and scope."""
         newest = (
             select(MeteringRun.collector, MeteringRun.scope, func.max(MeteringRun.started_at).label("at"))
             .group_by(MeteringRun.collector, MeteringRun.scope)
@@ -117,13 +117,10 @@ class MeteringRepository:
         ).order_by(MeteringRun.collector, MeteringRun.scope)
         return list((await self.session.scalars(query)).all())
 
-    async def collector_health(self) -> list[tuple[str, str, datetime | None, bool]]:
-        """Per collector and scope: the end of its last successful window, and whether its last run failed."""
-        health = []
-        for run in await self.latest_runs():
-            health.append((run.collector, run.scope, await self.last_window_end(run.collector, run.scope),
-                           run.status == "failed"))
-        return health
+    async def collector_health(self) -> list[tuple[MeteringRun, datetime | None]]:
+        """Per collector and scope: its newest run, and the end of its last successful window (how far usage
+        has been read)."""
+        return [(run, await self.last_window_end(run.collector, run.scope)) for run in await self.latest_runs()]
 
     # --- subjects -------------------------------------------------------------------------------------------
     async def existing_accounts(self, account_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
@@ -276,13 +273,6 @@ class MeteringRepository:
         return [(r[0], r[1], r[2], int(r[3]), r[4], r[5]) for r in rows]
 
     # --- spend, budgets -------------------------------------------------------------------------------------
-    async def spend(self, account_id: uuid.UUID, month: date, next_month: date) -> int:
-        total = await self.session.scalar(
-            select(func.coalesce(func.sum(UsageDaily.cost_minor), 0))
-            .where(UsageDaily.account_id == account_id, UsageDaily.day >= month, UsageDaily.day < next_month)
-        )
-        return int(total or 0)
-
     async def top_spenders(self, month: date, next_month: date, limit: int) -> list[tuple[uuid.UUID, str, int, str | None]]:
         rows = await self.session.execute(
             select(UsageDaily.account_id, Account.name, func.sum(UsageDaily.cost_minor).label("spent"),
@@ -347,11 +337,8 @@ class MeteringRepository:
             .with_for_update(skip_locked=True)
         )).all())
 
-    async def reports(self, account_id: uuid.UUID | None, limit: int, *, status: str | None = None
-                      ) -> list[MeterReport]:
+    async def reports(self, limit: int, *, status: str | None = None) -> list[MeterReport]:
         query = select(MeterReport).order_by(MeterReport.created_at.desc(), MeterReport.id).limit(limit)
-        if account_id is not None:
-            query = query.where(MeterReport.account_id == account_id)
         if status is not None:
             query = query.where(MeterReport.status == status)
         return list((await self.session.scalars(query)).all())

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
 from jushostit.billing.periods import as_instant, month_of, next_month
+from jushostit.billing.repository import BillingRepository
 from jushostit.catalog.spec import UsagePricing
 from jushostit.config import Settings
 from jushostit.kit import context, money
@@ -71,7 +72,7 @@ def next_window(last_end: datetime | None, now: datetime, *, step_seconds: int, 
 
 
 @dataclass
-class Mapping:
+class Owners:
     """Whose each subject is: accounts by id, instances by slug, for one collection."""
 
     accounts: set[uuid.UUID] = field(default_factory=set)
@@ -93,20 +94,20 @@ def pod_instance(pod: str, slugs: dict[str, uuid.UUID]) -> uuid.UUID | None:
     return best[1] if best else None
 
 
-def owner_of(reading: Reading, mapping: Mapping) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+def owner_of(reading: Reading, owners: Owners) -> tuple[uuid.UUID | None, uuid.UUID | None]:
     """(account, instance) of a reading; (None, None) when no account owns it: never billed."""
     subject = reading.subject
     if subject.namespace is None:
         account_id = subject.account_id
-        return (account_id, subject.instance_id) if account_id in mapping.accounts else (None, None)
+        return (account_id, subject.instance_id) if account_id in owners.accounts else (None, None)
     account_id = namespace_account(subject.namespace)
-    if account_id is None or account_id not in mapping.accounts:
+    if account_id is None or account_id not in owners.accounts:
         return None, None
-    instance_id = pod_instance(subject.pod, mapping.slugs.get(account_id, {})) if subject.pod else None
+    instance_id = pod_instance(subject.pod, owners.slugs.get(account_id, {})) if subject.pod else None
     return account_id, instance_id
 
 
-async def subject_mapping(session: AsyncSession, readings: Sequence[Reading], scope: str) -> Mapping:
+async def subject_owners(session: AsyncSession, readings: Sequence[Reading], scope: str) -> Owners:
     """Which accounts of the readings exist (and, for a cluster's readings, are placed on that cluster)."""
     repository = MeteringRepository(session)
     local = {r.subject.account_id for r in readings if r.subject.namespace is None and r.subject.account_id}
@@ -114,7 +115,7 @@ async def subject_mapping(session: AsyncSession, readings: Sequence[Reading], sc
     accounts = await repository.existing_accounts(local)
     if named:
         accounts |= await repository.accounts_on_cluster(uuid.UUID(scope), named) if _is_uuid(scope) else set()
-    return Mapping(accounts, await repository.instance_slugs(a for a in accounts if a in named))
+    return Owners(accounts, await repository.instance_slugs(a for a in accounts if a in named))
 
 
 def _is_uuid(value: str) -> bool:
@@ -130,10 +131,10 @@ async def record_collection(
     started_at: datetime, now: datetime,
 ) -> MeteringRun:
     """Store a collection's readings (each once), and the run that read them, in one transaction."""
-    mapping = await subject_mapping(session, collected.readings, scope)
+    owners = await subject_owners(session, collected.readings, scope)
     rows, unmapped = [], 0
     for reading in collected.readings:
-        account_id, instance_id = owner_of(reading, mapping)
+        account_id, instance_id = owner_of(reading, owners)
         unmapped += account_id is None
         rows.append({
             "source": reading.source, "source_id": reading.source_id, "scope": reading.scope,
@@ -356,11 +357,11 @@ async def check_budgets(session: AsyncSession, settings: Settings, account_ids: 
     """After an aggregation: each account's budget against its spend this month. The highest threshold newly
     reached is e-mailed (the lower ones it overtook are recorded, not sent late), once per month each; an
     account at or past 100 % is reconciled (throttled, or suspended at 120 %). Returns the alerts sent."""
-    repository = MeteringRepository(session)
+    repository, billing = MeteringRepository(session), BillingRepository(session)
     month = month_of(now)
     sent: list[tuple[uuid.UUID, int]] = []
     for account in await repository.accounts(sorted(set(account_ids))):
-        spent = await repository.spend(account.id, month, next_month(month))
+        spent = await billing.month_spend(account.id, now)
         percent = budget_percent(spent, account.budget_minor)
         if percent is None or account.budget_minor is None:
             continue

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
 from jushostit.billing.periods import as_instant, month_of, next_month
+from jushostit.billing.repository import BillingRepository
 from jushostit.billing.stripe_api import stripe_client
 from jushostit.config import Settings
 from jushostit.kit import context
@@ -149,7 +150,7 @@ async def sync(database: Database, settings: Settings, now: datetime) -> int:
                 month, next_month(month))]
         for account_id in account_ids:
             async with database.unit_of_work() as session:
-                account = await session.get(Account, account_id, with_for_update=True)
+                account = await BillingRepository(session).lock_account(account_id)  # one report at a time
                 if account is not None:
                     await record_next_report(session, settings, account, month, now)
     async with database.unit_of_work() as session:

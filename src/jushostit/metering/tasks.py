@@ -41,35 +41,41 @@ OPENCOST_STEP_SECONDS = 3600
 PROMETHEUS_TIMEOUT_SECONDS = 30.0
 
 
-async def aggregate_and_check(now: datetime | None = None) -> set[uuid.UUID]:
+async def aggregate_and_check() -> set[uuid.UUID]:
     """Every sample not yet summed, in batches (each committed), then the budgets of the accounts touched."""
     current = container.current()
     touched: set[uuid.UUID] = set()
     after = 0
     while True:
         async with current.database.unit_of_work() as session:
-            done = await service.aggregate(session, current.settings, now or utcnow(), after=after)
+            done = await service.aggregate(session, current.settings, utcnow(), after=after)
         touched |= done.accounts
         after = done.last_id
         if done.samples < current.settings.metering_aggregate_batch:
             break
     if touched:
         async with current.database.unit_of_work() as session:
-            await service.check_budgets(session, current.settings, touched, now or utcnow())
+            await service.check_budgets(session, current.settings, touched, utcnow())
     return touched
+
+
+async def next_window(collector: str, scope: str, step_seconds: int, now: datetime, *,
+                      lag_seconds: int = 0) -> tuple[datetime, datetime] | None:
+    """The window a collector reads now: from the end of its last successful run (see service.next_window)."""
+    current = container.current()
+    async with current.database.reader() as session:
+        last_end = await MeteringRepository(session).last_window_end(collector, scope)
+    return service.next_window(last_end, now, step_seconds=step_seconds, lag_seconds=lag_seconds,
+                               max_catch_up=timedelta(days=current.settings.usage_retention_days))
 
 
 async def run_collector(collector: str, scope: str, step_seconds: int, *, lag_seconds: int = 0,
                         read: Callable[[datetime, datetime], Awaitable[Collected]]) -> bool:
     """One run of one collector over its next window: its readings and the run stored together, or the failure
-    recorded and the window left for the next run. False when there was nothing to read or it failed."""
-    current = container.current()
-    database, settings = current.database, current.settings
-    now = utcnow()
-    async with database.reader() as session:
-        last_end = await MeteringRepository(session).last_window_end(collector, scope)
-    window = service.next_window(last_end, now, step_seconds=step_seconds, lag_seconds=lag_seconds,
-                                 max_catch_up=timedelta(days=settings.usage_retention_days))
+    recorded and the window left for the next run. The source is read outside any transaction. False when there
+    was nothing to read or it failed."""
+    database, now = container.current().database, utcnow()
+    window = await next_window(collector, scope, step_seconds, now, lag_seconds=lag_seconds)
     if window is None:
         return False
     try:
@@ -87,19 +93,14 @@ async def run_collector(collector: str, scope: str, step_seconds: int, *, lag_se
 
 
 async def collect_local_once() -> bool:
-    """The local runtime's usage; its counters move on in the transaction that stores the readings."""
+    """The local runtime's usage, read inside the transaction that stores it: its counters move on with it."""
     current = container.current()
-    database, settings = current.database, current.settings
-    driver = local_driver(settings)
     now = utcnow()
-    async with database.reader() as session:
-        last_end = await MeteringRepository(session).last_window_end(local.SOURCE, local.SCOPE)
-    window = service.next_window(last_end, now, step_seconds=settings.metering_interval_seconds,
-                                 max_catch_up=timedelta(days=settings.usage_retention_days))
+    window = await next_window(local.SOURCE, local.SCOPE, current.settings.metering_interval_seconds, now)
     if window is None:
         return False
-    async with database.unit_of_work() as session:
-        collected = await local.collect(session, driver, start=window[0], end=window[1])
+    async with current.database.unit_of_work() as session:
+        collected = await local.collect(session, local_driver(current.settings), start=window[0], end=window[1])
         await service.record_collection(session, collector=local.SOURCE, scope=local.SCOPE, window=window,
                                         collected=collected, started_at=now, now=utcnow())
     return True
