@@ -28,7 +28,7 @@ from jushostit.kit.errors import Conflict, Unprocessable
 from jushostit.metering import pricing
 from jushostit.metering.readings import PEAK_METRICS, Collected, Metric, Reading
 from jushostit.metering.repository import MeteringRepository, PricingRow
-from jushostit.models import Account, MeteringRun
+from jushostit.models import Account, MeteringRun, UsageDaily
 from jushostit.notifications.service import queue_email
 from jushostit.triggers import request_reconcile
 
@@ -223,8 +223,7 @@ async def aggregate(session: AsyncSession, settings: Settings, now: datetime, *,
     rows = []
     for day_sums in sums:
         known = existing.get((day_sums.account_id, day_sums.day))
-        per_instance = {instance: {k: Decimal(v) for k, v in metrics.items()}
-                        for instance, metrics in (known.breakdown if known else {}).items()}
+        per_instance = {instance: decimals(metrics) for instance, metrics in (known.breakdown if known else {}).items()}
         for instance, metrics in day_sums.per_instance.items():
             add_quantities(per_instance.setdefault(str(instance or ""), {}), metrics)
         totals: dict[str, Decimal] = {}
@@ -255,7 +254,7 @@ async def reprice(session: AsyncSession, settings: Settings, months: Iterable[tu
         per_account: dict[uuid.UUID, list[tuple[date, dict[str, Decimal]]]] = defaultdict(list)
         stored: dict[uuid.UUID, list[tuple[int, str | None]]] = defaultdict(list)
         for daily in rows:
-            per_account[daily.account_id].append((daily.day, {k: Decimal(v) for k, v in daily.quantities.items()}))
+            per_account[daily.account_id].append((daily.day, decimals(daily.quantities)))
             stored[daily.account_id].append((daily.cost_minor, daily.currency))
         for account_id, days in per_account.items():
             row = plans.get(account_id)
@@ -279,40 +278,50 @@ class MonthToDate:
     currency: str | None
 
 
+def decimals(stored: dict[str, str]) -> dict[str, Decimal]:
+    """Quantities as usage_daily keeps them (decimal strings), read back exactly."""
+    return {metric: Decimal(value) for metric, value in stored.items()}
+
+
+async def month_usage(session: AsyncSession, account_id: uuid.UUID, month: date
+                      ) -> tuple[list[UsageDaily], dict[str, Decimal], PricingRow | None]:
+    """An account's days of a month, their summed quantities, and the plan that prices them (as `reprice`
+    chooses it: the one of the month's start)."""
+    repository = MeteringRepository(session)
+    rows = await repository.daily([account_id], month, next_month(month))
+    quantities: dict[str, Decimal] = {}
+    for daily in rows:
+        add_quantities(quantities, decimals(daily.quantities))
+    return rows, quantities, (await repository.pricing([account_id], as_instant(month))).get(account_id)
+
+
+def exact_charge(quantities: dict[str, Decimal], row: PricingRow | None, settings: Settings) -> Decimal:
+    if row is None:
+        return Decimal(0)
+    return pricing.charge_minor(quantities, usage_pricing(row), currency=row.currency,
+                                opencost_currency=settings.opencost_currency)
+
+
 async def month_to_date(session: AsyncSession, settings: Settings, account_id: uuid.UUID, now: datetime) -> MonthToDate:
     """The month's usage and charge so far, and the charge at the end of the month if usage goes on at the
     month's average rate so far (priced, so what the plan includes is taken off once)."""
-    repository = MeteringRepository(session)
     month = month_of(now)
-    end = next_month(month)
-    rows = await repository.daily([account_id], month, end)
-    quantities: dict[str, Decimal] = {}
-    for daily in rows:
-        add_quantities(quantities, {k: Decimal(v) for k, v in daily.quantities.items()})
+    rows, quantities, row = await month_usage(session, account_id, month)
     spent = sum(daily.cost_minor for daily in rows)
-    row = (await repository.pricing([account_id], now)).get(account_id)
     elapsed = (now - as_instant(month)).total_seconds()
-    whole = (as_instant(end) - as_instant(month)).total_seconds()
+    whole = (as_instant(next_month(month)) - as_instant(month)).total_seconds()
     forecast = spent
     if row is not None and elapsed > 0:
         scale = Decimal(whole) / Decimal(elapsed)
         projected = {m: v if m in PEAK_METRICS else v * scale for m, v in quantities.items()}
-        forecast = max(spent, pricing.rounded(pricing.charge_minor(
-            projected, usage_pricing(row), currency=row.currency, opencost_currency=settings.opencost_currency)))
+        forecast = max(spent, pricing.rounded(exact_charge(projected, row, settings)))
     return MonthToDate(month, quantities, spent, forecast, row.currency if row else None)
 
 
 async def month_charge_exact(session: AsyncSession, settings: Settings, account_id: uuid.UUID, month: date) -> Decimal:
     """The month's usage charge so far, exact (not rounded): what the Stripe report counts in whole units."""
-    repository = MeteringRepository(session)
-    quantities: dict[str, Decimal] = {}
-    for daily in await repository.daily([account_id], month, next_month(month)):
-        add_quantities(quantities, {k: Decimal(v) for k, v in daily.quantities.items()})
-    row = (await repository.pricing([account_id], as_instant(month))).get(account_id)
-    if row is None:
-        return Decimal(0)
-    return pricing.charge_minor(quantities, usage_pricing(row), currency=row.currency,
-                                opencost_currency=settings.opencost_currency)
+    _, quantities, row = await month_usage(session, account_id, month)
+    return exact_charge(quantities, row, settings)
 
 
 # --- budgets ------------------------------------------------------------------------------------------------
@@ -452,9 +461,9 @@ async def usage_buckets(session: AsyncSession, account_id: uuid.UUID, *, start: 
         first, last = start.astimezone(UTC).date(), (end - timedelta(microseconds=1)).astimezone(UTC).date()
         for daily in await repository.daily([account_id], first, last + timedelta(days=1)):
             totals, per_instance, cost = bucket(as_instant(daily.day))
-            add_quantities(totals, {k: Decimal(v) for k, v in daily.quantities.items()})
+            add_quantities(totals, decimals(daily.quantities))
             for instance, metrics in daily.breakdown.items():
-                add_quantities(per_instance.setdefault(instance, {}), {k: Decimal(v) for k, v in metrics.items()})
+                add_quantities(per_instance.setdefault(instance, {}), decimals(metrics))
             buckets[bucket_start(as_instant(daily.day), granularity)] = (totals, per_instance,
                                                                          cost + daily.cost_minor)
     return [UsageBucket(at, bucket_end(at, granularity), totals, per_instance,
