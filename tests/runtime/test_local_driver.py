@@ -482,12 +482,15 @@ async def test_a_process_starts_with_its_substitutions_its_environment_only_and_
                            "SECRET_KEYS": None}
     assert seen["stdin"] == "" and seen["own_session"] is True
 
-    await driver.apply(AccountState(ACCOUNT, (instance,)))  # it exited: started again, its log appended to
-
     async def two_runs() -> bool:
-        return len(await lines()) == 2
+        # Each pass (as the reconciler's follow-ups) starts it again once it has exited; a pass that finds the
+        # first run still shutting down after its line leaves it be. Its log is appended to, never replaced.
+        if len(await lines()) < 2:
+            await driver.apply(AccountState(ACCOUNT, (instance,)))
+        return len(await lines()) >= 2
 
     await eventually(two_runs, "the second run's line after the first")
+    assert [json.loads(line)["argv"][1:] for line in await lines()][:2] == [[data, "127.0.0.1"]] * 2
 
 
 async def test_a_process_gets_a_plain_path_when_the_server_has_none(
