@@ -232,6 +232,7 @@ def render(
     from jushostit.bootstrap import open_container
     from jushostit.catalog.repository import CatalogRepository
     from jushostit.catalog.service import template_spec
+    from jushostit.catalog.spec import SeatTemplateSpec
     from jushostit.entitlement import Level
     from jushostit.reconcile.manifests import account_manifests, sample_manifests
     from jushostit.runtime.kubernetes.cluster import ClusterSettings
@@ -264,6 +265,8 @@ def render(
             if row is None:
                 raise LookupError(f"there is no template {template!r}")
             spec = template_spec(row)
+            if isinstance(spec, SeatTemplateSpec):
+                raise LookupError(f"template {template!r} is a seat: it runs on its platform and has no manifests")  # noqa: TRY004 - reported as a lookup that found nothing to render
             chosen = tier or spec.default_tier
             if chosen not in spec.tiers:
                 raise LookupError(f"template {template!r} has no tier {chosen!r} (it has {', '.join(sorted(spec.tiers))})")

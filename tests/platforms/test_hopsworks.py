@@ -44,7 +44,7 @@ async def test_ensure_creates_once_and_a_second_call_changes_nothing(
         "ACTIVATED_ACCOUNT", 5, "Ann", "Lee", "Pa55-word")
     assert first == HopsworksUser(id=held.id, email="ann@x.com", status="ACTIVATED_ACCOUNT", max_projects=5,
                                   first_name="Ann", last_name="Lee", username=held.username, active_projects=0)
-    assert first.active and first.generated_password is None
+    assert first.active and first.initial_password == "Pa55-word"  # the one sent, to hand over once
     assert hopsworks.calls() == [("GET", "/admin/users"), ("POST", "/admin/users")]
     lookup, create = hopsworks.seen
     assert lookup.query == {"filter_by": "user_email:ann@x.com", "offset": "0", "limit": "100"}
@@ -139,7 +139,7 @@ async def test_a_limit_of_zero_is_set_by_put_after_the_create(
     assert held is not None
     assert (held.max_num_projects, held.status) == (0, "ACTIVATED_ACCOUNT")
     assert (user.max_projects, user.status) == (0, "ACTIVATED_ACCOUNT")
-    assert user.generated_password == held.password  # Hopsworks generated it; only the create's answer holds it
+    assert user.initial_password == held.password  # Hopsworks generated it; only the create's answer holds it
     assert hopsworks.calls() == [("GET", "/admin/users"), ("POST", "/admin/users"), ("PUT", f"/admin/users/{held.id}")]
     create, update = hopsworks.seen[1:]
     assert "maxNumProjects" not in create.query and "password" not in create.query

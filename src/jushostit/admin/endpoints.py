@@ -28,6 +28,7 @@ from jushostit.billing.repository import BillingRepository
 from jushostit.catalog import service as catalog
 from jushostit.catalog.endpoints import template_admin_read
 from jushostit.catalog.schemas import TemplateAdminRead, TemplateCreateBody
+from jushostit.catalog.spec import TemplateSpec
 from jushostit.kit.db import SessionDep, utcnow
 from jushostit.kit.errors import NotFound, conflicts, responses
 from jushostit.kit.pagination import Paging, split_page
@@ -201,5 +202,6 @@ async def admin_create_template(body: TemplateCreateBody, session: SessionDep) -
     manifests, at every tier, running, throttled and stopped, must pass the API's schemas and Pod Security
     (restricted, or baseline when the template says why): otherwise 422 `template_not_deployable`, whose
     `details` name the object and field at fault."""
-    await asyncio.to_thread(refuse_undeployable, body)  # CPU-bound (tens of milliseconds): off the event loop
+    if isinstance(body, TemplateSpec):  # a seat template has no manifests
+        await asyncio.to_thread(refuse_undeployable, body)  # CPU-bound (tens of milliseconds): off the event loop
     return template_admin_read(await catalog.create_template(session, data=body))

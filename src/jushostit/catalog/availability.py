@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import shutil
 
-from jushostit.catalog.spec import TemplateSpec
+from jushostit.catalog.spec import SeatTemplateSpec, TemplateSpec
 
 NOT_RUNNABLE = "template not runnable on the local runtime"
 PLACEHOLDERS = ("{python}", "{port}", "{data_dir}", "{host}")
 
 
-def unavailable_reason(template: TemplateSpec, runtime: str) -> str | None:
-    """None when `runtime` can run `template`; otherwise a short reason, safe to show anyone."""
-    if runtime == "kubernetes":
+def unavailable_reason(template: TemplateSpec | SeatTemplateSpec, runtime: str) -> str | None:
+    """None when `runtime` can run `template`; otherwise a short reason, safe to show anyone. A seat runs on its
+    platform, whatever this server's runtime."""
+    if runtime == "kubernetes" or isinstance(template, SeatTemplateSpec):
         return None
     if template.process is None:
         return NOT_RUNNABLE  # a container image (and its database): needs a container runtime

@@ -24,7 +24,7 @@ from jushostit.catalog.schemas import (
     TemplateAdminPage,
     TemplateAdminRead,
 )
-from jushostit.catalog.spec import PlanQuotas, UsagePricing
+from jushostit.catalog.spec import PlanQuotas, TemplateSpec, UsagePricing
 from jushostit.kit import money
 from jushostit.kit.db import SessionDep
 from jushostit.kit.errors import responses
@@ -74,14 +74,15 @@ def _plan_fields(plan: Plan) -> dict[str, object]:
 def catalog_item(template: ServiceTemplate, runtime: str) -> CatalogItem:
     spec = service.template_spec(template)
     unavailable = unavailable_reason(spec, runtime)
+    workload = spec if isinstance(spec, TemplateSpec) else None
     return CatalogItem(
         code=spec.code,
         name=spec.name,
         kind=spec.kind,
         description=spec.description,
-        tiers=spec.tiers,
-        default_tier=spec.default_tier,
-        runs_locally=spec.process is not None,
+        tiers=workload.tiers if workload else {},
+        default_tier=workload.default_tier if workload else None,
+        runs_locally=workload is not None and workload.process is not None,
         available=unavailable is None,
         unavailable_reason=unavailable,
     )

@@ -9,7 +9,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from jushostit.catalog.spec import CreditPackSpec, PlanSpec, TemplateSpec
+from jushostit.catalog.spec import CreditPackSpec, PlanSpec, SeatTemplateSpec, TemplateSpec, parse_template
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -59,12 +59,15 @@ def load_credit_packs(directory: Traversable | None = None) -> list[CreditPackSp
     return packs
 
 
-def load_templates(directory: Traversable | None = None) -> list[TemplateSpec]:
+def load_templates(directory: Traversable | None = None) -> list[TemplateSpec | SeatTemplateSpec]:
     folder = (directory or data_dir()).joinpath("templates")
     specs = []
     for file in sorted(folder.iterdir(), key=lambda f: f.name):
         if file.name.endswith(".yaml"):
-            spec = parse(TemplateSpec, _read_yaml(file), f"templates/{file.name}")
+            try:
+                spec = parse_template(_read_yaml(file))
+            except ValidationError as error:
+                raise CatalogError(f"templates/{file.name}: {_describe(error)}") from error
             if f"{spec.code}.yaml" != file.name:
                 raise CatalogError(f"templates/{file.name}: code {spec.code!r} must match the file name")
             specs.append(spec)

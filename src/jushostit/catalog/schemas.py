@@ -23,6 +23,7 @@ from jushostit.catalog.spec import (
     PlanQuotas,
     PlanSpec,
     Resources,
+    SeatTemplateSpec,
     StripePriceId,
     TemplateSpec,
     UsagePricing,
@@ -184,8 +185,8 @@ class CatalogItem(ResponseModel):
     name: str
     kind: str
     description: str
-    tiers: dict[str, Resources]
-    default_tier: str
+    tiers: dict[str, Resources] = Field(description="Sizes it can be ordered in (none for a seat)")
+    default_tier: str | None = Field(description="The tier an order without one gets (null for a seat)")
     runs_locally: bool  # has a `process` form, so the local runtime can run it
     available: bool = Field(description="This server's runtime can run it; otherwise ordering it is refused "
                             "(409 `template_unavailable`)")
@@ -208,7 +209,11 @@ class TemplateCreate(TemplateSpec):
             raise ValueError("only templates shipped with JusHostIt may have a process form (local runtime)")
 
 
-TemplateCreateBody = Annotated[TemplateCreate, strictly(TemplateCreate)]
+# An app (or browser pool) template, or a seat template naming a registered platform, told apart by `kind`.
+TemplateCreateBody = Annotated[
+    Annotated[TemplateCreate, strictly(TemplateCreate)] | Annotated[SeatTemplateSpec, strictly(SeatTemplateSpec)],
+    Field(discriminator="kind"),
+]
 
 
 class TemplateAdminRead(ResponseModel):
@@ -218,7 +223,7 @@ class TemplateAdminRead(ResponseModel):
     source: str
     retired_at: datetime | None
     created_at: datetime
-    spec: TemplateSpec
+    spec: TemplateSpec | SeatTemplateSpec = Field(discriminator="kind")
 
 
 class TemplateAdminPage(ResponseModel):

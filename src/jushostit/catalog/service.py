@@ -12,7 +12,7 @@ from jushostit.audit import service as audit
 from jushostit.catalog import loader
 from jushostit.catalog.repository import CatalogRepository
 from jushostit.catalog.schemas import PlanUpdate
-from jushostit.catalog.spec import PlanSpec, TemplateSpec
+from jushostit.catalog.spec import PlanSpec, SeatTemplateSpec, TemplateSpec, parse_template
 from jushostit.kit import context, money
 from jushostit.kit.db import utcnow
 from jushostit.kit.errors import Conflict, NotFound
@@ -44,7 +44,7 @@ def _plan_values(spec: PlanSpec) -> dict[str, Any]:
     }
 
 
-def _template_document(spec: TemplateSpec) -> dict[str, Any]:
+def _template_document(spec: TemplateSpec | SeatTemplateSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json")
 
 
@@ -137,14 +137,14 @@ async def retire_plan(session: AsyncSession, *, code: str) -> Plan:
 # --- templates --------------------------------------------------------------------------------------------
 
 
-def template_spec(template: ServiceTemplate) -> TemplateSpec:
-    return TemplateSpec.model_validate(template.spec)
+def template_spec(template: ServiceTemplate) -> TemplateSpec | SeatTemplateSpec:
+    return parse_template(template.spec)
 
 
-async def create_template(session: AsyncSession, *, data: TemplateSpec) -> ServiceTemplate:
+async def create_template(session: AsyncSession, *, data: TemplateSpec | SeatTemplateSpec) -> ServiceTemplate:
     repository = CatalogRepository(session)
     # Stored as the plain spec: the admin-only checks of the request model are not part of the document.
-    document = TemplateSpec.model_validate(data.model_dump()).model_dump(mode="json")
+    document = parse_template(data.model_dump()).model_dump(mode="json")
     if await repository.insert_template_if_missing(data.code, data.kind, document, "admin") is None:
         raise Conflict(f"A template with the code {data.code!r} already exists", code="template_exists")
     template = await repository.template_by_code(data.code)

@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    TypeAdapter,
     WithJsonSchema,
     model_validator,
 )
@@ -266,9 +267,11 @@ class ProcessForm(Spec):
 
 
 class TemplateSpec(Spec):
+    """A service that runs as a workload: an app, or a pool of browsers."""
+
     code: Code
     name: Name
-    kind: Literal["app", "session_pool", "seat"]
+    kind: Literal["app", "session_pool"]
     description: Note = ""
     image: ImageReference
     port: int = Field(ge=1, le=65535)
@@ -297,3 +300,31 @@ class TemplateSpec(Spec):
                 if name not in generated:
                     raise ValueError(f"env {var.name} refers to {{secret:{name}}}, which no env entry generates")
         return self
+
+
+# A platform's name in the registry (`POST /v1/admin/platforms`).
+PlatformName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length=63)]
+ProjectLimit = Annotated[int, Field(ge=0, le=1000)]
+SeatRole = Literal["owner", "admin", "member"]
+
+
+class SeatTemplateSpec(Spec):
+    """A seat on a shared data platform: one user of the customer's account gets an account on the platform,
+    with a project limit by their role in the customer's account. Nothing runs on our runtime."""
+
+    code: Code
+    name: Name
+    kind: Literal["seat"]
+    description: Note = ""
+    platform: PlatformName
+    # Overrides the platform's limits per role (absent roles keep the platform's).
+    project_limits: dict[SeatRole, ProjectLimit] = Field(default_factory=dict, max_length=3)
+
+
+AnyTemplate = Annotated[TemplateSpec | SeatTemplateSpec, Field(discriminator="kind")]
+_ANY_TEMPLATE: TypeAdapter[TemplateSpec | SeatTemplateSpec] = TypeAdapter(AnyTemplate)
+
+
+def parse_template(document: object) -> TemplateSpec | SeatTemplateSpec:
+    """A stored or shipped template of any kind (pydantic's ValidationError when it is not one)."""
+    return _ANY_TEMPLATE.validate_python(document)

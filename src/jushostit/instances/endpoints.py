@@ -35,9 +35,10 @@ from jushostit.instances.schemas import (
     LogLines,
 )
 from jushostit.kit.db import SessionDep, read_only
-from jushostit.kit.errors import Conflict, NotFound, responses
+from jushostit.kit.errors import Conflict, Forbidden, NotFound, responses
 from jushostit.kit.pagination import Paging, split_page
 from jushostit.models import Account, Instance, Role
+from jushostit.platforms.repository import SeatRepository
 from jushostit.runtime.registry import addresses, driver_for, local_driver
 
 router = APIRouter(prefix="/v1", tags=["instances"])
@@ -68,7 +69,8 @@ def require_instance(scope: Scope, min_role: Role = Role.member):  # noqa: ANN20
 
 InstanceReader = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_read))]
 InstanceWriter = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_write))]
-InstanceSecrets = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_secrets, Role.admin))]
+# Owners and admins; a seat's holder for their own seat (checked by the route).
+InstanceSecrets = Annotated[InstanceAccess, Depends(require_instance(Scope.instances_secrets))]
 # Longer paths than the service accepts (1,024) are refused by it with 422 `invalid_path`, naming the rule.
 FilePath = Annotated[str, PathParam(max_length=4096)]
 DEFAULT_MAX_BODY_BYTES = Settings.model_fields["max_body_bytes"].default
@@ -82,9 +84,12 @@ CUSTOMER_ERROR_NOTE = "The platform could not apply the last change to this serv
 
 
 async def instance_reads(session: AsyncSession, instances: list[Instance]) -> list[InstanceRead]:
-    """Each with its URL as its runtime serves it (on Kubernetes, one read of the accounts' clusters)."""
+    """Each with its URL as its runtime serves it (on Kubernetes, one read of the accounts' clusters); a seat's is
+    its platform's."""
     book = await addresses(session, container.current().settings, list({i.account_id for i in instances}))
-    return [instance_read(instance, book.of(instance.account_id, instance.slug)[0]) for instance in instances]
+    seats = await SeatRepository(session).platform_urls([i.id for i in instances])
+    return [instance_read(instance, seats.get(instance.id) or book.of(instance.account_id, instance.slug)[0])
+            for instance in instances]
 
 
 async def one_instance_read(session: AsyncSession, instance: Instance) -> InstanceRead:
@@ -125,7 +130,8 @@ async def order_instance(
     c = container.current()
 
     async def place_order() -> InstanceRead:
-        ordered = await service.order(session, c.settings, c.secret_box, account=access.account, data=body)
+        ordered = await service.order(session, c.settings, c.secret_box, account=access.account, role=access.role,
+                                      data=body)
         return await one_instance_read(session, ordered)
 
     return await idempotency.run(
@@ -184,11 +190,14 @@ async def instance_logs(access: InstanceReader, tail: Annotated[int, Query(ge=1,
 
 @router.get("/instances/{instance_id}/credentials", response_model=Credentials, responses=responses(401, 403, 404))
 async def instance_credentials(access: InstanceSecrets, session: SessionDep) -> Credentials:
-    """Generated secrets of the instance; owners and admins of the account only."""
+    """Generated secrets of the instance; owners and admins of the account only. A seat's are its platform
+    username and its initial password, shown once (then forgotten), to owners, admins and the seat's holder."""
+    if not await service.may_read_credentials(session, instance=access.instance, user_id=access.principal.user.id,
+                                              role=access.role):
+        raise Forbidden("This needs the admin role in the account", code="insufficient_role")
     values = await service.credentials(session, container.current().secret_box, instance=access.instance)
-    book = await addresses(session, container.current().settings, [access.instance.account_id])
-    url, _ = book.of(access.instance.account_id, access.instance.slug)
-    return Credentials(url=url, values=[Credential(name=n, value=v) for n, v in values])
+    return Credentials(url=(await one_instance_read(session, access.instance)).url,
+                       values=[Credential(name=n, value=v) for n, v in values])
 
 
 @router.put(

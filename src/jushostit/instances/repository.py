@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import Account, Instance, Membership, Role, ServiceTemplate
+from jushostit.models import Account, Instance, Membership, Role, ServiceTemplate, User
 
 
 class InstanceRepository:
@@ -48,6 +48,12 @@ class InstanceRepository:
             (Instance.delete_requested_at.is_(None)) | (Instance.delete_requested_at > now),
         )
         return list((await self.session.scalars(stmt)).all())
+
+    async def member(self, account_id: uuid.UUID, user_id: uuid.UUID) -> User | None:
+        return await self.session.scalar(
+            select(User).join(Membership, Membership.user_id == User.id)
+            .where(Membership.account_id == account_id, User.id == user_id)
+        )
 
     async def name_taken(self, account_id: uuid.UUID, name: str) -> bool:
         stmt = select(func.count()).where(

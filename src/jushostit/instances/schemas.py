@@ -17,6 +17,9 @@ class InstanceCreate(RequestModel):
     template: Annotated[str, Field(min_length=1, max_length=64)]
     name: InstanceName
     tier: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    member: Annotated[uuid.UUID, Field(strict=False)] | None = Field(  # a UUID arrives as a JSON string
+        default=None, description="For a seat (required): the account member (user id) the seat is for. Ordering "
+                                  "a seat needs the owner or admin role.")
 
 
 class InstanceRead(ResponseModel):

@@ -16,7 +16,7 @@ from jushostit.audit import service as audit
 from jushostit.billing.facts import instance_facts, load_entitlement_inputs
 from jushostit.billing.repository import BillingRepository
 from jushostit.catalog.availability import unavailable_reason
-from jushostit.catalog.spec import TemplateSpec
+from jushostit.catalog.spec import SeatTemplateSpec, TemplateSpec, parse_template
 from jushostit.clusters import service as clusters
 from jushostit.clusters.placement import template_pods
 from jushostit.config import Settings
@@ -26,10 +26,13 @@ from jushostit.instances.schemas import DeleteWhen, InstanceCreate
 from jushostit.kit import jobs
 from jushostit.kit.crypto import SecretBox
 from jushostit.kit.db import utcnow
-from jushostit.kit.errors import AppError, BadRequest, Conflict, NotFound
-from jushostit.models import Account, Instance
+from jushostit.kit.errors import AppError, BadRequest, Conflict, Forbidden, NotFound
+from jushostit.models import Account, Instance, Role, Seat
 from jushostit.notifications.service import queue_email
+from jushostit.platforms import service as platforms
+from jushostit.platforms.repository import PlatformRepository, SeatRepository
 from jushostit.runtime.registry import KUBERNETES, addresses
+from jushostit.runtime.seats import PASSWORD, SEAT_SECRETS
 from jushostit.triggers import request_reconcile
 from jushostit.vault import service as vault
 
@@ -66,15 +69,20 @@ def readable_template(spec: object) -> TemplateSpec | None:
 
 
 async def order(
-    session: AsyncSession, settings: Settings, box: SecretBox, *, account: Account, data: InstanceCreate
+    session: AsyncSession, settings: Settings, box: SecretBox, *, account: Account, role: Role, data: InstanceCreate
 ) -> Instance:
     repository = InstanceRepository(session)
     template_row = await repository.template(data.template)
     if template_row is None:
         raise NotFound(f"Unknown template {data.template!r}", code="unknown_template")
-    template = readable_template(template_row.spec)
-    if template is None:
-        raise Conflict(f"The template {data.template!r} is unavailable", code="template_unavailable")
+    try:
+        template = parse_template(template_row.spec)
+    except ValidationError:
+        raise Conflict(f"The template {data.template!r} is unavailable", code="template_unavailable") from None
+    if isinstance(template, SeatTemplateSpec):
+        return await _order_seat(session, settings, box, account=account, role=role, template=template, data=data)
+    if data.member is not None:
+        raise BadRequest("Only a seat is ordered for a member", code="member_not_applicable")
     unavailable = unavailable_reason(template, settings.runtime)
     if unavailable is not None:  # refused before anything is created or counted against the quota
         raise Conflict(f"The template {data.template!r} cannot run on this server: {unavailable}",
@@ -83,24 +91,7 @@ async def order(
     if tier not in template.tiers:
         raise BadRequest(f"Unknown tier {tier!r}; choose one of {sorted(template.tiers)}", code="unknown_tier")
 
-    # One order of an account at a time, on its freshly read row: concurrent orders would otherwise all pass
-    # the quota and name checks below before any of them is committed.
-    account = await BillingRepository(session).lock_account(account.id) or account
-    existing = await repository.counting_toward_quota(account.id, utcnow())
-    now = utcnow()
-    facts = await load_entitlement_inputs(session, account, now=now,
-                                          expired_retention_days=settings.expired_retention_days)
-    entitled = facts.decide(now, instance_facts(existing))
-    if not entitled.can_order:
-        raise Conflict("Ordering is not allowed: " + ("; ".join(entitled.reasons) or entitled.access),
-                       code="not_entitled", details={"level": entitled.level.name, "reasons": list(entitled.reasons)})
-    if await repository.name_taken(account.id, data.name):
-        raise Conflict(f"An instance named {data.name!r} already exists in this account", code="duplicate_name")
-    specs = {t.code: readable_template(t.spec) for t in await repository.templates({i.template_code for i in existing})}
-    used = usage([(specs.get(i.template_code), i.tier) for i in existing] + [(template, tier)])
-    problem = quota_problem(used, entitled.quotas)
-    if problem:
-        raise Conflict(problem, code="quota_exceeded", details={"quotas": entitled.quotas.__dict__, "after_order": used.__dict__})
+    account = await _admit(session, settings, account=account, name=data.name, template=template, tier=tier)
 
     # On Kubernetes the instance goes to its account's cluster (an account's first order places it), or nowhere:
     # 409 `no_capacity` with the reason (no cluster registered, none fits).
@@ -131,6 +122,73 @@ async def order(
     return instance
 
 
+async def _admit(session: AsyncSession, settings: Settings, *, account: Account, name: str,
+                 template: TemplateSpec | None, tier: str) -> Account:
+    """One order of an account at a time, on its freshly read row (concurrent orders would otherwise all pass the
+    checks before any of them is committed): entitled to order, the name free, the plan's quotas kept (a seat
+    counts as an instance that takes no resources). Returns the locked account."""
+    repository = InstanceRepository(session)
+    account = await BillingRepository(session).lock_account(account.id) or account
+    existing = await repository.counting_toward_quota(account.id, utcnow())
+    now = utcnow()
+    facts = await load_entitlement_inputs(session, account, now=now,
+                                          expired_retention_days=settings.expired_retention_days)
+    entitled = facts.decide(now, instance_facts(existing))
+    if not entitled.can_order:
+        raise Conflict("Ordering is not allowed: " + ("; ".join(entitled.reasons) or entitled.access),
+                       code="not_entitled", details={"level": entitled.level.name, "reasons": list(entitled.reasons)})
+    if await repository.name_taken(account.id, name):
+        raise Conflict(f"An instance named {name!r} already exists in this account", code="duplicate_name")
+    specs = {t.code: readable_template(t.spec) for t in await repository.templates({i.template_code for i in existing})}
+    used = usage([(specs.get(i.template_code), i.tier) for i in existing] + [(template, tier)])
+    problem = quota_problem(used, entitled.quotas)
+    if problem:
+        raise Conflict(problem, code="quota_exceeded", details={"quotas": entitled.quotas.__dict__, "after_order": used.__dict__})
+    return account
+
+
+SEAT_TIER = "seat"
+
+
+async def _order_seat(session: AsyncSession, settings: Settings, box: SecretBox, *, account: Account, role: Role,
+                      template: SeatTemplateSpec, data: InstanceCreate) -> Instance:
+    """A seat for a member of the account, on the template's platform, under an email no platform user has yet:
+    a user we did not create is never taken over (409 `platform_user_exists`)."""
+    if role not in {Role.owner, Role.admin}:
+        raise Forbidden("Ordering a seat needs the owner or admin role", code="insufficient_role")
+    if data.member is None:
+        raise BadRequest("A seat is for a member of the account: name them in `member` (their user id)",
+                         code="member_required")
+    if data.tier not in {None, SEAT_TIER}:
+        raise BadRequest("A seat has no tiers; leave `tier` out", code="unknown_tier")
+    repository = InstanceRepository(session)
+    member = await repository.member(account.id, data.member)
+    if member is None:
+        raise NotFound("No such member in this account", code="member_not_found")
+    platform = await PlatformRepository(session).by_name(template.platform)
+    if platform is None:
+        raise Conflict(f"The seat's platform {template.platform!r} is not registered", code="template_unavailable",
+                       details={"reason": "platform not registered"})
+    account = await _admit(session, settings, account=account, name=data.name, template=None, tier=SEAT_TIER)
+    seats = SeatRepository(session)
+    if await seats.email_held(platform.id, member.email):
+        raise Conflict(f"{member.email} already has a seat on {platform.name!r}", code="seat_exists")
+    connection = await platforms.connection(session, box, platform)
+    if await platforms.user_exists(connection, member.email, timeout=settings.platform_timeout_seconds):
+        raise Conflict(f"{member.email} already belongs to a user on {platform.name!r} that JusHostIt did not "
+                       "create; it is never taken over", code="platform_user_exists")
+    instance = Instance(account_id=account.id, template_code=template.code, name=data.name,
+                        slug=f"{data.name}-{secrets.token_hex(3)}", tier=SEAT_TIER, desired_level="running",
+                        observed_status="provisioning")
+    await repository.add(instance)
+    await seats.add(Seat(instance_id=instance.id, platform_id=platform.id, user_id=member.id, email=member.email))
+    await audit.record(session, action="instance.ordered", target_type="instance", target_id=instance.id,
+                       account_id=account.id, after={"template": template.code, "name": data.name,
+                                                     "seat_for": str(member.id), "platform": platform.name})
+    request_reconcile(account.id)
+    return instance
+
+
 async def request_delete(session: AsyncSession, *, instance_id: uuid.UUID, when: DeleteWhen) -> Instance:
     repository = InstanceRepository(session)
     instance = await repository.lock(instance_id)
@@ -151,6 +209,8 @@ async def request_delete(session: AsyncSession, *, instance_id: uuid.UUID, when:
 
 
 async def request_restart(session: AsyncSession, *, instance: Instance) -> None:
+    if await SeatRepository(session).of_instances([instance.id]):
+        raise Conflict("A seat has no process to restart", code="not_restartable")
     if instance.observed_status not in {"running", "throttled", "failed", "provisioning"}:
         raise Conflict(f"Cannot restart an instance that is {instance.observed_status}", code="not_running")
     await audit.record(session, action="instance.restart_requested", target_type="instance", target_id=instance.id,
@@ -160,7 +220,18 @@ async def request_restart(session: AsyncSession, *, instance: Instance) -> None:
                  account_id=str(instance.account_id))
 
 
+async def may_read_credentials(session: AsyncSession, *, instance: Instance, user_id: uuid.UUID, role: Role) -> bool:
+    """Owners and admins of the account; a seat's holder too, for their own seat."""
+    if role in {Role.owner, Role.admin}:
+        return True
+    seat = (await SeatRepository(session).of_instances([instance.id])).get(instance.id)
+    return seat is not None and seat.user_id == user_id
+
+
 async def credentials(session: AsyncSession, box: SecretBox, *, instance: Instance) -> list[tuple[str, str]]:
+    seat = (await SeatRepository(session).of_instances([instance.id])).get(instance.id)
+    if seat is not None:
+        return await _seat_credentials(session, box, seat=seat, account_id=instance.account_id)
     template = await InstanceRepository(session).template(instance.template_code)
     spec = readable_template(template.spec) if template else None
     shown = {v.name for v in spec.env if v.secret} if spec else set()
@@ -171,6 +242,21 @@ async def credentials(session: AsyncSession, box: SecretBox, *, instance: Instan
                        account_id=instance.account_id, after={"names": [name for name, _ in revealed]})
     return revealed
 
+
+
+async def _seat_credentials(session: AsyncSession, box: SecretBox, *, seat: Seat,
+                            account_id: uuid.UUID) -> list[tuple[str, str]]:
+    """The platform username, and the initial password once: it is forgotten as it is shown (the holder changes
+    it on the platform; a lost one is reset there)."""
+    values = await vault.read(session, box, owner_type=SEAT_SECRETS, owner_id=seat.instance_id)
+    revealed = [("username", seat.email)]
+    if PASSWORD in values:
+        revealed.append(("password", values[PASSWORD]))
+        await vault.forget(session, owner_type=SEAT_SECRETS, owner_id=seat.instance_id)
+    await audit.record(session, action="instance.credentials_read", target_type="instance",
+                       target_id=seat.instance_id, account_id=account_id,
+                       after={"names": [name for name, _ in revealed], "password_forgotten": PASSWORD in values})
+    return revealed
 
 
 EXPIRY_NOTICE_HORIZON = timedelta(days=3)

@@ -20,6 +20,7 @@ from jushostit.models.oidc_identity import OIDCIdentity
 from jushostit.models.payment import Payment
 from jushostit.models.plan import Plan
 from jushostit.models.platform import Platform
+from jushostit.models.seat import Seat, SeatProject
 from jushostit.models.service_template import ServiceTemplate
 from jushostit.models.stored_secret import StoredSecret
 from jushostit.models.subscription import Subscription
@@ -74,6 +75,8 @@ __all__ = [
     "Platform",
     "RefreshToken",
     "Role",
+    "Seat",
+    "SeatProject",
     "ServiceTemplate",
     "StoredSecret",
     "Subscription",

@@ -90,8 +90,8 @@ class HopsworksUser:
     last_name: str | None = None
     username: str | None = None
     active_projects: int | None = None
-    # Only right after a create without a password: Hopsworks' generated one, to hand to the person once.
-    generated_password: str | None = field(default=None, repr=False, compare=False)
+    # Only right after a create: the password to hand to the person once (the one sent, or Hopsworks' own).
+    initial_password: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def active(self) -> bool:
@@ -125,6 +125,7 @@ class HopsworksClient:
         self._backoff = backoff_seconds
         self._max_backoff = max_backoff_seconds
         self._page_size = page_size
+        self.writes = 0  # changes the platform accepted (creates, updates, deletes): none on a pass that converged
 
     async def find_user(self, email: str) -> HopsworksUser | None:
         """The user with exactly this email (ignoring case, as Hopsworks does), or None. The list filter is a
@@ -223,7 +224,9 @@ class HopsworksClient:
             params["password"] = password
         body = await self._json("POST", USERS, params=params)
         log.info("hopsworks.user_created", user_id=body.get("id"))
-        return _user(body)
+        user = _user(body)
+        # The password to hand to the person once: Hopsworks' generated one, or the one sent.
+        return user if user.initial_password else dataclasses.replace(user, initial_password=password)
 
     async def _converge(self, user: HopsworksUser, *, active: bool, max_projects: int) -> HopsworksUser:
         wanted_status = ACTIVATED if active else DEACTIVATED
@@ -236,7 +239,7 @@ class HopsworksClient:
             return user
         log.info("hopsworks.user_updated", user_id=user.id, fields=sorted(changes))
         updated = _user(await self._json("PUT", f"{USERS}/{user.id}", json=changes))
-        return dataclasses.replace(updated, generated_password=user.generated_password)
+        return dataclasses.replace(updated, initial_password=user.initial_password)
 
     async def _json(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                     json: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -264,6 +267,8 @@ class HopsworksClient:
                 raise PlatformError(None, None, f"could not be asked: {type(error).__name__}") from error
             else:
                 if response.status_code < 400:
+                    if method != "GET":
+                        self.writes += 1
                     return response
                 if response.status_code < 500 or attempt == self._attempts:
                     raise _error(response)
@@ -293,7 +298,7 @@ def _user(item: dict[str, Any]) -> HopsworksUser:
         status=STATUS_NAMES.get(status, str(status)) if isinstance(status, int) else str(status),
         max_projects=_int(item.get("maxNumProjects"), default=0),
         first_name=item.get("firstname"), last_name=item.get("lastname"), username=item.get("username"),
-        active_projects=item.get("numActiveProjects"), generated_password=item.get("password") or None,
+        active_projects=item.get("numActiveProjects"), initial_password=item.get("password") or None,
     )
 
 

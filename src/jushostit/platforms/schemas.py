@@ -2,14 +2,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
+from jushostit.catalog.spec import PlatformName, ProjectLimit
 from jushostit.kit.schemas import RequestModel, ResponseModel
-
-PlatformName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length=63)]
-ProjectLimit = Annotated[int, Field(ge=0, le=1000)]
 
 
 class ProjectLimits(RequestModel):

@@ -8,6 +8,7 @@ box, re-encrypted by `jushostit keys rotate`, decrypted only to talk to the plat
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +19,7 @@ from jushostit.kit.db import utcnow
 from jushostit.kit.errors import AppError, Conflict, NotFound
 from jushostit.models import Platform
 from jushostit.platforms.hopsworks import HopsworksClient, PlatformError
-from jushostit.platforms.repository import PlatformRepository
+from jushostit.platforms.repository import PlatformRepository, SeatRepository
 from jushostit.platforms.schemas import PlatformCreate
 from jushostit.vault import service as vault
 
@@ -83,11 +84,43 @@ async def delete(session: AsyncSession, *, platform_id: uuid.UUID) -> None:
     platform = await repository.by_id(platform_id)
     if platform is None:
         raise NotFound("Platform not found", code="platform_not_found")
+    if await SeatRepository(session).in_use(platform.id):
+        raise Conflict("The platform still holds seats: delete them first", code="platform_in_use",
+                       details={"name": platform.name})
     before = _audited(platform)
     await vault.forget(session, owner_type=SECRET_OWNER, owner_id=platform.id)
     await repository.delete(platform)
     await audit.record(session, action="platform.deleted", target_type="platform", target_id=platform_id,
                        before=before)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to talk to a registered platform: its URL and its admin API key, decrypted for this use only."""
+
+    platform_id: uuid.UUID
+    name: str
+    base_url: str
+    edition: str
+    api_key: str = field(repr=False)
+
+    def http(self, *, timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=timeout, trust_env=False)
+
+
+async def connection(session: AsyncSession, box: SecretBox, platform: Platform) -> Connection:
+    values = await vault.read(session, box, owner_type=SECRET_OWNER, owner_id=platform.id)
+    return Connection(platform.id, platform.name, platform.base_url, platform.edition, values.get(API_KEY_SECRET, ""))
+
+
+async def user_exists(connection: Connection, email: str, *, timeout: float) -> bool:
+    """Whether the platform has a user with exactly this email; 502 `platform_unreachable` when it cannot say."""
+    async with connection.http(timeout=timeout) as http:
+        try:
+            return await HopsworksClient(http, connection.api_key).find_user(email) is not None
+        except PlatformError as error:
+            raise PlatformUnreachable(f"The platform {connection.name!r} could not be asked: {error}"[:500],
+                                      details={"status": error.status}) from error
 
 
 def _name_taken(name: str) -> Conflict:

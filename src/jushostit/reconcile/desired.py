@@ -12,12 +12,14 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from jushostit.catalog.spec import EnvVar, TemplateSpec
+from jushostit.catalog.spec import EnvVar, SeatTemplateSpec, TemplateSpec
 from jushostit.entitlement import Access, Entitlement, InstanceEntitlement, Level, Quotas
-from jushostit.runtime.protocol import AccountState, DesiredDatabase, DesiredInstance, EnvPairs
+from jushostit.platforms.facts import SeatFacts, project_limit
+from jushostit.runtime.protocol import AccountState, DesiredDatabase, DesiredInstance, DesiredSeat, EnvPairs
 
 _PLACEHOLDER = re.compile(r"\{(url|host|slug|secret:[A-Za-z_][A-Za-z0-9_]*)\}")
 TEMPLATE_UNAVAILABLE = "its service template is missing or invalid"
+SEAT_HOLDER_LEFT = "its holder is no longer a member of the account"
 
 
 class DesiredStateError(ValueError):
@@ -138,13 +140,20 @@ def build_desired(
     templates: Mapping[str, TemplateSpec],
     ciphertexts: Mapping[uuid.UUID, Mapping[str, str]],
     decrypt: Callable[[str], str],
+    seat_templates: Mapping[str, SeatTemplateSpec] | None = None,
+    seats: Mapping[uuid.UUID, SeatFacts] | None = None,
 ) -> Desired:
     desired = []
+    desired_seats = []
     to_delete = []
     for instance in instances:
         level = entitled.instances[instance.id].level
         if level == Level.deleted:
             to_delete.append(instance.id)
+        seat = (seats or {}).get(instance.id)
+        if seat is not None:
+            desired_seats.append(_desired_seat(instance, level, seat, (seat_templates or {}).get(instance.template_code)))
+            continue
         template = templates.get(instance.template_code)
         stored = ciphertexts.get(instance.id, {})
         database = None
@@ -176,9 +185,21 @@ def build_desired(
                 problem=None if template is not None else TEMPLATE_UNAVAILABLE,
             )
         )
-    state = AccountState(account_id, tuple(desired), quotas=entitled.quotas,
+    state = AccountState(account_id, tuple(desired), tuple(desired_seats), quotas=entitled.quotas,
                          throttled=entitled.level == Level.throttled, deleted=entitled.level == Level.deleted)
     return Desired(state, tuple(to_delete))
+
+
+def _desired_seat(instance: InstanceInput, level: Level, seat: SeatFacts,
+                  template: SeatTemplateSpec | None) -> DesiredSeat:
+    """A seat whose template is gone keeps the platform's limits; one whose holder left is kept deactivated."""
+    problem = SEAT_HOLDER_LEFT if seat.role is None else None
+    limits: dict[str, int] = {role: n for role, n in template.project_limits.items()} if template else {}
+    return DesiredSeat(
+        id=instance.id, slug=instance.slug, name=instance.name, platform_id=seat.platform_id, email=seat.email,
+        max_projects=project_limit(seat.role or "member", limits, seat.platform_limits),
+        run=level >= Level.throttled and problem is None, deleted=level == Level.deleted, problem=problem,
+    )
 
 
 SAMPLE_ACCOUNT = uuid.UUID(int=0)

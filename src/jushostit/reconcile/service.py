@@ -26,7 +26,7 @@ from jushostit.audit import service as audit
 from jushostit.billing import service as billing
 from jushostit.billing.facts import entitlement_inputs, instance_facts
 from jushostit.billing.repository import BillingRepository
-from jushostit.catalog.spec import TemplateSpec
+from jushostit.catalog.spec import SeatTemplateSpec, TemplateSpec, parse_template
 from jushostit.clusters import service as clusters
 from jushostit.config import Settings
 from jushostit.entitlement import DunningStage, Entitlement, Level, current_dunning_stage
@@ -36,6 +36,8 @@ from jushostit.kit.crypto import SecretBox
 from jushostit.kit.db import Database, utcnow
 from jushostit.models import Instance
 from jushostit.notifications.service import queue_email
+from jushostit.platforms.facts import SeatFacts
+from jushostit.platforms.repository import SeatRepository
 from jushostit.reconcile.desired import InstanceInput, build_desired, missing_generated
 from jushostit.reconcile.repository import AccountRow, ReconcileLocks, ReconcileRepository
 from jushostit.runtime.protocol import Observed, ObservedInstance, RuntimeDriver
@@ -69,6 +71,8 @@ class Snapshot:
     past_due_since: datetime | None = None  # the past-due episode the facts show, if any
     dunning: DunningStage | None = None  # the e-mail that episode calls for now
     suspends_at: datetime | None = None  # when its grace ends
+    seat_templates: dict[str, SeatTemplateSpec] = field(default_factory=dict)
+    seats: dict[uuid.UUID, SeatFacts] = field(default_factory=dict)  # the instances that are seats
 
     @property
     def dunning_notice_due(self) -> bool:
@@ -85,13 +89,20 @@ async def snapshots(
     accounts = await repository.accounts_with_subscriptions(account_ids, now)
     instances = await repository.live_instances(list(accounts))
     # A template that cannot be read fails only the instances that use it (build_desired names the problem).
-    templates = {}
+    templates: dict[str, TemplateSpec] = {}
+    seat_templates: dict[str, SeatTemplateSpec] = {}
     for template in await repository.templates({i.template_code for i in instances}):
         try:
-            templates[template.code] = TemplateSpec.model_validate(template.spec)
+            spec = parse_template(template.spec)
         except ValidationError:
             log.error("reconcile.template_invalid", template=template.code)
+            continue
+        if isinstance(spec, SeatTemplateSpec):
+            seat_templates[template.code] = spec
+        else:
+            templates[template.code] = spec
     ciphertexts = await repository.secret_ciphertexts([i.id for i in instances])
+    seats = await SeatRepository(session).facts([i.id for i in instances])
     book = await addresses(session, settings, list(accounts))
     result = {}
     for account_id, (account, subscriptions) in accounts.items():
@@ -115,6 +126,8 @@ async def snapshots(
             past_due_since,
             current_dunning_stage(past_due_since, facts.policy, now),
             past_due_since + facts.policy.grace if past_due_since else None,
+            {c: seat_templates[c] for c in used if c in seat_templates},
+            {i.id: seats[i.id] for i in own if i.id in seats},
         )
     return result
 
@@ -231,7 +244,7 @@ async def converge(
 ) -> Observed:
     snap = await _fill_generated(database, box, snap)
     desired = build_desired(snap.account.id, snap.inputs, snap.entitled, snap.templates, snap.ciphertexts,
-                            box.decrypt)
+                            box.decrypt, snap.seat_templates, snap.seats)
     observed = await driver.apply(desired.state)
     deleted = set()
     for instance_id in desired.to_delete:

@@ -62,6 +62,22 @@ class DesiredInstance:
 
 
 @dataclass(frozen=True)
+class DesiredSeat:
+    """A seat on a shared data platform: its platform user exists with `max_projects` and is active while `run`,
+    deactivated (data kept) otherwise; removed, projects first, only by `remove_instance`."""
+
+    id: uuid.UUID
+    slug: str
+    name: str
+    platform_id: uuid.UUID
+    email: str
+    max_projects: int
+    run: bool
+    deleted: bool
+    problem: str | None = None  # why it is kept deactivated although paid for (its holder left the account)
+
+
+@dataclass(frozen=True)
 class AccountState:
     """Everything we own for one account. Instances absent from it are stopped; their data is removed only by
     `remove_instance`, which the reconciler calls after a fresh read of the facts still says `deleted`.
@@ -69,6 +85,7 @@ class AccountState:
 
     account_id: uuid.UUID
     instances: tuple[DesiredInstance, ...]
+    seats: tuple[DesiredSeat, ...] = ()  # applied by the seat driver, never by a workload runtime
     quotas: Quotas = field(default_factory=Quotas)  # what its entitled plans allow, summed
     throttled: bool = False
     deleted: bool = False  # its level is `deleted` (terminated): every instance goes with it

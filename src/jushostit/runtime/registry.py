@@ -20,6 +20,7 @@ from jushostit.runtime.kubernetes.directory import ClusterDirectory, cluster_set
 from jushostit.runtime.kubernetes.driver import KubernetesDriver
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import RuntimeDriver
+from jushostit.runtime.seats import SeatDriver, WithSeats
 
 KUBERNETES = "kubernetes"
 # One Kubernetes driver per process and database: it keeps a client per cluster. It holds the database and the
@@ -45,9 +46,13 @@ def kubernetes_driver(database: Database, box: SecretBox, *, timeout: int) -> Ku
 
 
 def driver_for(settings: Settings, database: Database, box: SecretBox) -> RuntimeDriver:
+    """The workload runtime, with the seat driver beside it for seats on shared data platforms."""
+    runtime: RuntimeDriver
     if settings.runtime == KUBERNETES:
-        return kubernetes_driver(database, box, timeout=settings.kubernetes_timeout_seconds)
-    return local_driver(settings)
+        runtime = kubernetes_driver(database, box, timeout=settings.kubernetes_timeout_seconds)
+    else:
+        runtime = local_driver(settings)
+    return WithSeats(runtime, SeatDriver(database, box, timeout=settings.platform_timeout_seconds))
 
 
 async def shutdown(settings: Settings) -> None:

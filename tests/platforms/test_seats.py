@@ -1,0 +1,293 @@
+"""Seats on a shared Hopsworks platform, end to end: the admin registers the platform and a seat template, an
+owner orders a seat for a member, and the reconciler (the real one, through the product's driver) makes billing
+state true on the platform's admin API (the stand-in, over HTTP): active with the role's project limit, drift
+undone, deactivated while suspended, active again, and on deletion the holder's projects removed, then the user.
+A platform user we did not create is never taken over."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, select, update
+
+from jushostit.models import AuditEntry, Instance, Membership, Platform, Role, Seat, SeatProject, ServiceTemplate
+from jushostit.models import StoredSecret
+from jushostit.runtime.seats import TAKEN, UNREACHABLE
+from tests.hopsworks_stand_in import API_KEY, HopsworksServer, HopsworksStandIn, hopsworks, hopsworks_server
+from tests.live import Live, Signup, live
+
+__all__ = ["hopsworks", "hopsworks_server", "live"]  # fixtures
+
+
+class SeatShop:
+    """A platform and a seat template on it, registered through the admin API, removed after the test."""
+
+    def __init__(self, live: Live, admin: Signup, platform: dict[str, Any], template: str) -> None:
+        self.live = live
+        self.admin = admin
+        self.platform = platform
+        self.template = template
+
+    async def owner_with_member(self, role: Role = Role.member) -> tuple[Signup, Signup]:
+        owner = await self.live.paid_starter(self.admin, "Data Co")
+        return owner, await self.live.add_member(owner, role)
+
+    async def order(self, owner: Signup, member: Signup | str | None, name: str = "ann-seat",
+                    headers: dict[str, str] | None = None) -> Any:
+        body: dict[str, Any] = {"template": self.template, "name": name}
+        if member is not None:
+            body["member"] = member if isinstance(member, str) else member.user_id
+        return await self.live.client.post(f"/v1/accounts/{owner.account_id}/instances", json=body,
+                                           headers=headers or owner.headers)
+
+    async def seat(self, instance_id: str) -> Seat:
+        async with self.live.container.database.reader() as session:
+            seat = await session.get(Seat, uuid.UUID(instance_id))
+            assert seat is not None
+            return seat
+
+    async def projects(self, instance_id: str) -> list[tuple[int, str, str]]:
+        async with self.live.container.database.reader() as session:
+            rows = await session.scalars(select(SeatProject).where(SeatProject.instance_id == uuid.UUID(instance_id)))
+            return [(p.project_id, p.name, p.namespace) for p in rows]
+
+
+@pytest.fixture
+async def shop(live: Live, hopsworks: HopsworksStandIn, hopsworks_server: HopsworksServer) -> AsyncIterator[SeatShop]:
+    admin = await live.admin()
+    name = f"hops-{uuid.uuid4().hex[:8]}"
+    registered = await live.client.post("/v1/admin/platforms", headers=admin.headers, json={
+        "name": name, "base_url": hopsworks_server.base_url, "api_key": API_KEY, "edition": "community",
+        "project_limits": {"owner": 5, "admin": 5, "member": 0}})
+    assert registered.status_code == 201, registered.text
+    code = f"seat-{uuid.uuid4().hex[:8]}"
+    template = await live.client.post("/v1/admin/templates", headers=admin.headers, json={
+        "code": code, "name": "Data platform seat", "kind": "seat", "platform": name})
+    assert template.status_code == 201, template.text
+    assert template.json()["spec"] == {"code": code, "name": "Data platform seat", "kind": "seat", "description": "",
+                                       "platform": name, "project_limits": {}}
+    hopsworks.seen.clear()  # the registration's connection test
+    try:
+        yield SeatShop(live, admin, registered.json(), code)
+    finally:
+        platform_id = uuid.UUID(registered.json()["id"])
+        async with live.container.database.unit_of_work() as session:
+            instances = select(Instance.id).where(Instance.template_code == code)
+            await session.execute(delete(StoredSecret).where(StoredSecret.owner_type == "seat",
+                                                             StoredSecret.owner_id.in_(instances)))
+            await session.execute(delete(Instance).where(Instance.template_code == code))
+            await session.execute(delete(ServiceTemplate).where(ServiceTemplate.code == code))
+            await session.execute(delete(StoredSecret).where(StoredSecret.owner_id == platform_id))
+            await session.execute(delete(Platform).where(Platform.id == platform_id))
+
+
+async def test_a_seat_lives_through_order_suspension_restore_and_deletion_on_the_platform(
+    live: Live, shop: SeatShop, hopsworks: HopsworksStandIn, hopsworks_server: HopsworksServer,
+) -> None:
+    owner, member = await shop.owner_with_member()
+    ordered = await shop.order(owner, member)
+    assert ordered.status_code == 201, ordered.text
+    seat = ordered.json()
+    assert (seat["status"], seat["tier"], seat["url"]) == ("provisioning", "seat", f"{hopsworks_server.base_url}/")
+    assert hopsworks.calls() == [("GET", "/admin/users")]  # the order checked the email is free; made nothing
+
+    # Running: the platform user exists, active, with a member's limit (0: set after the create, which would
+    # have read 0 as "the cluster's default").
+    first = await live.reconcile(owner.account_id)
+    assert first is not None and first.instances[uuid.UUID(seat["id"])].status == "running"
+    user = hopsworks.by_email(member.email)
+    assert user is not None and (user.status, user.max_num_projects) == ("ACTIVATED_ACCOUNT", 0)
+    assert (await live.instance(owner, seat["id"]))["status"] == "running"
+    assert (await shop.seat(seat["id"])).platform_user_id == user.id
+    assert [c for c in hopsworks.calls() if c[0] != "GET"] == [("POST", "/admin/users"), ("PUT", f"/admin/users/{user.id}")]
+
+    # The initial password: to the holder, once.
+    revealed = await live.client.get(f"/v1/instances/{seat['id']}/credentials", headers=member.headers)
+    assert revealed.status_code == 200, revealed.text
+    assert revealed.json() == {"url": f"{hopsworks_server.base_url}/", "values": [
+        {"name": "username", "value": member.email}, {"name": "password", "value": user.password}]}
+    again = await live.client.get(f"/v1/instances/{seat['id']}/credentials", headers=owner.headers)
+    assert again.json()["values"] == [{"name": "username", "value": member.email}]
+
+    # Converged: a second pass writes nothing, here or on the platform.
+    hopsworks.seen.clear()
+    idle = await live.reconcile(owner.account_id)
+    assert idle is not None and idle.writes == 0
+    assert all(method == "GET" for method, _ in hopsworks.calls())
+
+    # Drift undone: a platform admin raised the limit and deactivated the user.
+    hopsworks.drift(user, status="DEACTIVATED_ACCOUNT", max_num_projects=9)
+    healed = await live.reconcile(owner.account_id)
+    assert healed is not None and healed.writes == 1
+    assert (user.status, user.max_num_projects) == ("ACTIVATED_ACCOUNT", 0)
+
+    # The holder's projects are recorded with the namespaces Hopsworks runs them in.
+    project = hopsworks.project("Fraud_Model", owner=user)
+    await live.reconcile(owner.account_id)
+    assert await shop.projects(seat["id"]) == [(project.id, "Fraud_Model", "fraud-model")]
+
+    # Suspended: deactivated (data kept); a platform admin re-activating it is put back.
+    account = f"/v1/admin/accounts/{owner.account_id}"
+    suspended = await live.client.post(f"{account}/suspend", json={"reason": "admin"}, headers=shop.admin.headers)
+    assert suspended.status_code == 200, suspended.text
+    await live.reconcile(owner.account_id)
+    assert user.status == "DEACTIVATED_ACCOUNT" and project.id in hopsworks.projects
+    assert (await live.instance(owner, seat["id"]))["status"] == "stopped"
+    hopsworks.drift(user, status="ACTIVATED_ACCOUNT")
+    await live.reconcile(owner.account_id)
+    assert user.status == "DEACTIVATED_ACCOUNT"
+
+    # Restored.
+    lifted = await live.client.post(f"{account}/unsuspend", json={"reason": "admin"}, headers=shop.admin.headers)
+    assert lifted.status_code == 200, lifted.text
+    await live.reconcile(owner.account_id)
+    assert user.status == "ACTIVATED_ACCOUNT"
+    assert (await live.instance(owner, seat["id"]))["status"] == "running"
+
+    # The platform cannot be removed while it holds the seat.
+    refused = await live.client.delete(f"/v1/admin/platforms/{shop.platform['id']}", headers=shop.admin.headers)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "platform_in_use")
+
+    # Deleted: the holder's projects first, then the user, as Hopsworks requires.
+    hopsworks.seen.clear()
+    deleting = await live.client.delete(f"/v1/instances/{seat['id']}", headers=owner.headers)
+    assert deleting.status_code == 202, deleting.text
+    await live.reconcile(owner.account_id)
+    writes = [c for c in hopsworks.calls() if c[0] != "GET"]
+    assert writes == [("PUT", f"/admin/users/{user.id}"), ("DELETE", f"/admin/projects/{project.id}"),
+                      ("DELETE", f"/admin/users/{user.id}")]
+    assert hopsworks.users == {} and hopsworks.projects == {}
+    assert (await live.row(seat["id"])).observed_status == "deleted"
+    assert (await shop.seat(seat["id"])).removed_at is not None and await shop.projects(seat["id"]) == []
+    async with live.container.database.reader() as session:
+        actions = [entry.action for entry in (await session.scalars(
+            select(AuditEntry).where(AuditEntry.target_id == seat["id"]).order_by(AuditEntry.seq))).all()]
+    assert actions[0] == "instance.ordered" and {"seat.user_linked", "seat.user_removed"} <= set(actions)
+
+
+async def test_an_email_that_belongs_to_a_platform_user_we_did_not_create_is_refused_and_never_taken_over(
+    live: Live, shop: SeatShop, hopsworks: HopsworksStandIn,
+) -> None:
+    owner, member = await shop.owner_with_member()
+    theirs = hopsworks.user(member.email.upper(), status="DEACTIVATED_ACCOUNT", max_num_projects=3)
+    refused = await shop.order(owner, member)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "platform_user_exists")
+    async with live.container.database.reader() as session:
+        assert (await session.scalars(select(Instance).where(Instance.template_code == shop.template))).all() == []
+
+    # Made on the platform by someone else between the order and the first pass: the seat fails, says why, and
+    # the user is left exactly as it was.
+    del hopsworks.users[theirs.id]
+    ordered = await shop.order(owner, member)
+    assert ordered.status_code == 201, ordered.text
+    hopsworks.users[theirs.id] = theirs
+    observed = await live.reconcile(owner.account_id)
+    assert observed is not None
+    seen = observed.instances[uuid.UUID(ordered.json()["id"])]
+    assert (seen.status, seen.reason, seen.error) == ("failed", TAKEN, None)
+    assert (theirs.status, theirs.max_num_projects) == ("DEACTIVATED_ACCOUNT", 3)
+    assert all(method == "GET" for method, _ in hopsworks.calls())
+    assert (await shop.seat(ordered.json()["id"])).platform_user_id is None
+
+
+async def test_a_create_whose_answer_was_lost_is_adopted_as_ours(live: Live, shop: SeatShop,
+                                                                 hopsworks: HopsworksStandIn) -> None:
+    owner, member = await shop.owner_with_member(Role.admin)
+    ordered = (await shop.order(owner, member)).json()
+    # Our create reached the platform, but its answer did not come back (a 409 on the retry, as after a
+    # timeout): the user under the seat's email was made by the create we had recorded as sent.
+    hopsworks.race_next_create(member.email)
+    observed = await live.reconcile(owner.account_id)
+    assert observed is not None and observed.instances[uuid.UUID(ordered["id"])].status == "running"
+    user = hopsworks.by_email(member.email)
+    assert user is not None and (user.status, user.max_num_projects) == ("ACTIVATED_ACCOUNT", 5)  # an admin's
+    seat = await shop.seat(ordered["id"])
+    assert seat.platform_user_id == user.id and seat.create_sent_at is not None
+
+
+async def test_an_outage_fails_the_seat_for_a_retry_and_the_next_pass_converges(
+    live: Live, shop: SeatShop, hopsworks: HopsworksStandIn,
+) -> None:
+    owner, member = await shop.owner_with_member()
+    ordered = (await shop.order(owner, member)).json()
+    hopsworks.fail_next(2)  # within the client's retries: not even noticed
+    first = await live.reconcile(owner.account_id)
+    assert first is not None and first.instances[uuid.UUID(ordered["id"])].status == "running"
+
+    hopsworks.fail_next(20)  # longer than the client retries: the pass fails the seat, to be retried
+    user = hopsworks.by_email(member.email)
+    assert user is not None
+    hopsworks.drift(user, max_num_projects=4)
+    failed = await live.reconcile(owner.account_id)
+    assert failed is not None
+    seen = failed.instances[uuid.UUID(ordered["id"])]
+    assert (seen.status, seen.reason) == ("failed", UNREACHABLE) and "503" in (seen.error or "")
+    row = await live.row(ordered["id"])
+    assert row.observed_status == "failed" and row.failures == 1
+    hopsworks.failures.clear()
+    await live.reconcile(owner.account_id)
+    assert user.max_num_projects == 0 and (await live.row(ordered["id"])).observed_status == "running"
+
+
+async def test_a_seat_whose_holder_left_the_account_is_deactivated(live: Live, shop: SeatShop,
+                                                                  hopsworks: HopsworksStandIn) -> None:
+    owner, member = await shop.owner_with_member()
+    ordered = (await shop.order(owner, member)).json()
+    await live.reconcile(owner.account_id)
+    async with live.container.database.unit_of_work() as session:
+        await session.execute(delete(Membership).where(Membership.user_id == uuid.UUID(member.user_id),
+                                                       Membership.account_id == uuid.UUID(owner.account_id)))
+    await live.reconcile(owner.account_id)
+    user = hopsworks.by_email(member.email)
+    assert user is not None and user.status == "DEACTIVATED_ACCOUNT"
+    shown = await live.instance(owner, ordered["id"])
+    assert (shown["status"], shown["status_reason"]) == ("stopped", "its holder is no longer a member of the account")
+
+
+async def test_ordering_a_seat_is_for_owners_and_admins_naming_a_member(live: Live, shop: SeatShop,
+                                                                       hopsworks: HopsworksStandIn) -> None:
+    owner, member = await shop.owner_with_member()
+    outsider = await live.signup("Elsewhere")
+    by_member = await shop.order(owner, member, headers=member.headers)
+    assert (by_member.status_code, by_member.json()["error"]["code"]) == (403, "insufficient_role")
+    nobody = await shop.order(owner, None)
+    assert (nobody.status_code, nobody.json()["error"]["code"]) == (400, "member_required")
+    stranger = await shop.order(owner, outsider)
+    assert (stranger.status_code, stranger.json()["error"]["code"]) == (404, "member_not_found")
+    app_for_member = await live.client.post(f"/v1/accounts/{owner.account_id}/instances", headers=owner.headers,
+                                            json={"template": "static-site", "name": "site", "member": member.user_id})
+    assert (app_for_member.status_code, app_for_member.json()["error"]["code"]) == (400, "member_not_applicable")
+    assert hopsworks.seen == []
+
+    ordered = (await shop.order(owner, member)).json()
+    twice = await shop.order(owner, member, name="second-seat")
+    assert (twice.status_code, twice.json()["error"]["code"]) == (409, "seat_exists")
+    restart = await live.client.post(f"/v1/instances/{ordered['id']}/restart", headers=owner.headers)
+    assert (restart.status_code, restart.json()["error"]["code"]) == (409, "not_restartable")
+    other_member = await live.add_member(owner, Role.member)
+    peeking = await live.client.get(f"/v1/instances/{ordered['id']}/credentials", headers=other_member.headers)
+    assert (peeking.status_code, peeking.json()["error"]["code"]) == (403, "insufficient_role")
+
+
+async def test_a_promoted_holder_gets_the_admin_limit_and_a_template_can_override_it(
+    live: Live, shop: SeatShop, hopsworks: HopsworksStandIn,
+) -> None:
+    owner, member = await shop.owner_with_member()
+    await shop.order(owner, member)
+    await live.reconcile(owner.account_id)
+    user = hopsworks.by_email(member.email)
+    assert user is not None and user.max_num_projects == 0
+    async with live.container.database.unit_of_work() as session:
+        await session.execute(update(Membership).where(Membership.user_id == uuid.UUID(member.user_id))
+                              .values(role=Role.admin))
+    await live.reconcile(owner.account_id)
+    assert user.max_num_projects == 5
+    async with live.container.database.unit_of_work() as session:
+        template = await session.scalar(select(ServiceTemplate).where(ServiceTemplate.code == shop.template))
+        assert template is not None
+        template.spec = {**template.spec, "project_limits": {"admin": 2}}
+    await live.reconcile(owner.account_id)
+    assert user.max_num_projects == 2
