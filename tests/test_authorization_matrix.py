@@ -86,7 +86,10 @@ class Operation:
         content = self.spec.get("requestBody", {}).get("content", {})
         if "application/json" not in content:  # none, or a raw body (a file's content): sent empty
             return None
-        return content["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        schema = content["application/json"]["schema"]
+        # A body of one of several models (a template of some kind) is named after the first.
+        reference = schema["$ref"] if "$ref" in schema else schema["anyOf"][0]["$ref"]
+        return reference.rsplit("/", 1)[-1]
 
     @property
     def streams(self) -> bool:

@@ -209,11 +209,17 @@ class TemplateCreate(TemplateSpec):
             raise ValueError("only templates shipped with JusHostIt may have a process form (local runtime)")
 
 
+def _by_kind(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Validated strictly as the model its `kind` names, so an error names the field as the request spells it
+    (`body.port`), not the union's branch."""
+    if isinstance(value, dict):
+        model: type[TemplateCreate | SeatTemplateSpec] = SeatTemplateSpec if value.get("kind") == "seat" else TemplateCreate
+        return model.model_validate(refuse_nul(value), strict=True)
+    return handler(value)
+
+
 # An app (or browser pool) template, or a seat template naming a registered platform, told apart by `kind`.
-TemplateCreateBody = Annotated[
-    Annotated[TemplateCreate, strictly(TemplateCreate)] | Annotated[SeatTemplateSpec, strictly(SeatTemplateSpec)],
-    Field(discriminator="kind"),
-]
+TemplateCreateBody = Annotated[TemplateCreate | SeatTemplateSpec, WrapValidator(_by_kind)]
 
 
 class TemplateAdminRead(ResponseModel):

@@ -14,7 +14,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    TypeAdapter,
     WithJsonSchema,
     model_validator,
 )
@@ -321,10 +320,8 @@ class SeatTemplateSpec(Spec):
     project_limits: dict[SeatRole, ProjectLimit] = Field(default_factory=dict, max_length=3)
 
 
-AnyTemplate = Annotated[TemplateSpec | SeatTemplateSpec, Field(discriminator="kind")]
-_ANY_TEMPLATE: TypeAdapter[TemplateSpec | SeatTemplateSpec] = TypeAdapter(AnyTemplate)
-
-
 def parse_template(document: object) -> TemplateSpec | SeatTemplateSpec:
-    """A stored or shipped template of any kind (pydantic's ValidationError when it is not one)."""
-    return _ANY_TEMPLATE.validate_python(document)
+    """A stored or shipped template of any kind, read as the model its `kind` names, so an error names the field
+    as the document spells it (pydantic's ValidationError when it is not one)."""
+    seat = isinstance(document, dict) and document.get("kind") == "seat"
+    return SeatTemplateSpec.model_validate(document) if seat else TemplateSpec.model_validate(document)

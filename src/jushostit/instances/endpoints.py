@@ -87,7 +87,8 @@ async def instance_reads(session: AsyncSession, instances: list[Instance]) -> li
     """Each with its URL as its runtime serves it (on Kubernetes, one read of the accounts' clusters); a seat's is
     its platform's."""
     book = await addresses(session, container.current().settings, list({i.account_id for i in instances}))
-    seats = await SeatRepository(session).platform_urls([i.id for i in instances])
+    # Seats are ordered at the seat tier: reading other instances asks nothing more of the database.
+    seats = await SeatRepository(session).platform_urls([i.id for i in instances if i.tier == service.SEAT_TIER])
     return [instance_read(instance, seats.get(instance.id) or book.of(instance.account_id, instance.slug)[0])
             for instance in instances]
 
