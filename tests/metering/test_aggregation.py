@@ -15,7 +15,18 @@ from jushostit.kit.db import utcnow
 from jushostit.metering import service
 from jushostit.metering.readings import Collected, Metric, Reading, Subject
 from jushostit.metering.repository import MeteringRepository
-from jushostit.models import AccountPlacement, Cluster, Instance, MeteringRun, Plan, UsageDaily, UsageSample
+from jushostit.models import (
+    AccountPlacement,
+    Cluster,
+    Instance,
+    MeteringRun,
+    Plan,
+    Platform,
+    Seat,
+    SeatProject,
+    UsageDaily,
+    UsageSample,
+)
 
 DAY = datetime(2026, 11, 10, tzinfo=UTC)
 PRICING = {"included": {"core_hours": "1"}, "unit_price_minor": {"core_hours": "100", "gb_transferred": "3"}}
@@ -235,3 +246,45 @@ async def test_usage_of_a_month_is_priced_by_the_plan_of_that_month(client, sess
     month = await service.month_to_date(session, settings, account_id, now)
     assert (month.month, month.spent_minor, month.currency) == (date(now.year, now.month, 1), 200, "EUR")
     assert month.forecast_minor >= month.spent_minor
+
+
+async def test_opencost_costs_of_a_seat_holders_project_namespaces_are_billed_to_the_seats_account(
+    client, session, signup, settings
+) -> None:
+    """The platform's cluster: namespaces Hopsworks runs live seats' projects in go to the seat's account and the
+    seat; a namespace no project has is unmapped; the same namespace on another cluster is not the seat's."""
+    account_id = await priced_account(client, session, signup)
+    shared, other = (Cluster(name=f"{name}-{uuid.uuid4().hex[:6]}", api_server="https://10.0.0.7:6443",
+                             tls_verified=True, kubernetes_version="v1.31.4", base_domain="hops.example.com",
+                             ingress_class="nginx", ingress_namespace="ingress", pod_cidr="10.42.0.0/16",
+                             service_cidr="10.43.0.0/16", cpu_overcommit=Decimal(3), memory_overcommit=Decimal(1),
+                             headroom_percent=30) for name in ("hops", "elsewhere"))
+    session.add_all([shared, other])
+    await session.flush()
+    platform = Platform(name=f"hops-{uuid.uuid4().hex[:6]}", kind="hopsworks", base_url="https://hops.example.com",
+                        edition="community", project_limits={"owner": 5}, cluster_id=shared.id, checked_at=utcnow())
+    seat_id, gone_id = uuid.uuid4(), uuid.uuid4()
+    session.add(platform)
+    session.add_all([Instance(id=i, account_id=account_id, name=name, slug=f"{name}-{i.hex[:6]}",
+                              template_code="seat", tier="seat") for i, name in ((seat_id, "ann"), (gone_id, "bob"))])
+    await session.flush()
+    session.add_all([Seat(instance_id=seat_id, platform_id=platform.id, email="ann@example.com"),
+                     Seat(instance_id=gone_id, platform_id=platform.id, email="bob@example.com", removed_at=utcnow())])
+    await session.flush()
+    session.add_all([SeatProject(instance_id=seat_id, project_id=119, name="Fraud_Model", namespace="fraud-model"),
+                     SeatProject(instance_id=gone_id, project_id=120, name="Old", namespace="old")])
+    await session.flush()
+
+    def cost(namespace: str, cluster: Cluster) -> Reading:
+        return Reading("opencost", f"opencost:{cluster.id}:{namespace}:{int(DAY.timestamp())}",
+                       Subject(namespace=namespace), Metric.cost, DAY - timedelta(hours=1), DAY, Decimal("0.42"),
+                       scope=str(cluster.id))
+
+    run = await store(session, settings, [cost("fraud-model", shared), cost("old", shared), cost("spare", shared)],
+                      collector="opencost", scope=str(shared.id))
+    elsewhere = await store(session, settings, [cost("fraud-model", other)], collector="opencost",
+                            scope=str(other.id))
+    assert (run.rows, run.unmapped, elsewhere.unmapped) == (3, 2, 1)
+    owners = {row.subject: (row.account_id, row.instance_id) for row in (await session.scalars(
+        select(UsageSample).where(UsageSample.scope == str(shared.id)))).all()}
+    assert owners == {"fraud-model": (account_id, seat_id), "old": (None, None), "spare": (None, None)}

@@ -5,10 +5,11 @@ returned, a name is taken once, and deleting forgets the key."""
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from jushostit.models import AuditEntry, Platform, StoredSecret
+from jushostit.models import AuditEntry, Cluster, Platform, StoredSecret
 from tests.clusters.conftest import closed_port
 from tests.hopsworks_stand_in import API_KEY, HopsworksServer, HopsworksStandIn, hopsworks, hopsworks_server
 
@@ -78,3 +79,23 @@ async def test_only_platform_admins_manage_platforms(client, signup, hopsworks_s
     refused = await client.post("/v1/admin/platforms", json=body(hopsworks_server), headers=someone.headers)
     assert refused.status_code == 403
     assert (await client.get("/v1/admin/platforms", headers=someone.headers)).status_code == 403
+
+
+async def test_a_platform_names_the_registered_cluster_its_projects_run_on(
+    client, session, admin, hopsworks: HopsworksStandIn, hopsworks_server: HopsworksServer,
+) -> None:
+    boss = await admin()
+    unknown = await client.post("/v1/admin/platforms", json={**body(hopsworks_server), "cluster": "nowhere"},
+                                headers=boss.headers)
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "cluster_not_found")
+    assert await counts(session) == (0, 0)
+    cluster = Cluster(name=f"hops-{uuid.uuid4().hex[:6]}", api_server="https://10.0.0.7:6443", tls_verified=True,
+                      kubernetes_version="v1.31.4", base_domain="hops.example.com", ingress_class="nginx",
+                      ingress_namespace="ingress", pod_cidr="10.42.0.0/16", service_cidr="10.43.0.0/16",
+                      cpu_overcommit=Decimal(3), memory_overcommit=Decimal(1), headroom_percent=30)
+    session.add(cluster)
+    await session.flush()
+    created = await client.post("/v1/admin/platforms", json={**body(hopsworks_server), "cluster": cluster.name},
+                                headers=boss.headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["cluster_id"] == str(cluster.id)

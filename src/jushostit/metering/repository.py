@@ -24,6 +24,9 @@ from jushostit.models import (
     MeteringRun,
     MeterReport,
     Plan,
+    Platform,
+    Seat,
+    SeatProject,
     Subscription,
     UsageDaily,
     UsageSample,
@@ -137,6 +140,22 @@ class MeteringRepository:
             select(AccountPlacement.account_id).where(AccountPlacement.cluster_id == cluster_id,
                                                       AccountPlacement.account_id.in_(ids))
         )).all())
+
+    async def seat_projects_on_cluster(self, cluster_id: uuid.UUID,
+                                       namespaces: Iterable[str]) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
+        """Of these namespaces, those a data platform running on the cluster runs a live seat's projects in:
+        namespace → (the seat's account, the seat)."""
+        wanted = sorted(set(namespaces))
+        if not wanted:
+            return {}
+        rows = await self.session.execute(
+            select(SeatProject.namespace, Instance.account_id, Instance.id)
+            .join(Seat, Seat.instance_id == SeatProject.instance_id)
+            .join(Platform, Platform.id == Seat.platform_id)
+            .join(Instance, Instance.id == Seat.instance_id)
+            .where(Platform.cluster_id == cluster_id, Seat.removed_at.is_(None), SeatProject.namespace.in_(wanted))
+        )
+        return {namespace: (account_id, instance_id) for namespace, account_id, instance_id in rows}
 
     async def instance_slugs(self, account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, dict[str, uuid.UUID]]:
         """Each account's instances by slug, deleted ones included (their last usage still counts)."""

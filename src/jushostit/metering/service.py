@@ -77,6 +77,8 @@ class Owners:
 
     accounts: set[uuid.UUID] = field(default_factory=set)
     slugs: dict[uuid.UUID, dict[str, uuid.UUID]] = field(default_factory=dict)
+    # Namespaces a data platform on the readings' cluster runs its seat holders' projects in → (account, seat).
+    seat_projects: dict[str, tuple[uuid.UUID, uuid.UUID]] = field(default_factory=dict)
 
 
 def namespace_account(namespace: str) -> uuid.UUID | None:
@@ -100,6 +102,8 @@ def owner_of(reading: Reading, owners: Owners) -> tuple[uuid.UUID | None, uuid.U
     if subject.namespace is None:
         account_id = subject.account_id
         return (account_id, subject.instance_id) if account_id in owners.accounts else (None, None)
+    if subject.namespace in owners.seat_projects:
+        return owners.seat_projects[subject.namespace]
     account_id = namespace_account(subject.namespace)
     if account_id is None or account_id not in owners.accounts:
         return None, None
@@ -108,14 +112,20 @@ def owner_of(reading: Reading, owners: Owners) -> tuple[uuid.UUID | None, uuid.U
 
 
 async def subject_owners(session: AsyncSession, readings: Sequence[Reading], scope: str) -> Owners:
-    """Which accounts of the readings exist (and, for a cluster's readings, are placed on that cluster)."""
+    """Which accounts of the readings exist (and, for a cluster's readings, are placed on that cluster), and which
+    of the cluster's other namespaces are seat holders' projects on a data platform running there."""
     repository = MeteringRepository(session)
     local = {r.subject.account_id for r in readings if r.subject.namespace is None and r.subject.account_id}
     named = {a for r in readings if r.subject.namespace and (a := namespace_account(r.subject.namespace))}
     accounts = await repository.existing_accounts(local)
-    if named:
-        accounts |= await repository.accounts_on_cluster(uuid.UUID(scope), named) if _is_uuid(scope) else set()
-    return Owners(accounts, await repository.instance_slugs(a for a in accounts if a in named))
+    others = {r.subject.namespace for r in readings if r.subject.namespace and not namespace_account(r.subject.namespace)}
+    seat_projects = {}
+    if _is_uuid(scope):
+        if named:
+            accounts |= await repository.accounts_on_cluster(uuid.UUID(scope), named)
+        if others:
+            seat_projects = await repository.seat_projects_on_cluster(uuid.UUID(scope), others)
+    return Owners(accounts, await repository.instance_slugs(a for a in accounts if a in named), seat_projects)
 
 
 def _is_uuid(value: str) -> bool:

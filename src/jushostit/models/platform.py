@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, String
+from sqlalchemy import CheckConstraint, ForeignKey, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,5 +30,8 @@ class Platform(Base):
     # The most projects a seat holder may create, by their role in the account: {"owner": 5, "admin": 5,
     # "member": 0} (members work in the owner's projects).
     project_limits: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    # The registered cluster the platform runs its projects on: OpenCost's costs of the seat holders' project
+    # namespaces there are billed to the seats' accounts. None: not metered.
+    cluster_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("clusters.id", ondelete="SET NULL"), index=True)
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)  # the connection test that passed
     created_at: Mapped[datetime] = created_at_column()

@@ -28,12 +28,13 @@ PLATFORM_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=PlatformRead,
-    responses={**responses(400, 401, 403), **conflicts({"platform_name_taken": "the name is in use"}),
+    responses={**responses(400, 401, 403, 404), **conflicts({"platform_name_taken": "the name is in use"}),
                **PLATFORM_ERRORS},
 )
 async def register_platform(body: PlatformCreate, session: SessionDep) -> PlatformRead:
     """Register a Hopsworks platform: a connection test with its admin API key runs first (nothing is recorded
-    when it fails); the key is stored encrypted and never returned. Audited."""
+    when it fails); the key is stored encrypted and never returned. A `cluster` that is not registered is a 404
+    `cluster_not_found`. Audited."""
     current = container.current()
     platform = await service.register(session, current.secret_box, data=body,
                                       timeout=current.settings.platform_timeout_seconds)
@@ -54,8 +55,9 @@ async def get_platform(platform_id: uuid.UUID, session: SessionDep) -> PlatformR
 
 
 @router.delete("/{platform_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
-               responses=responses(401, 403, 404))
+               responses={**responses(401, 403, 404),
+                          **conflicts({"platform_in_use": "seats are still held on it: delete them first"})})
 async def delete_platform(platform_id: uuid.UUID, session: SessionDep) -> Response:
-    """Forget a platform and its API key (audited). Its users on the platform are left as they are."""
+    """Forget a platform and its API key (audited), once no seat is held on it (409 `platform_in_use`)."""
     await service.delete(session, platform_id=platform_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import Instance, Membership, Platform, Seat, SeatProject
+from jushostit.models import Cluster, Instance, Membership, Platform, Seat, SeatProject
 from jushostit.platforms.facts import SeatFacts
 
 
@@ -31,6 +31,9 @@ class PlatformRepository:
 
     async def by_id(self, platform_id: uuid.UUID) -> Platform | None:
         return await self.session.get(Platform, platform_id)
+
+    async def cluster_named(self, name: str) -> uuid.UUID | None:
+        return await self.session.scalar(select(Cluster.id).where(Cluster.name == name))
 
     async def by_name(self, name: str) -> Platform | None:
         return await self.session.scalar(select(Platform).where(Platform.name == name))

@@ -28,6 +28,10 @@ class PlatformCreate(RequestModel):
     api_key: SecretStr = Field(min_length=1, max_length=1000, description="An admin API key of the platform")
     edition: Literal["community", "enterprise"] = "community"
     project_limits: ProjectLimits = ProjectLimits()
+    cluster: PlatformName | None = Field(
+        default=None, description="The registered cluster (by name) the platform runs its projects on: OpenCost's "
+                                  "costs of the seat holders' project namespaces there are billed to the seats' "
+                                  "accounts. Left out: the seats' usage is not metered.")
 
     @field_validator("base_url")
     @classmethod
@@ -44,6 +48,7 @@ class PlatformRead(ResponseModel):
     base_url: str
     edition: str
     project_limits: dict[str, int]
+    cluster_id: uuid.UUID | None
     checked_at: datetime = Field(description="When its connection test last passed")
     created_at: datetime
 

@@ -42,7 +42,8 @@ class PlatformRefused(AppError):
 def _audited(platform: Platform) -> dict[str, object]:
     """What the audit log says of a platform: never its API key."""
     return {"name": platform.name, "kind": platform.kind, "base_url": platform.base_url,
-            "edition": platform.edition, "project_limits": platform.project_limits}
+            "edition": platform.edition, "project_limits": platform.project_limits,
+            "cluster_id": str(platform.cluster_id) if platform.cluster_id else None}
 
 
 async def check_connection(base_url: str, api_key: str, *, timeout: float) -> None:
@@ -65,11 +66,17 @@ async def register(session: AsyncSession, box: SecretBox, *, data: PlatformCreat
     repository = PlatformRepository(session)
     if await repository.name_taken(data.name):
         raise _name_taken(data.name)
+    cluster_id = None
+    if data.cluster is not None:
+        cluster_id = await repository.cluster_named(data.cluster)
+        if cluster_id is None:
+            raise NotFound(f"No cluster named {data.cluster!r} is registered", code="cluster_not_found",
+                           details={"cluster": data.cluster})
     api_key = data.api_key.get_secret_value()
     await check_connection(data.base_url, api_key, timeout=timeout)
     platform = await repository.add({
         "name": data.name, "kind": data.kind, "base_url": data.base_url, "edition": data.edition,
-        "project_limits": data.project_limits.model_dump(), "checked_at": utcnow(),
+        "project_limits": data.project_limits.model_dump(), "cluster_id": cluster_id, "checked_at": utcnow(),
     })
     if platform is None:  # registered meanwhile under the same name
         raise _name_taken(data.name)

@@ -1,4 +1,5 @@
-"""seats on shared data platforms: the platform user each seat instance holds, and its holder's projects
+"""seats on shared data platforms: the platform user each seat instance holds, its holder's projects, and the
+cluster a platform runs its projects on
 
 Revision ID: 0023
 Revises: 0022
@@ -17,6 +18,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column("platforms", sa.Column("cluster_id", sa.Uuid(), sa.ForeignKey("clusters.id", ondelete="SET NULL"),
+                                         nullable=True))
+    op.create_index("ix_platforms_cluster_id", "platforms", ["cluster_id"])
     op.create_table(
         "seats",
         sa.Column("instance_id", sa.Uuid(), sa.ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True),
@@ -45,3 +49,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("seat_projects")
     op.drop_table("seats")
+    op.drop_index("ix_platforms_cluster_id", table_name="platforms")
+    op.drop_column("platforms", "cluster_id")
