@@ -13,8 +13,17 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, update
 
-from jushostit.models import AuditEntry, Instance, Membership, Platform, Role, Seat, SeatProject, ServiceTemplate
-from jushostit.models import StoredSecret
+from jushostit.models import (
+    AuditEntry,
+    Instance,
+    Membership,
+    Platform,
+    Role,
+    Seat,
+    SeatProject,
+    ServiceTemplate,
+    StoredSecret,
+)
 from jushostit.runtime.seats import TAKEN, UNREACHABLE
 from tests.hopsworks_stand_in import API_KEY, HopsworksServer, HopsworksStandIn, hopsworks, hopsworks_server
 from tests.live import Live, Signup, live
