@@ -63,6 +63,8 @@ class User:
     status: str  # the UserAccountStatus name
     max_num_projects: int
     password: str
+    account_type: str = "M_ACCOUNT_TYPE"
+    remote: tuple[str, str] | None = None  # (type, uuid) of a remote user: how it signs in, and as whom
 
 
 @dataclass
@@ -89,6 +91,7 @@ def _like_prefix(pattern: str) -> re.Pattern[str]:
 @dataclass
 class HopsworksStandIn:
     base_url: str = "http://127.0.0.1"
+    edition: str = "community"  # "enterprise" takes remote (OAuth2) users
     users: dict[int, User] = field(default_factory=dict)
     projects: dict[int, Project] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
@@ -213,7 +216,7 @@ class HopsworksStandIn:
     def _profile(self, user: User, *, href: bool) -> dict[str, Any]:
         profile: dict[str, Any] = {
             "id": user.id, "firstname": user.firstname, "lastname": user.lastname, "email": user.email,
-            "username": user.username, "accountType": "M_ACCOUNT_TYPE", "twoFactor": False, "toursState": 0,
+            "username": user.username, "accountType": user.account_type, "twoFactor": False, "toursState": 0,
             "status": STATUSES[user.status], "maxNumProjects": user.max_num_projects,
             "numActiveProjects": sum(1 for project in self.projects.values() if project.owner == user.id),
             "activated": "2026-01-05T09:30:00.000Z",
@@ -242,9 +245,11 @@ class HopsworksStandIn:
         return JSONResponse(body)
 
     def _create_user(self, query: dict[str, str]) -> Response:
-        if query.get("accountType") != "M_ACCOUNT_TYPE":
-            return _error(400, 120004, "Some parameters were not provided or were not in the required format.",
-                          "the stand-in takes accountType=M_ACCOUNT_TYPE only")
+        account_type = query.get("accountType")
+        if account_type == "REMOTE_ACCOUNT_TYPE":
+            return self._create_remote_user(query)
+        if account_type != "M_ACCOUNT_TYPE":
+            return _error(404, 120000, "HTTP 404 Not Found")  # JAX-RS: an enum value that does not convert
         email = (query.get("email") or "").strip().lower()
         if "@" not in email:
             return _error(400, 160037, "Invalid email format.")
@@ -266,6 +271,25 @@ class HopsworksStandIn:
         else:
             body["password"] = user.password
         return JSONResponse(body, status_code=201, headers={"Location": f"{self.base_url}{API}/admin/users/{user.id}"})
+
+    def _create_remote_user(self, query: dict[str, str]) -> Response:
+        """The enterprise edition's remote (OAuth2, LDAP, Kerberos) users: `uuid` is the subject it signs in as,
+        `type` the kind; no password and no project limit (the cluster's default, changed by PUT). The community
+        edition throws UnsupportedOperationException("Remote auth not supported."), a 500."""
+        if self.edition != "enterprise":
+            return _error(500, 120000, "A generic error occurred.", "Remote auth not supported.")
+        email = (query.get("email") or "").strip().lower()
+        subject, kind = query.get("uuid") or "", query.get("type") or ""
+        if "@" not in email or not subject or kind not in {"OAUTH2", "LDAP", "KRB"}:
+            return _error(400, 120004, "Some parameters were not provided or were not in the required format.")
+        if self.by_email(email) is not None:
+            return _error(409, 160003, "There is an existing account associated with this email")
+        user = self.user(email, status=query.get("status") or "ACTIVATED_ACCOUNT",
+                         max_num_projects=DEFAULT_MAX_NUM_PROJECTS, firstname=query.get("givenName") or "",
+                         lastname=query.get("surname") or "")
+        user.account_type, user.remote, user.password = "REMOTE_ACCOUNT_TYPE", (kind, subject), ""
+        return JSONResponse(self._profile(user, href=False), status_code=201,
+                            headers={"Location": f"{self.base_url}{API}/admin/users/{user.id}"})
 
     def _update_user(self, user: User, body: Any) -> Response:
         if not isinstance(body, dict):

@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import delete, select, update
 
+from jushostit.config import OIDCProvider
 from jushostit.models import (
     AuditEntry,
     Instance,
     Membership,
+    OIDCIdentity,
     Platform,
     Role,
     Seat,
@@ -65,12 +68,14 @@ class SeatShop:
 
 
 @pytest.fixture
-async def shop(live: Live, hopsworks: HopsworksStandIn, hopsworks_server: HopsworksServer) -> AsyncIterator[SeatShop]:
+async def shop(request: pytest.FixtureRequest, live: Live, hopsworks: HopsworksStandIn,
+               hopsworks_server: HopsworksServer) -> AsyncIterator[SeatShop]:
+    """A community platform, or what the test's indirect parameter says of it."""
     admin = await live.admin()
     name = f"hops-{uuid.uuid4().hex[:8]}"
     registered = await live.client.post("/v1/admin/platforms", headers=admin.headers, json={
         "name": name, "base_url": hopsworks_server.base_url, "api_key": API_KEY, "edition": "community",
-        "project_limits": {"owner": 5, "admin": 5, "member": 0}})
+        "project_limits": {"owner": 5, "admin": 5, "member": 0}, **getattr(request, "param", {})})
     assert registered.status_code == 201, registered.text
     code = f"seat-{uuid.uuid4().hex[:8]}"
     template = await live.client.post("/v1/admin/templates", headers=admin.headers, json={
@@ -300,3 +305,54 @@ async def test_a_promoted_holder_gets_the_admin_limit_and_a_template_can_overrid
         template.spec = {**template.spec, "project_limits": {"admin": 2}}
     await live.reconcile(owner.account_id)
     assert user.max_num_projects == 2
+
+
+CORP = OIDCProvider(discovery_url="https://id.example.com/.well-known/openid-configuration", client_id="jushostit",
+                    client_secret=SecretStr("not-used-here"))
+
+
+@pytest.fixture
+def corp_sign_in(live: Live) -> None:
+    """A sign-in provider named `corp` configured on this server (its login flow is tested in tests/auth)."""
+    live.configure(oidc_providers={"corp": CORP})
+
+
+@pytest.mark.parametrize("shop", [{"edition": "enterprise", "oidc_provider": "corp"}], indirect=True)
+async def test_on_enterprise_a_holder_who_signs_in_through_the_shared_provider_gets_a_remote_user(
+    corp_sign_in: None, live: Live, shop: SeatShop, hopsworks: HopsworksStandIn,
+) -> None:
+    hopsworks.edition = "enterprise"
+    owner, member = await shop.owner_with_member()
+    local_only = await live.add_member(owner, Role.member)
+    async with live.container.database.unit_of_work() as session:  # as a sign-in through `corp` leaves it
+        session.add(OIDCIdentity(user_id=uuid.UUID(member.user_id), provider="corp", issuer="https://id.example.com",
+                                 subject="corp|4711", email=member.email))
+    remote = (await shop.order(owner, member)).json()
+    local = (await shop.order(owner, local_only, name="local-seat")).json()
+    await live.reconcile(owner.account_id)
+
+    user = hopsworks.by_email(member.email)
+    assert user is not None and (user.account_type, user.remote) == ("REMOTE_ACCOUNT_TYPE", ("OAUTH2", "corp|4711"))
+    assert (user.status, user.max_num_projects) == ("ACTIVATED_ACCOUNT", 0)  # the limit set after the create
+    [create] = [seen for seen in hopsworks.requests("POST", "/admin/users") if seen.query["email"] == member.email]
+    assert "password" not in create.query
+    shown = await live.client.get(f"/v1/instances/{remote['id']}/credentials", headers=member.headers)
+    assert shown.json()["values"] == [{"name": "username", "value": member.email}]  # signs in at the provider
+
+    other = hopsworks.by_email(local_only.email)
+    assert other is not None and other.account_type == "M_ACCOUNT_TYPE"
+    assert (await live.instance(owner, local["id"]))["status"] == "running"
+
+
+async def test_remote_users_need_an_enterprise_platform_and_a_configured_provider(
+    live: Live, hopsworks: HopsworksStandIn, hopsworks_server: HopsworksServer,
+) -> None:
+    admin = await live.admin()
+    body = {"name": f"hops-{uuid.uuid4().hex[:8]}", "base_url": hopsworks_server.base_url, "api_key": API_KEY}
+    community = await live.client.post("/v1/admin/platforms", headers=admin.headers,
+                                       json={**body, "edition": "community", "oidc_provider": "corp"})
+    assert community.status_code == 422 and "enterprise" in community.text
+    unknown = await live.client.post("/v1/admin/platforms", headers=admin.headers,
+                                     json={**body, "edition": "enterprise", "oidc_provider": "corp"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (400, "unknown_oidc_provider")
+    assert hopsworks.seen == []  # refused before the platform was asked anything

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jushostit.models import Account, Instance, Membership, Role, ServiceTemplate, User
+from jushostit.models import Account, Instance, Membership, OIDCIdentity, Role, ServiceTemplate, User
 
 
 class InstanceRepository:
@@ -53,6 +53,12 @@ class InstanceRepository:
         return await self.session.scalar(
             select(User).join(Membership, Membership.user_id == User.id)
             .where(Membership.account_id == account_id, User.id == user_id)
+        )
+
+    async def sign_in_subject(self, user_id: uuid.UUID, provider: str) -> str | None:
+        """The user's subject at a sign-in provider, if they have signed in through it."""
+        return await self.session.scalar(
+            select(OIDCIdentity.subject).where(OIDCIdentity.user_id == user_id, OIDCIdentity.provider == provider)
         )
 
     async def name_taken(self, account_id: uuid.UUID, name: str) -> bool:

@@ -177,14 +177,20 @@ async def _order_seat(session: AsyncSession, settings: Settings, box: SecretBox,
     if await platforms.user_exists(connection, member.email, timeout=settings.platform_timeout_seconds):
         raise Conflict(f"{member.email} already belongs to a user on {platform.name!r} that JusHostIt did not "
                        "create; it is never taken over", code="platform_user_exists")
+    # On an enterprise platform that trusts our sign-in provider, a holder who signed in through it gets a remote
+    # user linked by their subject; anyone else a local user with a password.
+    subject = (await repository.sign_in_subject(member.id, platform.oidc_provider)
+               if platform.oidc_provider is not None else None)
     instance = Instance(account_id=account.id, template_code=template.code, name=data.name,
                         slug=f"{data.name}-{secrets.token_hex(3)}", tier=SEAT_TIER, desired_level="running",
                         observed_status="provisioning")
     await repository.add(instance)
-    await seats.add(Seat(instance_id=instance.id, platform_id=platform.id, user_id=member.id, email=member.email))
+    await seats.add(Seat(instance_id=instance.id, platform_id=platform.id, user_id=member.id, email=member.email,
+                         remote_subject=subject))
     await audit.record(session, action="instance.ordered", target_type="instance", target_id=instance.id,
                        account_id=account.id, after={"template": template.code, "name": data.name,
-                                                     "seat_for": str(member.id), "platform": platform.name})
+                                                     "seat_for": str(member.id), "platform": platform.name,
+                                                     "remote_user": subject is not None})
     request_reconcile(account.id)
     return instance
 

@@ -33,5 +33,8 @@ class Platform(Base):
     # The registered cluster the platform runs its projects on: OpenCost's costs of the seat holders' project
     # namespaces there are billed to the seats' accounts. None: not metered.
     cluster_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("clusters.id", ondelete="SET NULL"), index=True)
+    # Enterprise edition: the sign-in provider (a JUSHOSTIT_OIDC_PROVIDERS name) the platform trusts too. A seat
+    # holder who signs in through it gets a remote OAuth user linked by their subject, with no password of its own.
+    oidc_provider: Mapped[str | None] = mapped_column(String(64))
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)  # the connection test that passed
     created_at: Mapped[datetime] = created_at_column()

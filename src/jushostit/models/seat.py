@@ -28,6 +28,8 @@ class Seat(Base):
     # is gone (the seat is then stopped).
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     email: Mapped[str] = mapped_column(String(320), nullable=False)  # the platform user's, copied at order
+    # The holder's subject at the platform's sign-in provider: the platform user is then a remote OAuth user.
+    remote_subject: Mapped[str | None] = mapped_column(String(255))
     platform_user_id: Mapped[int | None] = mapped_column(Integer)
     create_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the platform user (and projects) deleted

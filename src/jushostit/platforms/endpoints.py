@@ -37,7 +37,8 @@ async def register_platform(body: PlatformCreate, session: SessionDep) -> Platfo
     `cluster_not_found`. Audited."""
     current = container.current()
     platform = await service.register(session, current.secret_box, data=body,
-                                      timeout=current.settings.platform_timeout_seconds)
+                                      timeout=current.settings.platform_timeout_seconds,
+                                      sign_in_providers=current.settings.oidc_providers.keys())
     return PlatformRead.model_validate(platform)
 
 

@@ -11,7 +11,10 @@ The wire format is Hopsworks' own (hopsworks-api `UsersAdminResource`, `Projects
 - `POST /admin/users?accountType=M_ACCOUNT_TYPE&email=&givenName=&surname=&password=&maxNumProjects=&status=`
   (query parameters, not a body); 201 with the user, and `password` when Hopsworks generated one. A
   `maxNumProjects` of 0 means "the cluster's default", so a limit of 0 is set afterwards by PUT.
-  An existing email answers 409 with errorCode 160003.
+  An existing email answers 409 with errorCode 160003. On the enterprise edition,
+  `accountType=REMOTE_ACCOUNT_TYPE&uuid=<subject>&type=OAUTH2&email=&givenName=&surname=&status=` makes a user who
+  signs in through the identity provider as that subject (no password, no limit: set afterwards by PUT); the
+  community edition refuses it ("Remote auth not supported.").
 - `GET|PUT|DELETE /admin/users/{id}`: a user reads its `status` as the enum's number (2 = ACTIVATED_ACCOUNT) but
   is written by name (`{"status": "ACTIVATED_ACCOUNT", "maxNumProjects": 5}`); an unknown id answers 404/160002;
   DELETE answers 204, or 400/160054 while the user owns a project or is a member of one.
@@ -144,15 +147,16 @@ class HopsworksClient:
                 return None
 
     async def ensure_user(self, email: str, first_name: str, last_name: str, *, max_projects: int, active: bool,
-                          password: str | None) -> HopsworksUser:
+                          password: str | None, remote_subject: str | None = None) -> HopsworksUser:
         """The user exists with this limit and status, whatever part of it was there before. Safe to repeat: an
-        existing user is not created again, and a create that loses a race (409/160003) finds the winner's."""
+        existing user is not created again, and a create that loses a race (409/160003) finds the winner's. With
+        `remote_subject`, a new user is a remote OAuth2 user who signs in as that subject (enterprise edition)."""
         _check_limit(max_projects)
         user = await self.find_user(email)
         if user is None:
             try:
                 user = await self._create(email, first_name, last_name, max_projects=max_projects, active=active,
-                                          password=password)
+                                          password=password, remote_subject=remote_subject)
             except PlatformError as error:
                 if error.code != USER_EXISTS:
                     raise
@@ -212,13 +216,16 @@ class HopsworksClient:
             raise
 
     async def _create(self, email: str, first_name: str, last_name: str, *, max_projects: int, active: bool,
-                      password: str | None) -> HopsworksUser:
+                      password: str | None, remote_subject: str | None) -> HopsworksUser:
         params: dict[str, str | int] = {
             "accountType": "M_ACCOUNT_TYPE",  # required: the resource switches on it
             "email": email.strip(), "givenName": first_name, "surname": last_name,
             "status": ACTIVATED if active else DEACTIVATED,
         }
-        if max_projects > 0:  # 0 here would mean the cluster's default: set afterwards
+        if remote_subject is not None:
+            params.update(accountType="REMOTE_ACCOUNT_TYPE", uuid=remote_subject, type="OAUTH2")
+            password = None  # a remote user signs in at the identity provider
+        elif max_projects > 0:  # 0 here would mean the cluster's default: set afterwards
             params["maxNumProjects"] = max_projects
         if password:
             params["password"] = password

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from jushostit.catalog.spec import PlatformName, ProjectLimit
 from jushostit.kit.schemas import RequestModel, ResponseModel
@@ -33,6 +33,17 @@ class PlatformCreate(RequestModel):
                                   "costs of the seat holders' project namespaces there are billed to the seats' "
                                   "accounts. Left out: the seats' usage is not metered.")
 
+    oidc_provider: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, description="Enterprise edition only: the sign-in provider (a name in "
+                                  "JUSHOSTIT_OIDC_PROVIDERS) the platform trusts too. A seat holder who signed in "
+                                  "through it gets a remote OAuth user linked by their subject, with no password.")
+
+    @model_validator(mode="after")
+    def remote_users_need_enterprise(self) -> PlatformCreate:
+        if self.oidc_provider is not None and self.edition != "enterprise":
+            raise ValueError("oidc_provider needs the enterprise edition: community has no remote users")
+        return self
+
     @field_validator("base_url")
     @classmethod
     def http_url(cls, value: str) -> str:
@@ -49,6 +60,7 @@ class PlatformRead(ResponseModel):
     edition: str
     project_limits: dict[str, int]
     cluster_id: uuid.UUID | None
+    oidc_provider: str | None
     checked_at: datetime = Field(description="When its connection test last passed")
     created_at: datetime
 

@@ -8,6 +8,7 @@ box, re-encrypted by `jushostit keys rotate`, decrypted only to talk to the plat
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import httpx
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jushostit.audit import service as audit
 from jushostit.kit.crypto import SecretBox
 from jushostit.kit.db import utcnow
-from jushostit.kit.errors import AppError, Conflict, NotFound
+from jushostit.kit.errors import AppError, BadRequest, Conflict, NotFound
 from jushostit.models import Platform
 from jushostit.platforms.hopsworks import HopsworksClient, PlatformError
 from jushostit.platforms.repository import PlatformRepository, SeatRepository
@@ -43,7 +44,8 @@ def _audited(platform: Platform) -> dict[str, object]:
     """What the audit log says of a platform: never its API key."""
     return {"name": platform.name, "kind": platform.kind, "base_url": platform.base_url,
             "edition": platform.edition, "project_limits": platform.project_limits,
-            "cluster_id": str(platform.cluster_id) if platform.cluster_id else None}
+            "cluster_id": str(platform.cluster_id) if platform.cluster_id else None,
+            "oidc_provider": platform.oidc_provider}
 
 
 async def check_connection(base_url: str, api_key: str, *, timeout: float) -> None:
@@ -60,9 +62,13 @@ async def check_connection(base_url: str, api_key: str, *, timeout: float) -> No
                                       details={"status": error.status}) from error
 
 
-async def register(session: AsyncSession, box: SecretBox, *, data: PlatformCreate, timeout: float) -> Platform:
+async def register(session: AsyncSession, box: SecretBox, *, data: PlatformCreate, timeout: float,
+                   sign_in_providers: Collection[str]) -> Platform:
     """Refuse a name in use (409 `platform_name_taken`), run the connection test, and only then record the
     platform with its API key encrypted, audited."""
+    if data.oidc_provider is not None and data.oidc_provider not in sign_in_providers:
+        raise BadRequest(f"No sign-in provider {data.oidc_provider!r} is configured (JUSHOSTIT_OIDC_PROVIDERS)",
+                         code="unknown_oidc_provider", details={"configured": sorted(sign_in_providers)})
     repository = PlatformRepository(session)
     if await repository.name_taken(data.name):
         raise _name_taken(data.name)
@@ -76,7 +82,8 @@ async def register(session: AsyncSession, box: SecretBox, *, data: PlatformCreat
     await check_connection(data.base_url, api_key, timeout=timeout)
     platform = await repository.add({
         "name": data.name, "kind": data.kind, "base_url": data.base_url, "edition": data.edition,
-        "project_limits": data.project_limits.model_dump(), "cluster_id": cluster_id, "checked_at": utcnow(),
+        "project_limits": data.project_limits.model_dump(), "cluster_id": cluster_id,
+        "oidc_provider": data.oidc_provider, "checked_at": utcnow(),
     })
     if platform is None:  # registered meanwhile under the same name
         raise _name_taken(data.name)

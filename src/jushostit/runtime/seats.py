@@ -165,7 +165,7 @@ class SeatDriver:
             await self._mark_create_sent(seat.id)
         local, _, _ = seat.email.partition("@")
         user = await client.ensure_user(seat.email, local[:30] or "seat", seat.name[:30], max_projects=seat.max_projects,
-                                        active=True, password=initial_password())
+                                        active=True, password=initial_password(), remote_subject=row.remote_subject)
         await self._record_user(seat.id, user, account_id=account_id)
         return user
 

@@ -21,12 +21,14 @@ def upgrade() -> None:
     op.add_column("platforms", sa.Column("cluster_id", sa.Uuid(), sa.ForeignKey("clusters.id", ondelete="SET NULL"),
                                          nullable=True))
     op.create_index("ix_platforms_cluster_id", "platforms", ["cluster_id"])
+    op.add_column("platforms", sa.Column("oidc_provider", sa.String(64), nullable=True))
     op.create_table(
         "seats",
         sa.Column("instance_id", sa.Uuid(), sa.ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("platform_id", sa.Uuid(), sa.ForeignKey("platforms.id", ondelete="RESTRICT"), nullable=False),
         sa.Column("user_id", sa.Uuid(), sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
         sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("remote_subject", sa.String(255), nullable=True),
         sa.Column("platform_user_id", sa.Integer(), nullable=True),
         sa.Column("create_sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
@@ -50,4 +52,5 @@ def downgrade() -> None:
     op.drop_table("seat_projects")
     op.drop_table("seats")
     op.drop_index("ix_platforms_cluster_id", table_name="platforms")
+    op.drop_column("platforms", "oidc_provider")
     op.drop_column("platforms", "cluster_id")
