@@ -101,8 +101,9 @@ async def snapshots(
             seat_templates[template.code] = spec
         else:
             templates[template.code] = spec
+    # Asked only when some instance is a seat: a pass over apps makes no query more.
+    seats = await SeatRepository(session).facts([i.id for i in instances if i.template_code in seat_templates])
     ciphertexts = await repository.secret_ciphertexts([i.id for i in instances])
-    seats = await SeatRepository(session).facts([i.id for i in instances])
     book = await addresses(session, settings, list(accounts))
     result = {}
     for account_id, (account, subscriptions) in accounts.items():
