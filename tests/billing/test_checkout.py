@@ -22,8 +22,10 @@ from jushostit.models import (
 )
 from tests.billing.helpers import error_of, payments_of, reconcile_jobs
 
-FREE_QUOTAS = {"cpu_millicores": 500, "memory_mib": 512, "storage_gib": 1, "max_instances": 1}
-NO_QUOTAS = {"cpu_millicores": 0, "memory_mib": 0, "storage_gib": 0, "max_instances": 0}
+FREE_QUOTAS = {"cpu_millicores": 500, "memory_mib": 512, "storage_gib": 1, "max_instances": 1, "concurrent_sessions": 1,
+               "session_max_minutes": 5}
+NO_QUOTAS = {"cpu_millicores": 0, "memory_mib": 0, "storage_gib": 0, "max_instances": 0, "concurrent_sessions": 0,
+             "session_max_minutes": 0}
 
 
 def _at(value: str) -> datetime:

@@ -39,11 +39,11 @@ async def test_the_loader_returns_what_the_decision_needs(client, session, signu
     inputs = await load_entitlement_inputs(session, account, now=datetime.now(UTC), expired_retention_days=12)
     assert inputs.account.status == "active" and inputs.account.suspension_reasons == frozenset()
     assert [(s.plan_code, s.status) for s in inputs.subscriptions] == [("free", "active")]
-    assert inputs.subscriptions[0].quotas == Quotas(500, 512, 1, 1)
+    assert inputs.subscriptions[0].quotas == Quotas(500, 512, 1, 1, concurrent_sessions=1, session_max_minutes=5)
     assert (inputs.budget.limit_minor, inputs.budget.spent_minor) == (1000, 250)
     assert inputs.policy.expired_retention == timedelta(days=12) and inputs.policy.grace == timedelta(days=7)
     decided = inputs.decide(datetime.now(UTC))
-    assert decided.level == Level.running and decided.quotas == Quotas(500, 512, 1, 1)
+    assert decided.level == Level.running and decided.quotas == Quotas(500, 512, 1, 1, 1, 5)
     # After the period, the same inputs say expired, then deleted once the retention is over.
     end = inputs.subscriptions[0].period_end
     assert inputs.decide(end + timedelta(days=1)).level == Level.expired

@@ -82,7 +82,8 @@ async def test_plans_are_public_and_show_prices_in_minor_units(client) -> None:
         "price": "9.00",
         "interval": "month",
         "billing_modes": ["card", "invoice", "prepaid"],
-        "quotas": {"cpu_millicores": 2000, "memory_mib": 2048, "storage_gib": 10, "max_instances": 3},
+        "quotas": {"cpu_millicores": 2000, "memory_mib": 2048, "storage_gib": 10, "max_instances": 3,
+                   "concurrent_sessions": 2, "session_max_minutes": 30},
         "default_budget_minor": 5000,
         "included_credits": 0,
         "credits_rollover": False,
@@ -167,7 +168,7 @@ async def test_admin_creates_updates_and_retires_a_plan_with_audit_entries(clien
     assert all(e.actor_id == uuid.UUID(boss.user_id) for e in entries)
     assert entries[1].before == {
         "price_minor": 1500, "stripe_price_id": None,
-        "quotas": body["quotas"], "version": 1,
+        "quotas": {**body["quotas"], "concurrent_sessions": 0, "session_max_minutes": 0}, "version": 1,
     }
     assert entries[1].after["price_minor"] == 1900 and entries[1].after["quotas"]["max_instances"] == 5
     assert (entries[1].after["version"], entries[2].after["version"]) == (2, 3)  # each change of terms: a version

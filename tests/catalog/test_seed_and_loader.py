@@ -82,7 +82,8 @@ async def test_seeding_inserts_a_missing_plan_once(session, tmp_path) -> None:
     assert second.plans_added == []
     plan = await session.scalar(select(Plan).where(Plan.code == "test-extra"))
     assert (plan.price_minor, plan.currency, plan.interval, plan.billing_modes) == (500, "JPY", "year", ["card"])
-    assert plan.quotas == {"cpu_millicores": 1, "memory_mib": 2, "storage_gib": 3, "max_instances": 4}
+    assert plan.quotas == {"cpu_millicores": 1, "memory_mib": 2, "storage_gib": 3, "max_instances": 4,
+                           "concurrent_sessions": 0, "session_max_minutes": 0}  # the defaults: no browser sessions
     assert await _audit_count(session, "plan.seeded") >= 1
     seeded = await session.scalar(select(AuditEntry).where(AuditEntry.target_id == str(plan.id)))
     assert seeded.action == "plan.seeded" and seeded.after["price_minor"] == 500

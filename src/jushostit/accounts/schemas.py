@@ -37,6 +37,8 @@ class EntitlementQuotas(ResponseModel):
     memory_mib: int
     storage_gib: int
     max_instances: int
+    concurrent_sessions: int
+    session_max_minutes: int
 
 
 class AccountEntitlement(ResponseModel):

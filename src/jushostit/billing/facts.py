@@ -97,6 +97,8 @@ def plan_quotas(plan: PlanFactsRow | SubscriptionFactsRow) -> Quotas:
         memory_mib=int(q.get("memory_mib", 0)),
         storage_gib=int(q.get("storage_gib", 0)),
         max_instances=int(q.get("max_instances", 0)),
+        concurrent_sessions=int(q.get("concurrent_sessions", 0)),
+        session_max_minutes=int(q.get("session_max_minutes", 0)),
     )
 
 

@@ -50,6 +50,8 @@ class PlanQuotas(Spec):
     memory_mib: int = Field(ge=0, le=INT32_MAX)
     storage_gib: int = Field(ge=0, le=INT32_MAX)
     max_instances: int = Field(ge=0, le=INT32_MAX)
+    concurrent_sessions: int = Field(default=0, ge=0, le=10_000, description="Browser sessions open at once")
+    session_max_minutes: int = Field(default=0, ge=0, le=1440, description="The longest one browser session lasts")
 
 
 UsageDimension = Literal["core_hours", "gib_hours", "gb_transferred", "gb_month_stored", "session_minutes"]

@@ -44,6 +44,8 @@ class Quotas:
     memory_mib: int = 0
     storage_gib: int = 0
     max_instances: int = 0
+    concurrent_sessions: int = 0  # browser sessions open at once
+    session_max_minutes: int = 0  # the longest a browser session may last (the longest of the plans)
 
     def __add__(self, other: Quotas) -> Quotas:
         return Quotas(
@@ -51,6 +53,8 @@ class Quotas:
             self.memory_mib + other.memory_mib,
             self.storage_gib + other.storage_gib,
             self.max_instances + other.max_instances,
+            self.concurrent_sessions + other.concurrent_sessions,
+            max(self.session_max_minutes, other.session_max_minutes),
         )
 
 
