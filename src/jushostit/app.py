@@ -55,6 +55,7 @@ from jushostit.pages.endpoints import router as pages_router
 from jushostit.platforms.endpoints import router as platforms_router
 from jushostit.runtime.local.router import LocalRouter, Route, RouteCache, Upstreams
 from jushostit.runtime.registry import local_driver
+from jushostit.sessions.endpoints import router as sessions_router
 from jushostit.webhooks.endpoints import admin_router as webhooks_admin_router
 from jushostit.webhooks.endpoints import router as webhooks_router
 
@@ -330,6 +331,7 @@ ROUTERS = (
     credits_router,
     invoices_router,
     instances_router,
+    sessions_router,
     usage_router,
     events_router,
     audit_router,

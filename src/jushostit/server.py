@@ -21,7 +21,9 @@ from jushostit.config import Settings
 from jushostit.kit import jobs
 from jushostit.metering.tasks import schedule_collectors
 from jushostit.reconcile.tasks import schedule_resync
+from jushostit.runtime.registry import KUBERNETES, browser_pools
 from jushostit.runtime.registry import shutdown as runtime_shutdown
+from jushostit.sessions.service import run_reaper
 
 log = structlog.get_logger(__name__)
 
@@ -114,8 +116,15 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
         server_task = asyncio.create_task(server.serve())
         worker_task = asyncio.create_task(run_worker(settings)) if settings.run_worker_in_serve else None
         announcing = asyncio.create_task(_announce(server, settings)) if announce else None
+        # Browser sessions end on time in the process that runs their browsers (the local runtime's).
+        reaping = asyncio.Event()
+        reaper = (asyncio.create_task(run_reaper(container.database, browser_pools(settings), reaping))
+                  if settings.runtime != KUBERNETES else None)
         await _until_stopped(stop, *[t for t in (server_task, worker_task) if t])
         crashed = not stop.is_set()
+        reaping.set()
+        if reaper:
+            await reaper
         server.should_exit = True
         if worker_task:
             worker_task.cancel()

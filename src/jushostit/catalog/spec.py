@@ -267,6 +267,22 @@ class ProcessForm(Spec):
         return self
 
 
+class PoolForm(Spec):
+    """A pool of headless browsers sessions are taken from: how many wait warm, how many it runs at most, and
+    when a session nobody uses is ended."""
+
+    warm_size: int = Field(default=2, ge=0, le=50)
+    max_browsers: int = Field(default=20, ge=1, le=500)  # warm and in use together
+    idle_timeout_seconds: int = Field(default=120, ge=5, le=3600)  # no CDP traffic this long: ended as `idle`
+    disconnect_grace_seconds: int = Field(default=30, ge=0, le=3600)  # no client connected this long: `idle`
+
+    @model_validator(mode="after")
+    def warm_within_max(self) -> PoolForm:
+        if self.warm_size > self.max_browsers:
+            raise ValueError("warm_size cannot exceed max_browsers")
+        return self
+
+
 class TemplateSpec(Spec):
     """A service that runs as a workload: an app, or a pool of browsers."""
 
@@ -287,9 +303,12 @@ class TemplateSpec(Spec):
     process: ProcessForm | None = None
     needs_internet_egress: bool = False
     kubernetes: KubernetesForm = KubernetesForm()
+    pool: PoolForm | None = None  # a session pool's (required for one, refused for an app)
 
     @model_validator(mode="after")
     def consistent(self) -> TemplateSpec:
+        if (self.kind == "session_pool") != (self.pool is not None):
+            raise ValueError("a session_pool template has a pool form, and only one does")
         if self.default_tier not in self.tiers:
             raise ValueError(f"default_tier {self.default_tier!r} is not one of the tiers")
         names = [e.name for e in self.env]

@@ -514,3 +514,15 @@ def positive(metric: Metric, quantity: Decimal, what: str, warnings: list[str]) 
         warnings.append(f"{metric.value} of {what}: {quantity} skipped")
         return False
     return True
+
+
+async def record_session_usage(session: AsyncSession, *, account_id: uuid.UUID, pool_id: uuid.UUID,
+                               session_id: uuid.UUID, start: datetime, end: datetime, now: datetime) -> None:
+    """A browser session's seconds, to the millisecond (billed per second as session-minutes, with no minimum):
+    one sample, stored once per session, summed with the rest of the account's usage."""
+    seconds = Decimal(int((end - start).total_seconds() * 1000)) / 1000
+    await MeteringRepository(session).insert_samples([{
+        "source": "sessions", "source_id": f"session:{session_id}", "scope": "local", "account_id": account_id,
+        "instance_id": pool_id, "subject": f"session {session_id}", "metric": Metric.session_seconds.value,
+        "window_start": start, "window_end": end, "quantity": seconds, "recorded_at": now,
+    }])

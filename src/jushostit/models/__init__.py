@@ -5,6 +5,7 @@ from jushostit.models.api_key import ApiKey
 from jushostit.models.audit_entry import AuditEntry
 from jushostit.models.auth_session import AuthSession, RefreshToken
 from jushostit.models.auth_throttle import AuthThrottle
+from jushostit.models.browser_session import BrowserSession
 from jushostit.models.cluster import AccountPlacement, Cluster, ClusterHost, ClusterNode
 from jushostit.models.credit import CreditBalance, CreditEntry, CreditGrant
 from jushostit.models.credit_purchase import CreditPurchase
@@ -44,6 +45,7 @@ __all__ = [
     "AuthSession",
     "AuthThrottle",
     "BillingMode",
+    "BrowserSession",
     "BudgetAlert",
     "Cluster",
     "ClusterHost",

@@ -18,6 +18,7 @@ from jushostit.kit.db import Database
 from jushostit.runtime.kubernetes.cluster import ClusterSettings
 from jushostit.runtime.kubernetes.directory import ClusterDirectory, cluster_settings
 from jushostit.runtime.kubernetes.driver import KubernetesDriver
+from jushostit.runtime.local.browsers import BrowserPools, WithPools
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.protocol import RuntimeDriver
 from jushostit.runtime.seats import SeatDriver, WithSeats
@@ -38,6 +39,16 @@ def local_driver(settings: Settings) -> LocalDriver:
     return _local(settings.data_dir.resolve() / "instances")
 
 
+@cache
+def _pools(root: Path) -> BrowserPools:
+    return BrowserPools(root)
+
+
+def browser_pools(settings: Settings) -> BrowserPools:
+    """The local runtime's browser pools of this data dir (one per process: the browsers are its children)."""
+    return _pools(settings.data_dir.resolve() / "browsers")
+
+
 def kubernetes_driver(database: Database, box: SecretBox, *, timeout: int) -> KubernetesDriver:
     key = (id(database), id(box), timeout)
     if key not in _kubernetes_drivers:
@@ -51,7 +62,7 @@ def driver_for(settings: Settings, database: Database, box: SecretBox) -> Runtim
     if settings.runtime == KUBERNETES:
         runtime = kubernetes_driver(database, box, timeout=settings.kubernetes_timeout_seconds)
     else:
-        runtime = local_driver(settings)
+        runtime = WithPools(local_driver(settings), browser_pools(settings))
     return WithSeats(runtime, SeatDriver(database, box, timeout=settings.platform_timeout_seconds))
 
 
@@ -63,6 +74,7 @@ async def shutdown(settings: Settings) -> None:
             await driver.close()
         _kubernetes_drivers.clear()
     else:
+        await browser_pools(settings).shutdown()
         await local_driver(settings).shutdown()
 
 

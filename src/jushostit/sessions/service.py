@@ -1,0 +1,391 @@
+"""Browser sessions on credits: a customer asks for a browser from one of their session pools and gets a CDP URL
+through our proxy, with a token for that session alone.
+
+How a session holds together (each step its own transaction, so a crash anywhere converges):
+
+1. Under the account's lock: the entitlement allows sessions (a throttled account gets half its concurrency, at
+   least one; a stopped one none), the concurrency limit is kept (sessions starting count), and one credit is
+   debited with the session's own idempotency key. The session row (`starting`) and the debit commit together.
+2. A browser is taken from the pool: a warm one at once, or one started on demand.
+3. The session becomes `active` with its browser, or, when no browser could be had, `ended` (`start_failed`)
+   with its credit refunded in the same transaction.
+
+A session ends by `end` (the customer), or by the reaper (every second, in the process that runs the
+browsers): its maximum lifetime (`timeout`), no CDP traffic for the pool's idle timeout or no client connected
+for its disconnect grace (`idle`), its browser gone with its stopped pool (`suspended`) or dead (`crashed`), and
+a start that never finished (`start_failed`, refunded). Ending records the duration (billed per second as
+session-minutes, no minimum), kills the browser (no cookies, storage or tabs reach another session), closes the
+client's WebSocket with the reason (close code 4000 + n, the reason as its text) and tops the pool up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from pydantic import ValidationError
+
+from jushostit.audit import service as audit
+from jushostit.billing.facts import instance_facts, load_entitlement_inputs
+from jushostit.billing.repository import BillingRepository
+from jushostit.catalog.spec import PoolForm, TemplateSpec
+from jushostit.config import Settings
+from jushostit.credits import service as credits
+from jushostit.entitlement import Level
+from jushostit.kit import context
+from jushostit.kit.db import Database, utcnow
+from jushostit.kit.errors import AppError, BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from jushostit.metering.service import record_session_usage
+from jushostit.models import BrowserSession, Instance
+from jushostit.runtime.local.browsers import BrowserPools, BrowserStartFailed, PoolFull
+from jushostit.sessions.repository import SessionRepository
+from jushostit.sessions.schemas import SessionCreate
+
+log = structlog.get_logger(__name__)
+
+CLOSE_CODES = {"ended": 4000, "timeout": 4001, "idle": 4002, "credits_exhausted": 4003, "suspended": 4004,
+               "crashed": 4005, "start_failed": 4006}
+START_GRACE = timedelta(seconds=60)  # a session still `starting` after this never got its browser
+SESSION_CREDITS = 1
+RUNNING = {"running", "throttled"}
+
+
+class PaymentRequired(AppError):
+    status_code = 402
+    code = "insufficient_credits"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(session: BrowserSession, token: str) -> bool:
+    return hmac.compare_digest(session.token_hash, token_hash(token))
+
+
+# --- what this process knows of its sessions ---------------------------------------------------------------------
+
+Closer = Callable[[int, str], Awaitable[None]]
+
+
+@dataclass
+class Activity:
+    """A session's clients on this process's proxy, and when it last carried CDP traffic (monotonic)."""
+
+    last: float = field(default_factory=time.monotonic)
+    clients: dict[int, Closer] = field(default_factory=dict)
+    disconnected_at: float | None = None
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+class Live:
+    """The sessions of this process: their activity, their clients, the starts under way and the orders waiting
+    for a free slot."""
+
+    def __init__(self) -> None:
+        self.activity: dict[uuid.UUID, Activity] = {}
+        self.starting: set[uuid.UUID] = set()
+        self.slot_freed: dict[uuid.UUID, asyncio.Event] = {}
+        self.waiting: dict[uuid.UUID, int] = {}
+        self.background: set[asyncio.Task[object]] = set()
+
+    def connect(self, session_id: uuid.UUID, close: Closer) -> int:
+        activity = self.activity.setdefault(session_id, Activity())
+        key = id(close)
+        activity.clients[key] = close
+        activity.touch()
+        return key
+
+    def disconnect(self, session_id: uuid.UUID, key: int) -> None:
+        activity = self.activity.get(session_id)
+        if activity is not None:
+            activity.clients.pop(key, None)
+            if not activity.clients:
+                activity.disconnected_at = time.monotonic()
+
+    def touch(self, session_id: uuid.UUID) -> None:
+        activity = self.activity.get(session_id)
+        if activity is not None:
+            activity.touch()
+
+    def freed(self, account_id: uuid.UUID) -> None:
+        event = self.slot_freed.pop(account_id, None)
+        if event is not None:
+            event.set()
+
+    def later(self, work: Awaitable[object]) -> None:
+        async def run() -> object:
+            return await work
+
+        task: asyncio.Task[object] = asyncio.ensure_future(run())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+LIVE = Live()
+
+
+# --- starting ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    session: BrowserSession
+    token: str
+    credits_left: int
+
+
+class SessionLimitReached(Conflict):
+    code = "session_limit_reached"
+
+
+async def start(database: Database, settings: Settings, pools: BrowserPools, *, account_id: uuid.UUID,
+                data: SessionCreate) -> Started:
+    """A session, or a clear refusal that changed nothing: 402 without credits, 409 over the concurrency limit
+    (after waiting up to `wait_seconds` in a bounded queue: 429 when it is full), 503 when no browser could be
+    had (its credit refunded)."""
+    deadline = time.monotonic() + data.wait_seconds
+    while True:
+        try:
+            return await _start_once(database, settings, pools, account_id=account_id, data=data)
+        except SessionLimitReached as refused:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise
+            limit = int(refused.details["limit"])
+            if LIVE.waiting.get(account_id, 0) >= limit:
+                full = TooManyRequests("Too many requests are already waiting for a session of this account",
+                                       retry_after=1)
+                full.code = "session_queue_full"
+                raise full from refused
+            LIVE.waiting[account_id] = LIVE.waiting.get(account_id, 0) + 1
+            try:
+                event = LIVE.slot_freed.setdefault(account_id, asyncio.Event())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
+            finally:
+                LIVE.waiting[account_id] -= 1
+
+
+async def _start_once(database: Database, settings: Settings, pools: BrowserPools, *, account_id: uuid.UUID,
+                      data: SessionCreate) -> Started:
+    token = secrets.token_urlsafe(32)
+    async with database.unit_of_work() as session:
+        account = await BillingRepository(session).lock_account(account_id)
+        if account is None:
+            raise NotFound("Account not found")
+        now = utcnow()
+        facts = await load_entitlement_inputs(session, account, now=now,
+                                              expired_retention_days=settings.expired_retention_days)
+        entitled = facts.decide(now, instance_facts([]))
+        limit = concurrency(entitled.level, entitled.quotas.concurrent_sessions)
+        if entitled.level < Level.throttled:
+            raise Conflict("Browser sessions are not available: " + ("; ".join(entitled.reasons) or "not entitled"),
+                           code="not_entitled", details={"level": entitled.level.name})
+        if limit == 0:
+            raise Conflict("The account's plan includes no browser sessions", code="sessions_not_included")
+        repository = SessionRepository(session)
+        pool = await _pool(repository, account_id, data.pool)
+        longest = entitled.quotas.session_max_minutes * 60
+        if data.timeout_seconds is not None and data.timeout_seconds > longest:
+            raise BadRequest(f"A session lasts at most {longest} seconds on this plan", code="timeout_exceeds_plan",
+                             details={"max_seconds": longest})
+        open_now = await repository.open_count(account_id)
+        if open_now >= limit:
+            raise SessionLimitReached(f"The account has {open_now} sessions open, its limit", details={
+                "limit": limit, "open": open_now})
+        row = BrowserSession(account_id=account_id, pool_id=pool.id, token_hash=token_hash(token), status="starting",
+                             max_seconds=data.timeout_seconds or longest, refunded=False)
+        await repository.add(row)
+        try:
+            change = await credits.debit(session, account_id=account_id, amount=SESSION_CREDITS,
+                                         reason="browser session", reference=str(row.id),
+                                         idempotency_key=f"session:{row.id}")
+        except Conflict as refused:
+            if refused.code != "insufficient_credits":
+                raise
+            raise PaymentRequired(refused.message, details=refused.details) from refused
+        assert change.entry is not None
+        row.debit_entry_id = change.entry.id
+        await audit.record(session, action="session.requested", target_type="browser_session", target_id=row.id,
+                           account_id=account_id, after={"pool_id": str(pool.id), "max_seconds": row.max_seconds})
+        session_id, credits_left = row.id, change.balance
+    LIVE.starting.add(session_id)
+    try:
+        try:
+            browser, warm = await pools.take(pool.id)
+        except (KeyError, PoolFull, BrowserStartFailed) as error:
+            why = "its pool is not running on this server" if isinstance(error, KeyError) else str(error)
+            await end(database, pools, session_id=session_id, reason="start_failed")
+            raise ServiceUnavailable(f"No browser could be had: {why}; the credit was refunded",
+                                     code="session_start_failed") from error
+        started_at = utcnow()
+        async with database.unit_of_work() as session:
+            repository = SessionRepository(session)
+            if not await repository.mark_started(session_id, browser_id=browser.id, warm=warm, started_at=started_at,
+                                                 expires_at=started_at + timedelta(seconds=row.max_seconds)):
+                await pools.discard(browser.id)
+                raise Conflict("The session ended before its browser was ready", code="session_ended")
+            LIVE.activity[session_id] = Activity()
+            await audit.record(session, action="session.started", target_type="browser_session",
+                               target_id=session_id, account_id=account_id, actor=context.SYSTEM,
+                               after={"warm": warm})
+            found = await repository.by_id(session_id)
+            assert found is not None
+    finally:
+        LIVE.starting.discard(session_id)
+    log.info("session.started", session_id=str(session_id), warm=warm)
+    return Started(found, token, credits_left)
+
+
+def concurrency(level: Level, included: int) -> int:
+    """How many sessions an account may have open: all its plans include at full speed, half (at least one)
+    when throttled, none below."""
+    if level >= Level.running:
+        return included
+    if level == Level.throttled:
+        return max(1, included // 2) if included else 0
+    return 0
+
+
+async def _pool(repository: SessionRepository, account_id: uuid.UUID, wanted: uuid.UUID | None) -> Instance:
+    pools = await repository.pools_of(account_id)
+    if wanted is not None:
+        pools = [(i, spec) for i, spec in pools if i.id == wanted]
+        if not pools:
+            raise NotFound("No such session pool in this account", code="pool_not_found")
+    if not pools:
+        raise Conflict("The account has no session pool: order one (a session_pool template) first",
+                       code="no_session_pool")
+    if len(pools) > 1:
+        raise BadRequest("The account has several session pools: name one in `pool`", code="pool_required",
+                         details={"pools": [str(i.id) for i, _ in pools]})
+    [(instance, spec)] = pools
+    try:
+        template = TemplateSpec.model_validate(spec)
+    except ValidationError:
+        template = None
+    if template is None or template.pool is None:
+        raise Conflict("The session pool's template is unavailable", code="template_unavailable")
+    if instance.observed_status not in RUNNING:
+        raise Conflict(f"The session pool is {instance.observed_status}", code="pool_not_running",
+                       details={"status": instance.observed_status})
+    return instance
+
+
+# --- ending ----------------------------------------------------------------------------------------------------
+
+
+async def end(database: Database, pools: BrowserPools, *, session_id: uuid.UUID, reason: str) -> BrowserSession:
+    """End the session (a repeated end changes nothing): duration recorded and metered, a start that never got its
+    browser refunded, the browser killed, the client told why, the pool topped up."""
+    now = utcnow()
+    async with database.unit_of_work() as session:
+        repository = SessionRepository(session)
+        row = await repository.lock(session_id)
+        if row is None:
+            raise NotFound("Session not found", code="session_not_found")
+        if row.status == "ended":
+            return row
+        before = row.status
+        row.status, row.end_reason, row.ended_at = "ended", reason, now
+        if row.started_at is not None:
+            row.duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
+            await record_session_usage(session, account_id=row.account_id, pool_id=row.pool_id,
+                                       session_id=row.id, start=row.started_at, end=now, now=now)
+        elif row.debit_entry_id is not None:
+            await credits.refund(session, account_id=row.account_id, entry_id=row.debit_entry_id,
+                                 amount=None, reason="browser session did not start",
+                                 idempotency_key=f"session-refund:{row.id}")
+            row.refunded = True
+        await audit.record(session, action="session.ended", target_type="browser_session", target_id=row.id,
+                           account_id=row.account_id, before={"status": before},
+                           after={"reason": reason, "duration_ms": row.duration_ms, "refunded": row.refunded})
+        browser_id, pool_id, account_id = row.browser_id, row.pool_id, row.account_id
+    activity = LIVE.activity.pop(session_id, None)
+    if activity is not None:  # told why before the browser goes, which would drop the connection first
+        for close in list(activity.clients.values()):
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await close(CLOSE_CODES[reason], reason)
+    if browser_id is not None:
+        await pools.discard(browser_id)
+    LIVE.freed(account_id)
+    LIVE.later(_top_up(pools, pool_id))
+    log.info("session.ended", session_id=str(session_id), reason=reason)
+    return row
+
+
+async def _top_up(pools: BrowserPools, pool_id: uuid.UUID) -> None:
+    with contextlib.suppress(BrowserStartFailed):
+        await pools.top_up(pool_id)
+
+
+# --- the reaper --------------------------------------------------------------------------------------------------
+
+
+async def reap(database: Database, pools: BrowserPools) -> dict[uuid.UUID, str]:
+    """End what must end now; returns the sessions ended with their reasons. Then replace dead warm browsers."""
+    now, clock = utcnow(), time.monotonic()
+    async with database.reader() as session:
+        repository = SessionRepository(session)
+        rows = await repository.open_sessions()
+        forms: dict[uuid.UUID, PoolForm | None] = {}
+        for pool_id in {row.pool_id for row in rows}:
+            spec = await repository.pool_template(pool_id)
+            try:
+                forms[pool_id] = TemplateSpec.model_validate(spec).pool
+            except ValidationError:
+                forms[pool_id] = None
+    ended = {}
+    for row in rows:
+        reason = _why_it_ends(row, forms.get(row.pool_id), pools, now, clock)
+        if reason is not None:
+            await end(database, pools, session_id=row.id, reason=reason)
+            ended[row.id] = reason
+    await pools.maintain()
+    return ended
+
+
+def _why_it_ends(row: BrowserSession, form: PoolForm | None, pools: BrowserPools, now: datetime,
+                 clock: float) -> str | None:
+    if row.status == "starting":
+        stuck = row.id not in LIVE.starting and now - row.created_at > START_GRACE
+        return "start_failed" if stuck else None
+    browser = pools.lent(row.browser_id) if row.browser_id else None
+    if browser is None:
+        return "suspended" if row.browser_id in pools.drained else "crashed"
+    if not browser.alive:
+        return "crashed"
+    if row.expires_at is not None and now >= row.expires_at:
+        return "timeout"
+    activity = LIVE.activity.setdefault(row.id, Activity())
+    if form is not None:
+        if clock - activity.last > form.idle_timeout_seconds:
+            return "idle"
+        quiet_since = activity.disconnected_at or activity.last
+        if not activity.clients and clock - quiet_since > form.disconnect_grace_seconds:
+            return "idle"
+    return None
+
+
+async def run_reaper(database: Database, pools: BrowserPools, stop: asyncio.Event, *,
+                     interval: float = 1.0) -> None:
+    """The reaper, every `interval` seconds until `stop` (in the process that runs the browsers)."""
+    while not stop.is_set():
+        try:
+            await reap(database, pools)
+        except Exception as error:  # noqa: BLE001 - logged; the next round tries again
+            log.error("sessions.reap_failed", error=f"{type(error).__name__}: {error}"[:500])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
