@@ -42,6 +42,7 @@ from jushostit.kit.db import utcnow
 from jushostit.models import (
     Account,
     AccountPlacement,
+    BrowserSession,
     Cluster,
     ClusterNode,
     CreditPurchase,
@@ -62,7 +63,7 @@ from tests.streaming import first_response, is_streaming
 METHODS = {"get", "put", "post", "patch", "delete"}
 
 # Path parameters that say which tenant a request is about; every `account` route names one of them.
-TENANT_KEYS = ("account_id", "instance_id")
+TENANT_KEYS = ("account_id", "instance_id", "session_id")
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ BODIES: dict[str, Callable[[], dict[str, Any]]] = {
     "ContractUpdate": lambda: {"ends_at": "2031-01-01T00:00:00Z"},
     "UnsuspendRequest": lambda: {"reason": "admin"},
     "BudgetUpdate": lambda: {"monthly_limit_minor": 1000, "currency": "EUR"},  # the shipped plans' currency
+    "SessionCreate": dict,
 }
 
 # A valid value for every required query parameter, keyed by the parameter's name (optional ones are left out).
@@ -235,6 +237,7 @@ class Tenant:
     purchase_id: str = ""
     cluster_id: str = ""
     platform_id: str = ""
+    session_id: str = ""
 
     def path_values(self) -> dict[str, str]:
         """Every path parameter name any route uses, filled with this tenant's real resources."""
@@ -255,6 +258,7 @@ class Tenant:
             "cluster_id": self.cluster_id,  # the cluster the tenant is placed on (admin routes)
             "node_name": "worker-1",  # a node of that cluster
             "platform_id": self.platform_id,  # a data platform seats are sold on (admin routes)
+            "session_id": self.session_id,  # a browser session of the tenant's (ended: ending it changes nothing)
         }
 
 
@@ -300,6 +304,7 @@ async def make_tenant(client: httpx.AsyncClient, session: AsyncSession, signup: 
         str(purchase.id),
         str(await a_cluster(session, owner.account_id)),
         str(await a_platform(session)),
+        str(await a_browser_session(session, owner.account_id, instance.json()["id"])),
     )
 
 
@@ -324,6 +329,16 @@ async def a_cluster(session: AsyncSession, account_id: str) -> uuid.UUID:
     ])
     await session.flush()
     return cluster.id
+
+
+async def a_browser_session(session: AsyncSession, account_id: str, pool_id: str) -> uuid.UUID:
+    """A browser session of the account, ended (as its end leaves it)."""
+    row = BrowserSession(account_id=uuid.UUID(account_id), pool_id=uuid.UUID(pool_id),
+                         token_hash=uuid.uuid4().hex + uuid.uuid4().hex, status="ended", end_reason="ended",
+                         refunded=False, max_seconds=300, started_at=utcnow(), ended_at=utcnow(), duration_ms=1000)
+    session.add(row)
+    await session.flush()
+    return row.id
 
 
 async def a_platform(session: AsyncSession) -> uuid.UUID:

@@ -95,11 +95,10 @@ async def start_session(body: SessionCreate, access: AccountSessionsWriter, requ
     wait up to `wait_seconds`), and the answer carries the CDP URL through this server with the session's own
     token. A browser that cannot be had is 503 `session_start_failed`, its credit refunded."""
     c = container.current()
-    # The start runs in transactions of its own, around the browser's start: the request's connection (used for
-    # authentication) goes back to the pool first, so a burst of starts never holds two connections each.
-    await session.commit()
-    started = await service.start(c.database, c.settings, browser_pools(c.settings), account_id=access.account.id,
-                                  data=body)
+    # The debit commits before a browser is taken (and the connection goes back to the pool meanwhile); the
+    # outcome commits with the request.
+    started = await service.start(session, session, c.settings, browser_pools(c.settings),
+                                  account_id=access.account.id, data=body)
     return SessionStarted(**session_read(started.session), cdp_url=cdp_url(request, started.session, started.token),
                           credits_left=started.credits_left)
 
@@ -121,12 +120,13 @@ async def get_session(access: SessionReader) -> SessionRead:
 
 
 @router.post("/sessions/{session_id}/end", response_model=SessionRead, responses=responses(401, 403, 404))
-async def end_session(access: SessionWriter) -> SessionRead:
+async def end_session(access: SessionWriter, session: SessionDep) -> SessionRead:
     """End it now (also at the concurrency limit): its duration is recorded, its browser discarded. Ending an
     ended session changes nothing."""
-    c = container.current()
-    row = await service.end(c.database, browser_pools(c.settings), session_id=access.session.id, reason="ended")
-    return SessionRead(**session_read(row))
+    ended = await service.close(session, session_id=access.session.id, reason="ended")
+    await session.commit()  # recorded before the browser goes
+    await service.release(browser_pools(container.current().settings), ended)
+    return SessionRead(**session_read(ended.row))
 
 
 @router.websocket("/sessions/{session_id}/cdp")

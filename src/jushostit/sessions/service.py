@@ -30,9 +30,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit.audit import service as audit
 from jushostit.billing.facts import instance_facts, load_entitlement_inputs
@@ -150,103 +152,117 @@ class SessionLimitReached(Conflict):
     code = "session_limit_reached"
 
 
-async def start(database: Database, settings: Settings, pools: BrowserPools, *, account_id: uuid.UUID,
-                data: SessionCreate) -> Started:
+class Transaction(Protocol):
+    """The caller's transaction (the request's session), ended at the points a start needs."""
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+async def start(session: AsyncSession, transaction: Transaction, settings: Settings, pools: BrowserPools, *,
+                account_id: uuid.UUID, data: SessionCreate) -> Started:
     """A session, or a clear refusal that changed nothing: 402 without credits, 409 over the concurrency limit
     (after waiting up to `wait_seconds` in a bounded queue: 429 when it is full), 503 when no browser could be
-    had (its credit refunded)."""
+    had (its credit refunded). The caller's transaction is committed where a start needs it durable (the debit
+    before a browser is taken; a failed start's refund), and rolled back before waiting for a free slot (no
+    lock held while waiting)."""
     deadline = time.monotonic() + data.wait_seconds
     while True:
         try:
-            return await _start_once(database, settings, pools, account_id=account_id, data=data)
+            reservation = await _reserve(session, settings, account_id=account_id, data=data)
+            break
         except SessionLimitReached as refused:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise
-            limit = int(refused.details["limit"])
-            if LIVE.waiting.get(account_id, 0) >= limit:
-                full = TooManyRequests("Too many requests are already waiting for a session of this account",
-                                       retry_after=1)
-                full.code = "session_queue_full"
-                raise full from refused
-            LIVE.waiting[account_id] = LIVE.waiting.get(account_id, 0) + 1
-            try:
-                event = LIVE.slot_freed.setdefault(account_id, asyncio.Event())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
-            finally:
-                LIVE.waiting[account_id] -= 1
-
-
-async def _start_once(database: Database, settings: Settings, pools: BrowserPools, *, account_id: uuid.UUID,
-                      data: SessionCreate) -> Started:
-    token = secrets.token_urlsafe(32)
-    async with database.unit_of_work() as session:
-        account = await BillingRepository(session).lock_account(account_id)
-        if account is None:
-            raise NotFound("Account not found")
-        now = utcnow()
-        facts = await load_entitlement_inputs(session, account, now=now,
-                                              expired_retention_days=settings.expired_retention_days)
-        entitled = facts.decide(now, instance_facts([]))
-        limit = concurrency(entitled.level, entitled.quotas.concurrent_sessions)
-        if entitled.level < Level.throttled:
-            raise Conflict("Browser sessions are not available: " + ("; ".join(entitled.reasons) or "not entitled"),
-                           code="not_entitled", details={"level": entitled.level.name})
-        if limit == 0:
-            raise Conflict("The account's plan includes no browser sessions", code="sessions_not_included")
-        repository = SessionRepository(session)
-        pool = await _pool(repository, account_id, data.pool)
-        longest = entitled.quotas.session_max_minutes * 60
-        if data.timeout_seconds is not None and data.timeout_seconds > longest:
-            raise BadRequest(f"A session lasts at most {longest} seconds on this plan", code="timeout_exceeds_plan",
-                             details={"max_seconds": longest})
-        open_now = await repository.open_count(account_id)
-        if open_now >= limit:
-            raise SessionLimitReached(f"The account has {open_now} sessions open, its limit", details={
-                "limit": limit, "open": open_now})
-        row = BrowserSession(account_id=account_id, pool_id=pool.id, token_hash=token_hash(token), status="starting",
-                             max_seconds=data.timeout_seconds or longest, refunded=False)
-        await repository.add(row)
-        try:
-            change = await credits.debit(session, account_id=account_id, amount=SESSION_CREDITS,
-                                         reason="browser session", reference=str(row.id),
-                                         idempotency_key=f"session:{row.id}")
-        except Conflict as refused:
-            if refused.code != "insufficient_credits":
-                raise
-            raise PaymentRequired(refused.message, details=refused.details) from refused
-        assert change.entry is not None
-        row.debit_entry_id = change.entry.id
-        await audit.record(session, action="session.requested", target_type="browser_session", target_id=row.id,
-                           account_id=account_id, after={"pool_id": str(pool.id), "max_seconds": row.max_seconds})
-        session_id, credits_left = row.id, change.balance
-    LIVE.starting.add(session_id)
+            await transaction.rollback()
+            await _wait_for_a_slot(account_id, int(refused.details["limit"]), deadline, refused)
+    await transaction.commit()  # the debit and the `starting` row, before any browser is taken
+    reserved = reservation.session
+    LIVE.starting.add(reserved.id)
     try:
         try:
-            browser, warm = await pools.take(pool.id)
+            browser, warm = await pools.take(reserved.pool_id)
         except (KeyError, PoolFull, BrowserStartFailed) as error:
             why = "its pool is not running on this server" if isinstance(error, KeyError) else str(error)
-            await end(database, pools, session_id=session_id, reason="start_failed")
+            ended = await close(session, session_id=reserved.id, reason="start_failed")
+            await transaction.commit()  # the refund stands although the request fails
+            await release(pools, ended)
             raise ServiceUnavailable(f"No browser could be had: {why}; the credit was refunded",
                                      code="session_start_failed") from error
         started_at = utcnow()
-        async with database.unit_of_work() as session:
-            repository = SessionRepository(session)
-            if not await repository.mark_started(session_id, browser_id=browser.id, warm=warm, started_at=started_at,
-                                                 expires_at=started_at + timedelta(seconds=row.max_seconds)):
-                await pools.discard(browser.id)
-                raise Conflict("The session ended before its browser was ready", code="session_ended")
-            LIVE.activity[session_id] = Activity()
-            await audit.record(session, action="session.started", target_type="browser_session",
-                               target_id=session_id, account_id=account_id, actor=context.SYSTEM,
-                               after={"warm": warm})
-            found = await repository.by_id(session_id)
-            assert found is not None
+        repository = SessionRepository(session)
+        if not await repository.mark_started(reserved.id, browser_id=browser.id, warm=warm, started_at=started_at,
+                                             expires_at=started_at + timedelta(seconds=reserved.max_seconds)):
+            await pools.discard(browser.id)
+            raise Conflict("The session ended before its browser was ready", code="session_ended")
+        LIVE.activity[reserved.id] = Activity()
+        await audit.record(session, action="session.started", target_type="browser_session", target_id=reserved.id,
+                           account_id=account_id, actor=context.SYSTEM, after={"warm": warm})
+        await session.refresh(reserved)
     finally:
-        LIVE.starting.discard(session_id)
-    log.info("session.started", session_id=str(session_id), warm=warm)
-    return Started(found, token, credits_left)
+        LIVE.starting.discard(reserved.id)
+    log.info("session.started", session_id=str(reserved.id), warm=warm)
+    return reservation
+
+
+async def _wait_for_a_slot(account_id: uuid.UUID, limit: int, deadline: float, refused: AppError) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise refused
+    if LIVE.waiting.get(account_id, 0) >= limit:
+        full = TooManyRequests("Too many requests are already waiting for a session of this account", retry_after=1)
+        full.code = "session_queue_full"
+        raise full from refused
+    LIVE.waiting[account_id] = LIVE.waiting.get(account_id, 0) + 1
+    try:
+        event = LIVE.slot_freed.setdefault(account_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
+    finally:
+        LIVE.waiting[account_id] -= 1
+
+
+async def _reserve(session: AsyncSession, settings: Settings, *, account_id: uuid.UUID,
+                   data: SessionCreate) -> Started:
+    """Under the account's lock: entitled, within the concurrency, one credit debited, the row `starting`."""
+    token = secrets.token_urlsafe(32)
+    account = await BillingRepository(session).lock_account(account_id)
+    if account is None:
+        raise NotFound("Account not found")
+    now = utcnow()
+    facts = await load_entitlement_inputs(session, account, now=now,
+                                          expired_retention_days=settings.expired_retention_days)
+    entitled = facts.decide(now, instance_facts([]))
+    if entitled.level < Level.throttled:
+        raise Conflict("Browser sessions are not available: " + ("; ".join(entitled.reasons) or "not entitled"),
+                       code="not_entitled", details={"level": entitled.level.name})
+    limit = concurrency(entitled.level, entitled.quotas.concurrent_sessions)
+    if limit == 0:
+        raise Conflict("The account's plan includes no browser sessions", code="sessions_not_included")
+    repository = SessionRepository(session)
+    pool = await _pool(repository, account_id, data.pool)
+    longest = entitled.quotas.session_max_minutes * 60
+    if data.timeout_seconds is not None and data.timeout_seconds > longest:
+        raise BadRequest(f"A session lasts at most {longest} seconds on this plan", code="timeout_exceeds_plan",
+                         details={"max_seconds": longest})
+    open_now = await repository.open_count(account_id)
+    if open_now >= limit:
+        raise SessionLimitReached(f"The account has {open_now} sessions open, its limit",
+                                  details={"limit": limit, "open": open_now})
+    row = BrowserSession(account_id=account_id, pool_id=pool.id, token_hash=token_hash(token), status="starting",
+                         max_seconds=data.timeout_seconds or longest, refunded=False)
+    await repository.add(row)
+    try:
+        change = await credits.debit(session, account_id=account_id, amount=SESSION_CREDITS, reason="browser session",
+                                     reference=str(row.id), idempotency_key=f"session:{row.id}")
+    except Conflict as refused:
+        if refused.code != "insufficient_credits":
+            raise
+        raise PaymentRequired(refused.message, details=refused.details) from refused
+    assert change.entry is not None
+    row.debit_entry_id = change.entry.id
+    await audit.record(session, action="session.requested", target_type="browser_session", target_id=row.id,
+                       account_id=account_id, after={"pool_id": str(pool.id), "max_seconds": row.max_seconds})
+    return Started(row, token, change.balance)  # the token is kept only as its hash
 
 
 def concurrency(level: Level, included: int) -> int:
@@ -287,43 +303,57 @@ async def _pool(repository: SessionRepository, account_id: uuid.UUID, wanted: uu
 # --- ending ----------------------------------------------------------------------------------------------------
 
 
-async def end(database: Database, pools: BrowserPools, *, session_id: uuid.UUID, reason: str) -> BrowserSession:
-    """End the session (a repeated end changes nothing): duration recorded and metered, a start that never got its
-    browser refunded, the browser killed, the client told why, the pool topped up."""
+@dataclass(frozen=True)
+class Ended:
+    """A session just ended in the caller's transaction, and what to do once that commits."""
+
+    row: BrowserSession
+    reason: str
+    changed: bool  # False: it had ended already
+
+
+async def close(session: AsyncSession, *, session_id: uuid.UUID, reason: str) -> Ended:
+    """End the session in the caller's transaction (a repeated end changes nothing): its duration recorded and
+    metered, a start that never got its browser refunded. `release` does the rest once that commits."""
     now = utcnow()
-    async with database.unit_of_work() as session:
-        repository = SessionRepository(session)
-        row = await repository.lock(session_id)
-        if row is None:
-            raise NotFound("Session not found", code="session_not_found")
-        if row.status == "ended":
-            return row
-        before = row.status
-        row.status, row.end_reason, row.ended_at = "ended", reason, now
-        if row.started_at is not None:
-            row.duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
-            await record_session_usage(session, account_id=row.account_id, pool_id=row.pool_id,
-                                       session_id=row.id, start=row.started_at, end=now, now=now)
-        elif row.debit_entry_id is not None:
-            await credits.refund(session, account_id=row.account_id, entry_id=row.debit_entry_id,
-                                 amount=None, reason="browser session did not start",
-                                 idempotency_key=f"session-refund:{row.id}")
-            row.refunded = True
-        await audit.record(session, action="session.ended", target_type="browser_session", target_id=row.id,
-                           account_id=row.account_id, before={"status": before},
-                           after={"reason": reason, "duration_ms": row.duration_ms, "refunded": row.refunded})
-        browser_id, pool_id, account_id = row.browser_id, row.pool_id, row.account_id
-    activity = LIVE.activity.pop(session_id, None)
-    if activity is not None:  # told why before the browser goes, which would drop the connection first
-        for close in list(activity.clients.values()):
+    row = await SessionRepository(session).lock(session_id)
+    if row is None:
+        raise NotFound("Session not found", code="session_not_found")
+    if row.status == "ended":
+        return Ended(row, reason, changed=False)
+    before = row.status
+    row.status, row.end_reason, row.ended_at = "ended", reason, now
+    if row.started_at is not None:
+        row.duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
+        await record_session_usage(session, account_id=row.account_id, pool_id=row.pool_id, session_id=row.id,
+                                   start=row.started_at, end=now, now=now)
+    elif row.debit_entry_id is not None:
+        await credits.refund(session, account_id=row.account_id, entry_id=row.debit_entry_id, amount=None,
+                             reason="browser session did not start", idempotency_key=f"session-refund:{row.id}")
+        row.refunded = True
+    await audit.record(session, action="session.ended", target_type="browser_session", target_id=row.id,
+                       account_id=row.account_id, before={"status": before},
+                       after={"reason": reason, "duration_ms": row.duration_ms, "refunded": row.refunded})
+    await session.flush()
+    return Ended(row, reason, changed=True)
+
+
+async def release(pools: BrowserPools, ended: Ended) -> None:
+    """After the end committed: the client told why (before its browser goes, which would drop the connection
+    first), the browser killed with its profile, a waiting request woken, the pool topped up."""
+    if not ended.changed:
+        return
+    row = ended.row
+    activity = LIVE.activity.pop(row.id, None)
+    if activity is not None:
+        for closer in list(activity.clients.values()):
             with contextlib.suppress(Exception):  # the client may be gone already
-                await close(CLOSE_CODES[reason], reason)
-    if browser_id is not None:
-        await pools.discard(browser_id)
-    LIVE.freed(account_id)
-    LIVE.later(_top_up(pools, pool_id))
-    log.info("session.ended", session_id=str(session_id), reason=reason)
-    return row
+                await closer(CLOSE_CODES[ended.reason], ended.reason)
+    if row.browser_id is not None:
+        await pools.discard(row.browser_id)
+    LIVE.freed(row.account_id)
+    LIVE.later(_top_up(pools, row.pool_id))
+    log.info("session.ended", session_id=str(row.id), reason=ended.reason)
 
 
 async def _top_up(pools: BrowserPools, pool_id: uuid.UUID) -> None:
@@ -351,7 +381,9 @@ async def reap(database: Database, pools: BrowserPools) -> dict[uuid.UUID, str]:
     for row in rows:
         reason = _why_it_ends(row, forms.get(row.pool_id), pools, now, clock)
         if reason is not None:
-            await end(database, pools, session_id=row.id, reason=reason)
+            async with database.unit_of_work() as session:
+                done = await close(session, session_id=row.id, reason=reason)
+            await release(pools, done)
             ended[row.id] = reason
     await pools.maintain()
     return ended
