@@ -222,6 +222,9 @@ class BrowserPools:
         if browser is not None:
             await _kill(browser)
 
+    def warm_count(self, pool_id: uuid.UUID) -> int:
+        return sum(1 for b in self._warm.get(pool_id, []) if b.alive)
+
     def lent(self, browser_id: str) -> Browser | None:
         return self._lent.get(browser_id)
 
