@@ -14,6 +14,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ from sqlalchemy import select, update
 from starlette.responses import HTMLResponse
 
 from jushostit.kit.db import utcnow
-from jushostit.models import BrowserSession, CreditEntry, Subscription
+from jushostit.models import BrowserSession, CreditEntry, Subscription, UsageSample
 from jushostit.runtime.local.browsers import BrowserPools
 from jushostit.runtime.registry import browser_pools
 from jushostit.sessions import service
@@ -180,6 +181,11 @@ async def test_a_customer_drives_a_real_page_through_the_cdp_url_and_ends_the_se
     shown = await shop.session(owner, body["id"])
     assert (shown["status"], shown["end_reason"], shown["credits"]) == ("ended", "ended", 1)
     assert float(shown["duration_seconds"]) > 0
+    async with shop.live.container.database.reader() as session:  # metered: its seconds, to the millisecond
+        [sample] = (await session.scalars(select(UsageSample).where(
+            UsageSample.source_id == f"session:{body['id']}"))).all()
+    assert (sample.metric, sample.quantity, str(sample.account_id)) == (
+        "session_seconds", Decimal(shown["duration_seconds"]), owner.account_id)
     assert await shop.balance(owner) == 2
     listed = await shop.http.get(f"/v1/accounts/{owner.account_id}/sessions", headers=owner.headers)
     assert [item["id"] for item in listed.json()["items"]] == [body["id"]]
