@@ -110,11 +110,10 @@ async def _measure_api(client: httpx.AsyncClient, container, settings: Settings,
 
     warm = [await one(True) for _ in range(samples)]
     await asyncio.gather(*service.LIVE.background)  # the last top-ups, before the pool keeps none warm
-    wanted = pools._wanted[pool_id]
-    pools._wanted[pool_id] = dataclasses.replace(wanted, warm_size=0)
-    for browser in list(pools.browsers_of(pool_id)):
-        await pools.discard(browser.id)
-    pools._warm[pool_id] = []
+    wanted = pools.wanted(pool_id)
+    assert wanted is not None
+    await pools.drain(pool_id)  # the warm ones go; the pool runs on, keeping none warm
+    pools.want(pool_id, dataclasses.replace(wanted, warm_size=0))
     cold = [await one(False) for _ in range(samples)]
     return warm, cold
 
@@ -126,7 +125,7 @@ async def burst_hit_rate(burst: int, warm_size: int) -> tuple[int, int]:
     with tempfile.TemporaryDirectory() as root:
         pools = BrowserPools(Path(root))
         pool_id = uuid.uuid4()
-        pools._wanted[pool_id] = PoolWanted(tuple(template.process.command), warm_size, burst + warm_size)
+        pools.want(pool_id, PoolWanted(tuple(template.process.command), warm_size, burst + warm_size))
         try:
             await pools.top_up(pool_id)
             taken = await asyncio.gather(*(pools.take(pool_id) for _ in range(burst)))

@@ -99,14 +99,21 @@ class BrowserPools:
         if not instance.run:
             await self.drain(instance.id)
             return ObservedInstance("stopped")
-        self._wanted[instance.id] = PoolWanted(tuple(template.process.command), template.pool.warm_size,
-                                               template.pool.max_browsers)
+        self.want(instance.id, PoolWanted(tuple(template.process.command), template.pool.warm_size,
+                                          template.pool.max_browsers))
         await self.reap_orphans(instance.id)
         try:
             await self.top_up(instance.id)
         except BrowserStartFailed as error:
             return ObservedInstance("failed", "the browser could not be started", error=str(error)[:2000])
         return ObservedInstance("throttled" if instance.throttled else "running")
+
+    def want(self, pool_id: uuid.UUID, wanted: PoolWanted) -> None:
+        """The pool runs: browsers of this command, this many warm, at most so many."""
+        self._wanted[pool_id] = wanted
+
+    def wanted(self, pool_id: uuid.UUID) -> PoolWanted | None:
+        return self._wanted.get(pool_id)
 
     async def drain(self, pool_id: uuid.UUID) -> int:
         """No browser of the pool left, warm or lent: what a stopped pool has. Returns how many were killed."""
