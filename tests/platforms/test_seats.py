@@ -27,7 +27,7 @@ from jushostit.models import (
     ServiceTemplate,
     StoredSecret,
 )
-from jushostit.runtime.seats import TAKEN, UNREACHABLE
+from jushostit.runtime.seats import JOIN_HINT, TAKEN, UNREACHABLE
 from tests.hopsworks_stand_in import API_KEY, HopsworksServer, HopsworksStandIn, hopsworks, hopsworks_server
 from tests.live import Live, Signup, live
 
@@ -114,7 +114,8 @@ async def test_a_seat_lives_through_order_suspension_restore_and_deletion_on_the
     assert first is not None and first.instances[uuid.UUID(seat["id"])].status == "running"
     user = hopsworks.by_email(member.email)
     assert user is not None and (user.status, user.max_num_projects) == ("ACTIVATED_ACCOUNT", 0)
-    assert (await live.instance(owner, seat["id"]))["status"] == "running"
+    shown = await live.instance(owner, seat["id"])
+    assert (shown["status"], shown["status_reason"]) == ("running", JOIN_HINT)  # a member: shown how to join
     assert (await shop.seat(seat["id"])).platform_user_id == user.id
     assert [c for c in hopsworks.calls() if c[0] != "GET"] == [("POST", "/admin/users"), ("PUT", f"/admin/users/{user.id}")]
 

@@ -42,6 +42,9 @@ TAKEN = "the e-mail belongs to a platform user JusHostIt did not create; it is n
 UNREACHABLE = "the data platform could not apply a change; it retries automatically"
 NO_PLATFORM = "its data platform is no longer registered"
 NOT_RESTARTABLE = "a seat has no process to restart"
+# A holder who may create no project works in the owner's: the admin API cannot add them, the owner does.
+JOIN_HINT = ("works in the owner's projects: the owner adds them on the platform (project settings, Members, "
+             "add with the role Data scientist)")
 
 
 def initial_password() -> str:
@@ -131,7 +134,7 @@ class SeatDriver:
         except PlatformError as error:
             log.warning("seat.apply_failed", instance_id=str(seat.id), status=error.status, code=error.code)
             return ObservedInstance("failed", UNREACHABLE, error=str(error)[:2000])
-        return ObservedInstance("running")
+        return ObservedInstance("running", JOIN_HINT if seat.max_projects == 0 else None)
 
     async def _our_user(self, row: Seat, client: HopsworksClient) -> HopsworksUser | None:
         """The platform user this seat holds, if any: known by id, or found by email after a create we sent."""

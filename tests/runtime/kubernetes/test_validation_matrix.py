@@ -22,7 +22,7 @@ MATRIX = [
 
 def test_the_matrix_covers_both_versions_and_every_shipped_template_tier_and_level() -> None:
     assert VERSIONS[0] == "1.30" and VERSIONS[1] > "1.30"
-    assert {t.code for t, _, _ in MATRIX} == {"browserless", "ghost", "n8n", "static-site", "wordpress"}
+    assert {t.code for t, _, _ in MATRIX} == {"browserless", "chromium", "ghost", "n8n", "static-site", "wordpress"}
     assert len(MATRIX) == 3 * sum(len(t.tiers) for t in load_templates())
 
 
