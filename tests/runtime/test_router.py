@@ -377,6 +377,11 @@ def handle(conn):
             status = path.rsplit("/", 1)[1]
             conn.sendall(b"HTTP/1.1 " + status.encode() + b" Whatever\\r\\nContent-Type: text/plain\\r\\n\\r\\n")
             conn.sendall(b"the whole body\\n")
+        elif path in ("/no-content-kept", "/not-modified-kept", "/head-kept"):  # no body, the connection kept
+            status = {"/no-content-kept": b"204 No Content", "/not-modified-kept": b"304 Not Modified",
+                      "/head-kept": b"200 OK"}[path]
+            conn.sendall(b"HTTP/1.1 " + status + b"\\r\\nX-Seen: yes\\r\\n\\r\\n")
+            conn.recv(65536)
         elif path == "/early-hints":  # an interim answer first, then the final one, its body in two parts
             conn.sendall(b"HTTP/1.1 103 Early Hints\\r\\nLink: </style.css>; rel=preload\\r\\n\\r\\n")
             time.sleep(0.2)
@@ -470,6 +475,18 @@ async def test_an_answer_without_length_or_chunking_is_complete_when_the_upstrea
         sent = await relayed(raw, f"/until-close/{status}")
         assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == status
         assert body_of(sent) == b"the whole body\n" and ended(sent), (status, sent)
+
+
+async def test_an_answer_without_a_body_by_its_status_or_method_ends_at_once_on_a_connection_kept_open(
+    raw: Site,
+) -> None:
+    # RFC 9112 §6.3: a 204, a 304 and the answer to a HEAD have no body, whatever their headers say; the instance
+    # keeps the connection open, so reading until it closes would never end.
+    for path, status in (("/no-content-kept", 204), ("/not-modified-kept", 304)):
+        sent = await asyncio.wait_for(relayed(raw, path), timeout=10)
+        assert sent[0]["status"] == status and body_of(sent) == b"" and ended(sent), (path, sent)
+    sent = await asyncio.wait_for(call(raw, scope_for("HEAD", "/head-kept")), timeout=10)
+    assert sent[0]["status"] == 200 and body_of(sent) == b"" and ended(sent), sent
 
 
 async def test_an_answer_cut_short_of_its_length_or_last_chunk_is_not_ended_as_complete(raw: Site) -> None:
