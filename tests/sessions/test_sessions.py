@@ -24,10 +24,11 @@ from sqlalchemy import select, update
 from starlette.responses import HTMLResponse
 
 from jushostit.kit.db import utcnow
-from jushostit.models import BrowserSession, CreditEntry, Subscription, UsageSample
+from jushostit.models import BrowserSession, CreditEntry, ServiceTemplate, Subscription, UsageSample
 from jushostit.runtime.local.browsers import BrowserPools
 from jushostit.runtime.registry import browser_pools
 from jushostit.sessions import service
+from tests.events.sse import open_stream
 from tests.live import Live, Signup, eventually, live, served
 
 __all__ = ["live"]  # the fixture
@@ -326,3 +327,58 @@ async def _row(shop: Shop, session_id: str) -> BrowserSession:
         row = await session.get(BrowserSession, uuid.UUID(session_id))
         assert row is not None
         return row
+
+
+@pytest.fixture
+async def per_second_pools(live: Live) -> AsyncIterator[None]:
+    """The chromium template billing sessions per second (as an operator would set it), for this test."""
+    async with live.container.database.unit_of_work() as session:
+        template = await session.scalar(select(ServiceTemplate).where(ServiceTemplate.code == "chromium"))
+        assert template is not None
+        shipped = template.spec
+        template.spec = {**shipped, "pool": {**shipped["pool"], "billing": "second"}}
+    try:
+        yield
+    finally:
+        async with live.container.database.unit_of_work() as session:
+            await session.execute(update(ServiceTemplate).where(ServiceTemplate.code == "chromium")
+                                  .values(spec=shipped))
+
+
+async def test_per_second_billing_warns_before_the_credits_run_out_then_cuts_the_session(
+    per_second_pools: None, shop: Shop,
+) -> None:
+    owner, _ = await shop.customer(credits=100)
+    database = shop.live.container.database
+    body = await shop.started(owner)
+    assert body["credits_left"] == 99  # the first second, taken at the start
+    session_id = uuid.UUID(body["id"])
+
+    async def ran_for(seconds: int) -> None:
+        """As if the session had run this long (its start moved back; the clock is the database's)."""
+        async with database.unit_of_work() as session:
+            await session.execute(update(BrowserSession).where(BrowserSession.id == session_id)
+                                  .values(started_at=utcnow() - timedelta(seconds=seconds)))
+
+    async with open_stream(shop.live.app, owner.headers) as stream:
+        await ran_for(10)
+        assert await service.reap(database, shop.pools) == {}
+        assert await shop.balance(owner) == 99  # taken in steps of 15 s while plenty is left
+        await ran_for(50)
+        assert await service.reap(database, shop.pools) == {}
+        assert await shop.balance(owner) == 50  # seconds 2 to 50
+        warned = await eventually(lambda: stream.events(type="session.credits_low"), "the low-credit event")
+        [(_, event)] = warned
+        assert (event["session_id"], event["credits_left"]) == (body["id"], 50)
+        async with websockets.connect(body["cdp_url"]) as connection:
+            await ran_for(130)
+            assert await service.reap(database, shop.pools) == {session_id: "credits_exhausted"}
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(connection.recv(), timeout=10)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4003, "credits_exhausted")  # type: ignore[union-attr]
+    assert await shop.balance(owner) == 0
+    shown = await shop.session(owner, body["id"])
+    assert (shown["status"], shown["end_reason"]) == ("ended", "credits_exhausted")
+    async with database.reader() as session:
+        row = await session.get(BrowserSession, session_id)
+        assert row is not None and row.charged_seconds == 100 and row.warned_at is not None

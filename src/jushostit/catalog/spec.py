@@ -275,6 +275,10 @@ class PoolForm(Spec):
     max_browsers: int = Field(default=20, ge=1, le=500)  # warm and in use together
     idle_timeout_seconds: int = Field(default=120, ge=5, le=3600)  # no CDP traffic this long: ended as `idle`
     disconnect_grace_seconds: int = Field(default=30, ge=0, le=3600)  # no client connected this long: `idle`
+    # `session`: a session costs one credit, whatever its length. `second`: one credit per second of session, no
+    # minimum (the first at the start), taken as it runs; the customer gets an event when their credits are about
+    # to run out, and the session is cut (`credits_exhausted`) when they have.
+    billing: Literal["session", "second"] = "session"
 
     @model_validator(mode="after")
     def warm_within_max(self) -> PoolForm:

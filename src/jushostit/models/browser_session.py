@@ -45,3 +45,5 @@ class BrowserSession(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_ms: Mapped[int | None] = mapped_column(Integer)  # started to ended: what is billed (per second)
+    charged_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # per-second billing: paid
+    warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # told its credits are about to run out

@@ -42,6 +42,8 @@ from jushostit.billing.repository import BillingRepository
 from jushostit.catalog.spec import PoolForm, TemplateSpec
 from jushostit.config import Settings
 from jushostit.credits import service as credits
+from jushostit.credits.repository import CreditsRepository
+from jushostit.events.repository import EventRepository
 from jushostit.entitlement import Level
 from jushostit.kit import context
 from jushostit.kit.db import Database, utcnow
@@ -239,7 +241,7 @@ async def _reserve(session: AsyncSession, settings: Settings, *, account_id: uui
     if limit == 0:
         raise Conflict("The account's plan includes no browser sessions", code="sessions_not_included")
     repository = SessionRepository(session)
-    pool = await _pool(repository, account_id, data.pool)
+    pool, form = await _pool(repository, account_id, data.pool)
     longest = entitled.quotas.session_max_minutes * 60
     if data.timeout_seconds is not None and data.timeout_seconds > longest:
         raise BadRequest(f"A session lasts at most {longest} seconds on this plan", code="timeout_exceeds_plan",
@@ -249,7 +251,8 @@ async def _reserve(session: AsyncSession, settings: Settings, *, account_id: uui
         raise SessionLimitReached(f"The account has {open_now} sessions open, its limit",
                                   details={"limit": limit, "open": open_now})
     row = BrowserSession(account_id=account_id, pool_id=pool.id, token_hash=token_hash(token), status="starting",
-                         max_seconds=data.timeout_seconds or longest, refunded=False)
+                         max_seconds=data.timeout_seconds or longest, refunded=False,
+                         charged_seconds=1 if form.billing == "second" else 0)  # the start's credit: its first second
     await repository.add(row)
     try:
         change = await credits.debit(session, account_id=account_id, amount=SESSION_CREDITS, reason="browser session",
@@ -275,7 +278,8 @@ def concurrency(level: Level, included: int) -> int:
     return 0
 
 
-async def _pool(repository: SessionRepository, account_id: uuid.UUID, wanted: uuid.UUID | None) -> Instance:
+async def _pool(repository: SessionRepository, account_id: uuid.UUID,
+                wanted: uuid.UUID | None) -> tuple[Instance, PoolForm]:
     pools = await repository.pools_of(account_id)
     if wanted is not None:
         pools = [(i, spec) for i, spec in pools if i.id == wanted]
@@ -297,7 +301,7 @@ async def _pool(repository: SessionRepository, account_id: uuid.UUID, wanted: uu
     if instance.observed_status not in RUNNING:
         raise Conflict(f"The session pool is {instance.observed_status}", code="pool_not_running",
                        details={"status": instance.observed_status})
-    return instance
+    return instance, template.pool
 
 
 # --- ending ----------------------------------------------------------------------------------------------------
@@ -322,6 +326,8 @@ async def close(session: AsyncSession, *, session_id: uuid.UUID, reason: str) ->
     if row.status == "ended":
         return Ended(row, reason, changed=False)
     before = row.status
+    if row.started_at is not None and row.charged_seconds:  # per-second billing: the seconds not yet paid
+        await _charge(session, row, now, final=True)
     row.status, row.end_reason, row.ended_at = "ended", reason, now
     if row.started_at is not None:
         row.duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
@@ -361,6 +367,40 @@ async def _top_up(pools: BrowserPools, pool_id: uuid.UUID) -> None:
         await pools.top_up(pool_id)
 
 
+# --- per-second billing ------------------------------------------------------------------------------------------
+
+CHARGE_EVERY_SECONDS = 15  # credits are taken in steps this long, and every second once they run low
+LOW_CREDIT_SECONDS = 60  # the customer is told when what is left covers less than this
+
+
+async def _charge(session: AsyncSession, row: BrowserSession, now: datetime, *, final: bool = False) -> str | None:
+    """Take the seconds the session has run and not yet paid, one credit each, in the caller's transaction.
+    Returns `credits_exhausted` when the account could not pay them all (what it had is taken). The account is
+    told, once per session, when its credits cover less than a minute more."""
+    assert row.started_at is not None
+    due = int((now - row.started_at).total_seconds())
+    owed = due - row.charged_seconds
+    if owed <= 0:
+        return None
+    balance = await CreditsRepository(session).live_balance(row.account_id, now)
+    if not final and owed < CHARGE_EVERY_SECONDS and balance - owed >= LOW_CREDIT_SECONDS:
+        return None
+    paid = min(owed, balance)
+    if paid:
+        change = await credits.debit(session, account_id=row.account_id, amount=paid, reason="browser session time",
+                                     reference=str(row.id), idempotency_key=f"session:{row.id}:{due}")
+        row.charged_seconds += paid
+        balance = change.balance
+    if balance < LOW_CREDIT_SECONDS and row.warned_at is None and not final:
+        row.warned_at = now
+        await EventRepository(session).publish({
+            "type": "session.credits_low", "account_id": str(row.account_id), "session_id": str(row.id),
+            "credits_left": balance, "at": now.isoformat()})
+        await audit.record(session, action="session.credits_low", target_type="browser_session", target_id=row.id,
+                           account_id=row.account_id, actor=context.SYSTEM, after={"credits_left": balance})
+    return "credits_exhausted" if paid < owed else None
+
+
 # --- the reaper --------------------------------------------------------------------------------------------------
 
 
@@ -380,6 +420,11 @@ async def reap(database: Database, pools: BrowserPools) -> dict[uuid.UUID, str]:
     ended = {}
     for row in rows:
         reason = _why_it_ends(row, forms.get(row.pool_id), pools, now, clock)
+        if reason is None and row.status == "active" and row.charged_seconds:
+            async with database.unit_of_work() as session:
+                locked = await SessionRepository(session).lock(row.id)
+                if locked is not None and locked.status == "active":
+                    reason = await _charge(session, locked, now)
         if reason is not None:
             async with database.unit_of_work() as session:
                 done = await close(session, session_id=row.id, reason=reason)

@@ -39,6 +39,8 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("duration_ms", sa.Integer(), nullable=True),
+        sa.Column("charged_seconds", sa.Integer(), nullable=False),
+        sa.Column("warned_at", sa.DateTime(timezone=True), nullable=True),
         sa.UniqueConstraint("token_hash", name="uq_browser_sessions_token_hash"),
         sa.CheckConstraint(f"status IN {STATUSES}", name="browser_session_status"),
         sa.CheckConstraint(f"end_reason IS NULL OR end_reason IN {REASONS}", name="browser_session_end_reason"),
