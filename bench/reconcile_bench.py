@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -211,15 +212,21 @@ async def wait_status(client: httpx.AsyncClient, instance_id: str, headers: dict
     raise TimeoutError(f"instance never reached {status}")
 
 
+def bench_settings(data_dir: Path, **more: Any) -> Settings:
+    """A bench's server: its data in `data_dir`, the embedded PostgreSQL (or DATABASE_URL), fresh keys, cheap
+    password hashing and no sign-in rate limit (the load is the bench's own)."""
+    return Settings(
+        data_dir=data_dir, database_url=os.environ.get("DATABASE_URL") or None,
+        secret_keys=Fernet.generate_key().decode(), jwt_secret=uuid.uuid4().hex,
+        password_hash_time_cost=1, password_hash_memory_kib=1024, password_hash_parallelism=1,
+        auth_rate_limit="100000/minute", **more,
+    )
+
+
 async def main(count: int, rounds: int) -> None:
     configure_logging("WARNING")
     with tempfile.TemporaryDirectory(prefix="jushostit-bench-", dir="/tmp") as tmp:
-        settings = Settings(
-            data_dir=Path(tmp), database_url=os.environ.get("DATABASE_URL") or None,
-            secret_keys=Fernet.generate_key().decode(), jwt_secret=uuid.uuid4().hex,
-            password_hash_time_cost=1, password_hash_memory_kib=1024, password_hash_parallelism=1,
-            auth_rate_limit="100000/minute",
-        )
+        settings = bench_settings(Path(tmp))
         async with open_container(settings) as container:
             without, with_instance = await make_accounts(container, count, with_instance=count // 2)
             runtime = InMemoryRuntime()
@@ -439,12 +446,7 @@ async def http_figures(seconds: float, clients: int) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        settings = Settings(
-            data_dir=Path(tmp), database_url=os.environ.get("DATABASE_URL") or None,
-            secret_keys=Fernet.generate_key().decode(), jwt_secret=uuid.uuid4().hex,
-            password_hash_time_cost=1, password_hash_memory_kib=1024, password_hash_parallelism=1,
-            auth_rate_limit="100000/minute", port=port, access_token_ttl_seconds=3600,
-        )
+        settings = bench_settings(Path(tmp), port=port, access_token_ttl_seconds=3600)
         driver = local_driver(settings)
         async with open_container(settings) as container:
             app = create_app(settings, container)

@@ -3,8 +3,8 @@ a burst. The browsers are real: Debian's Chromium, run by the local runtime's po
 
 - warm / on demand: `POST /v1/accounts/{id}/sessions` through the app (authentication, the account's lock, the
   entitlement, the concurrency, the credit's debit, the browser, the commit), timed to its 201, then
-  `POST /v1/sessions/{id}/end`. Warm: the pool had a browser waiting (topped up between sessions, outside the
-  measurement); on demand: the pool keeps none warm, so each session's browser is started for it.
+  `POST /v1/sessions/{id}/end`. Warm: the pool had a browser waiting (all started beforehand and settled, with no
+  refill running meanwhile); on demand: the pool keeps none warm, so each session's browser is started for it.
 - burst: `--burst` takes at once from a pool of `--warm-size` warm browsers (the pools alone), and the share
   served warm.
 
@@ -20,21 +20,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-from cryptography.fernet import Fernet
+import psutil
 from sqlalchemy import select, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reconcile_bench import bench_user
+from reconcile_bench import bench_settings, bench_user
 
 from jushostit.app import create_app
 from jushostit.bootstrap import open_container
@@ -44,9 +44,8 @@ from jushostit.config import Settings
 from jushostit.kit.logging import configure_logging
 from jushostit.models import Account, BillingMode, Subscription
 from jushostit.reconcile import service as reconcile
-from jushostit.runtime.local.browsers import BrowserPools, PoolWanted
+from jushostit.runtime.local.browsers import Browser, BrowserPools, PoolWanted
 from jushostit.runtime.registry import browser_pools, driver_for
-from jushostit.sessions import service
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -57,12 +56,7 @@ def percentile(values: list[float], share: float) -> float:
 async def api_latencies(samples: int) -> tuple[list[float], list[float]]:
     """(warm, on demand) milliseconds per session start through the API."""
     with tempfile.TemporaryDirectory(prefix="jushostit-bench-", dir="/tmp") as tmp:
-        settings = Settings(
-            data_dir=Path(tmp), database_url=os.environ.get("DATABASE_URL") or None,
-            secret_keys=Fernet.generate_key().decode(), jwt_secret=uuid.uuid4().hex,
-            password_hash_time_cost=1, password_hash_memory_kib=1024, password_hash_parallelism=1,
-            auth_rate_limit="100000/minute",
-        )
+        settings = bench_settings(Path(tmp))
         async with open_container(settings) as container:
             app = create_app(settings, container)
             pools = browser_pools(settings)
@@ -95,11 +89,6 @@ async def _measure_api(client: httpx.AsyncClient, container, settings: Settings,
     await reconcile.reconcile_account(container.database, settings, container.secret_box, driver, uuid.UUID(account_id))
 
     async def one(warm: bool) -> float:
-        if warm:  # the pool refills after each end, in the background: wait for a warm browser, unmeasured
-            await pools.top_up(pool_id)
-            deadline = time.monotonic() + 30
-            while pools.warm_count(pool_id) == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)  # polling the pool, bounded by the deadline
         started = time.perf_counter()
         answer = await client.post(f"/v1/accounts/{account_id}/sessions", json={}, headers=headers)
         elapsed = (time.perf_counter() - started) * 1000
@@ -108,14 +97,30 @@ async def _measure_api(client: httpx.AsyncClient, container, settings: Settings,
         await client.post(f"/v1/sessions/{answer.json()['id']}/end", headers=headers)
         return elapsed
 
-    warm = [await one(True) for _ in range(samples)]
-    await asyncio.gather(*service.LIVE.background)  # the last top-ups, before the pool keeps none warm
+    # Warm: every session's browser started beforehand, and settled (a browser just started keeps the CPU busy
+    # for a while), with no refill running during the measurement.
     wanted = pools.wanted(pool_id)
     assert wanted is not None
-    await pools.drain(pool_id)  # the warm ones go; the pool runs on, keeping none warm
-    pools.want(pool_id, dataclasses.replace(wanted, warm_size=0))
+    pools.want(pool_id, dataclasses.replace(wanted, warm_size=samples, max_browsers=samples + 1))
+    await pools.top_up(pool_id)
+    await settled(pools.browsers_of(pool_id))
+    pools.want(pool_id, dataclasses.replace(wanted, warm_size=0, max_browsers=samples + 1))
+    warm = [await one(True) for _ in range(samples)]
+    # On demand: nothing warm, each session's browser started for it.
     cold = [await one(False) for _ in range(samples)]
     return warm, cold
+
+
+async def settled(browsers: Sequence[Browser], *, quiet_percent: float = 5.0, limit: float = 60.0) -> None:
+    """Until the browsers together use less than `quiet_percent` of a core over a fifth of a second."""
+    processes = [psutil.Process(b.process.pid) for b in browsers]
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        for process in processes:
+            process.cpu_percent(None)
+        await asyncio.sleep(0.2)  # the window the CPU use is measured over
+        if sum(p.cpu_percent(None) for p in processes) < quiet_percent:
+            return
 
 
 async def burst_hit_rate(burst: int, warm_size: int) -> tuple[int, int]:

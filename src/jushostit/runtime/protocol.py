@@ -120,3 +120,23 @@ class RuntimeDriver(Protocol):
     async def logs(self, instance_id: uuid.UUID, tail: int) -> list[str]: ...
 
     async def restart(self, instance_id: uuid.UUID) -> None: ...
+
+
+class Beside:
+    """A driver set beside the workload runtime for some instances (seats, browser pools): it applies and removes
+    those; observing, destroying an account, logs and restarts go to the runtime."""
+
+    def __init__(self, runtime: RuntimeDriver) -> None:
+        self.runtime = runtime
+
+    async def observe(self, account_id: uuid.UUID) -> Observed:
+        return await self.runtime.observe(account_id)
+
+    async def destroy(self, account_id: uuid.UUID) -> None:
+        await self.runtime.destroy(account_id)
+
+    async def logs(self, instance_id: uuid.UUID, tail: int) -> list[str]:
+        return await self.runtime.logs(instance_id, tail)
+
+    async def restart(self, instance_id: uuid.UUID) -> None:
+        await self.runtime.restart(instance_id)

@@ -30,7 +30,14 @@ from jushostit.platforms import service as platforms
 from jushostit.platforms.facts import project_namespace
 from jushostit.platforms.hopsworks import USER_WAS_NOT_FOUND, HopsworksClient, HopsworksUser, PlatformError
 from jushostit.platforms.repository import PlatformRepository, SeatRepository
-from jushostit.runtime.protocol import AccountState, DesiredSeat, Observed, ObservedInstance, RuntimeDriver
+from jushostit.runtime.protocol import (
+    AccountState,
+    Beside,
+    DesiredSeat,
+    Observed,
+    ObservedInstance,
+    RuntimeDriver,
+)
 from jushostit.vault import service as vault
 
 log = structlog.get_logger(__name__)
@@ -211,11 +218,11 @@ class SeatDriver:
                 await SeatRepository(session).replace_projects(instance_id, found)
 
 
-class WithSeats:
+class WithSeats(Beside):
     """A workload runtime with the seat driver beside it: seats go to the seat driver, the rest to the runtime."""
 
     def __init__(self, runtime: RuntimeDriver, seats: SeatDriver) -> None:
-        self.runtime = runtime
+        super().__init__(runtime)
         self.seats = seats
 
     async def apply(self, desired: AccountState) -> Observed:
@@ -225,18 +232,6 @@ class WithSeats:
         observed.writes += held.writes
         return observed
 
-    async def observe(self, account_id: uuid.UUID) -> Observed:
-        return await self.runtime.observe(account_id)
-
     async def remove_instance(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> None:
         if not await self.seats.remove_instance(account_id, instance_id):
             await self.runtime.remove_instance(account_id, instance_id)
-
-    async def destroy(self, account_id: uuid.UUID) -> None:
-        await self.runtime.destroy(account_id)
-
-    async def logs(self, instance_id: uuid.UUID, tail: int) -> list[str]:
-        return await self.runtime.logs(instance_id, tail)
-
-    async def restart(self, instance_id: uuid.UUID) -> None:
-        await self.runtime.restart(instance_id)

@@ -43,8 +43,8 @@ from jushostit.catalog.spec import PoolForm, TemplateSpec
 from jushostit.config import Settings
 from jushostit.credits import service as credits
 from jushostit.credits.repository import CreditsRepository
-from jushostit.events.repository import EventRepository
 from jushostit.entitlement import Level
+from jushostit.events.repository import EventRepository
 from jushostit.kit import context
 from jushostit.kit.db import Database, utcnow
 from jushostit.kit.errors import AppError, BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests

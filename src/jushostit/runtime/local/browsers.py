@@ -27,6 +27,7 @@ import structlog
 
 from jushostit.runtime.protocol import (
     AccountState,
+    Beside,
     DesiredInstance,
     Observed,
     ObservedInstance,
@@ -291,12 +292,12 @@ async def _kill(browser: Browser) -> None:
     (browser.profile.parent / f"{browser.id}.log").unlink(missing_ok=True)
 
 
-class WithPools:
+class WithPools(Beside):
     """A runtime with the browser pools beside it: session pool instances go to the pools, the rest to the
     runtime."""
 
     def __init__(self, runtime: RuntimeDriver, pools: BrowserPools) -> None:
-        self.runtime = runtime
+        super().__init__(runtime)
         self.pools = pools
 
     @staticmethod
@@ -311,19 +312,7 @@ class WithPools:
             observed.instances[instance.id] = await self.pools.apply_pool(instance)
         return observed
 
-    async def observe(self, account_id: uuid.UUID) -> Observed:
-        return await self.runtime.observe(account_id)
-
     async def remove_instance(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> None:
         await self.pools.drain(instance_id)
         await asyncio.to_thread(shutil.rmtree, self.pools.root / str(instance_id), True)
         await self.runtime.remove_instance(account_id, instance_id)
-
-    async def destroy(self, account_id: uuid.UUID) -> None:
-        await self.runtime.destroy(account_id)
-
-    async def logs(self, instance_id: uuid.UUID, tail: int) -> list[str]:
-        return await self.runtime.logs(instance_id, tail)
-
-    async def restart(self, instance_id: uuid.UUID) -> None:
-        await self.runtime.restart(instance_id)
