@@ -288,3 +288,20 @@ async def test_opencost_costs_of_a_seat_holders_project_namespaces_are_billed_to
     owners = {row.subject: (row.account_id, row.instance_id) for row in (await session.scalars(
         select(UsageSample).where(UsageSample.scope == str(shared.id)))).all()}
     assert owners == {"fraud-model": (account_id, seat_id), "old": (None, None), "spare": (None, None)}
+
+    # Summed into the day with the seat's breakdown, and by project; a second project of the seat adds to both.
+    session.add(SeatProject(instance_id=seat_id, project_id=121, name="churn", namespace="churn"))
+    await session.flush()
+    later = Reading("opencost", f"opencost:{shared.id}:churn:{int(DAY.timestamp())}", Subject(namespace="churn"),
+                    Metric.cost, DAY - timedelta(hours=1), DAY, Decimal("0.08"), scope=str(shared.id))
+    await store(session, settings, [later], collector="opencost", scope=str(shared.id))
+    await service.aggregate(session, settings, utcnow())
+    [day] = await daily(session, account_id)
+    assert day.breakdown == {str(seat_id): {"cost": "0.50"}}
+    assert day.project_breakdown == {"churn": {"cost": "0.08"}, "fraud-model": {"cost": "0.42"}}
+    buckets = await service.usage_buckets(session, account_id, start=DAY - timedelta(days=1), end=DAY + timedelta(days=1),
+                                          granularity="day")
+    assert [b.per_project for b in buckets] == [{"churn": {"cost": Decimal("0.08")}, "fraud-model": {"cost": Decimal("0.42")}}]
+    hourly = await service.usage_buckets(session, account_id, start=DAY - timedelta(hours=1), end=DAY,
+                                         granularity="hour")
+    assert hourly[0].per_project == {"churn": {"cost": Decimal("0.08")}, "fraud-model": {"cost": Decimal("0.42")}}

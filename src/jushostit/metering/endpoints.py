@@ -83,7 +83,9 @@ async def read_usage(
         totals=service.decimal_strings(totals), cost_minor=sum(b.cost_minor or 0 for b in buckets) if priced else None,
         buckets=[UsageBucketRead(start=b.start, end=b.end, quantities=service.decimal_strings(b.quantities),
                                  instances={i: service.decimal_strings(q) for i, q in sorted(b.per_instance.items())},
-                                 cost_minor=b.cost_minor if priced else None) for b in buckets],
+                                 cost_minor=b.cost_minor if priced else None,
+                                 projects={p: service.decimal_strings(q) for p, q in sorted(b.per_project.items())})
+                 for b in buckets],
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -48,6 +48,7 @@ class DaySums:
     day: date
     sources: list[str]
     per_instance: dict[uuid.UUID | None, dict[str, Decimal]]
+    per_project: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # seat holders' projects
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,12 @@ WITH batch AS (
     UPDATE usage_samples SET aggregated_at = :now
     WHERE id = ANY(ARRAY(SELECT id FROM usage_samples WHERE aggregated_at IS NULL AND id > :after ORDER BY id
                          LIMIT :limit FOR UPDATE SKIP LOCKED))
-    RETURNING id, account_id, instance_id, metric, quantity, source, window_start
+    RETURNING id, account_id, instance_id, project, metric, quantity, source, window_start
 )
-SELECT account_id, (window_start AT TIME ZONE 'UTC')::date AS day, instance_id, metric,
+SELECT account_id, (window_start AT TIME ZONE 'UTC')::date AS day, instance_id, project, metric,
        sum(quantity) AS total, max(quantity) AS peak, array_agg(DISTINCT source) AS sources,
        sum(count(*)) OVER () AS taken, max(max(id)) OVER () AS last_id
-FROM batch GROUP BY account_id, day, instance_id, metric
+FROM batch GROUP BY account_id, day, instance_id, project, metric
 """)
 
 
@@ -192,17 +193,22 @@ class MeteringRepository:
         how many were taken, the last id taken (`after` for the next batch), and the sums."""
         rows = (await self.session.execute(_TAKE_BATCH, {"limit": limit, "now": now, "after": after})).all()
         taken, last_id = (int(rows[0].taken), int(rows[0].last_id)) if rows else (0, after)
-        found: dict[tuple[uuid.UUID, date], tuple[set[str], dict[uuid.UUID | None, dict[str, Decimal]]]] = {}
+        found: dict[tuple[uuid.UUID, date], DaySums] = {}
         for row in rows:
             if row.account_id is None:
                 continue
-            sources, per_instance = found.setdefault((row.account_id, row.day), (set(), {}))
-            sources.update(row.sources)
-            per_instance.setdefault(row.instance_id, {})[row.metric] = (
-                row.peak if row.metric in PEAK_METRICS else row.total
-            )
-        return taken, last_id, [DaySums(account_id, day_, sorted(sources), per_instance)
-                       for (account_id, day_), (sources, per_instance) in sorted(found.items(), key=lambda kv: kv[0])]
+            sums = found.setdefault((row.account_id, row.day), DaySums(row.account_id, row.day, [], {}))
+            sums.sources.extend(s for s in row.sources if s not in sums.sources)
+            quantity = row.peak if row.metric in PEAK_METRICS else row.total
+            metrics = sums.per_instance.setdefault(row.instance_id, {})
+            # One instance's rows of several projects (a seat's) add up; a peak is the largest of them.
+            metrics[row.metric] = (max(metrics.get(row.metric, quantity), quantity) if row.metric in PEAK_METRICS
+                                   else metrics.get(row.metric, Decimal(0)) + quantity)
+            if row.project is not None:
+                sums.per_project.setdefault(row.project, {})[row.metric] = quantity
+        for sums in found.values():
+            sums.sources.sort()
+        return taken, last_id, [found[key] for key in sorted(found)]
 
     async def daily_for_update(self, keys: Iterable[tuple[uuid.UUID, date]]) -> dict[tuple[uuid.UUID, date], UsageDaily]:
         """The named account-days, locked. The keys go as two arrays zipped by unnest: a row-value IN list of
@@ -225,7 +231,9 @@ class MeteringRepository:
             await self.session.execute(statement.on_conflict_do_update(
                 index_elements=[UsageDaily.account_id, UsageDaily.day],
                 set_={"sources": statement.excluded.sources, "quantities": statement.excluded.quantities,
-                      "breakdown": statement.excluded.breakdown, "updated_at": statement.excluded.updated_at},
+                      "breakdown": statement.excluded.breakdown,
+                      "project_breakdown": statement.excluded.project_breakdown,
+                      "updated_at": statement.excluded.updated_at},
             ))
 
     async def daily(self, account_ids: Sequence[uuid.UUID], start: date, end: date) -> list[UsageDaily]:
@@ -263,15 +271,17 @@ class MeteringRepository:
         return {row.account_id: PricingRow(row.account_id, row.currency, row.usage_pricing) for row in rows}
 
     async def samples(self, account_id: uuid.UUID, start: datetime, end: datetime
-                      ) -> list[tuple[datetime, uuid.UUID | None, str, Decimal]]:
-        """An account's samples whose window starts in [start, end): (window start, instance, metric, quantity)."""
+                      ) -> list[tuple[datetime, uuid.UUID | None, str | None, str, Decimal]]:
+        """An account's samples whose window starts in [start, end): (window start, instance, project, metric,
+        quantity)."""
         rows = await self.session.execute(
-            select(UsageSample.window_start, UsageSample.instance_id, UsageSample.metric, UsageSample.quantity)
+            select(UsageSample.window_start, UsageSample.instance_id, UsageSample.project, UsageSample.metric,
+                   UsageSample.quantity)
             .where(UsageSample.account_id == account_id, UsageSample.window_start >= start,
                    UsageSample.window_start < end)
             .order_by(UsageSample.window_start)
         )
-        return [(row.window_start, row.instance_id, row.metric, row.quantity) for row in rows]
+        return [(row.window_start, row.instance_id, row.project, row.metric, row.quantity) for row in rows]
 
     async def purge_samples(self, recorded_before: datetime) -> int:
         """Raw samples older than the retention go; usage_daily keeps their sums. Only aggregated ones."""

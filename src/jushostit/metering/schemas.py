@@ -26,6 +26,9 @@ class UsageBucketRead(ResponseModel):
                                                              "such as volumes measured per namespace)")
     cost_minor: int | None = Field(description="Usage charges of the day or month (owners and admins only; null "
                                                "by hour and for other members)")
+    projects: dict[str, dict[str, str]] = Field(
+        description="Seat holders' projects on a data platform, by the namespace each runs in: the part of their "
+                    "seat's quantities each project made")
 
 
 class UsageReport(ResponseModel):

@@ -149,6 +149,7 @@ async def record_collection(
         rows.append({
             "source": reading.source, "source_id": reading.source_id, "scope": reading.scope,
             "account_id": account_id, "instance_id": instance_id, "subject": reading.subject.label[:300],
+            "project": reading.subject.namespace if reading.subject.namespace in owners.seat_projects else None,
             "metric": reading.metric.value, "window_start": reading.start, "window_end": reading.end,
             "quantity": reading.quantity, "recorded_at": now,
         })
@@ -239,11 +240,16 @@ async def aggregate(session: AsyncSession, settings: Settings, now: datetime, *,
         totals: dict[str, Decimal] = {}
         for metrics in per_instance.values():
             add_quantities(totals, metrics)
+        per_project = {project: decimals(metrics)
+                       for project, metrics in (known.project_breakdown if known else {}).items()}
+        for project, metrics in day_sums.per_project.items():
+            add_quantities(per_project.setdefault(project, {}), metrics)
         rows.append({
             "account_id": day_sums.account_id, "day": day_sums.day,
             "sources": sorted(set(day_sums.sources) | set(known.sources if known else [])),
             "quantities": decimal_strings(totals),
             "breakdown": {instance: decimal_strings(metrics) for instance, metrics in sorted(per_instance.items())},
+            "project_breakdown": {project: decimal_strings(metrics) for project, metrics in sorted(per_project.items())},
             "cost_minor": 0, "currency": None, "updated_at": now,
         })
     await repository.upsert_daily(rows)
@@ -425,13 +431,14 @@ def budget_consequence(percent: int) -> str:
 # --- reading usage --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class UsageBucket:
     start: datetime
     end: datetime
     quantities: dict[str, Decimal]
     per_instance: dict[str, dict[str, Decimal]]
     cost_minor: int | None  # None: hours are not priced (a day's share is the smallest priced unit)
+    per_project: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # seat holders' projects
 
 
 def bucket_start(moment: datetime, granularity: str) -> datetime:
@@ -456,29 +463,31 @@ async def usage_buckets(session: AsyncSession, account_id: uuid.UUID, *, start: 
     """An account's usage in [start, end) by hour (from the raw samples, while they are kept), day or month
     (from usage_daily), with totals and per-instance quantities, and the charge of each day or month."""
     repository = MeteringRepository(session)
-    buckets: dict[datetime, tuple[dict[str, Decimal], dict[str, dict[str, Decimal]], int]] = {}
+    buckets: dict[datetime, UsageBucket] = {}
 
-    def bucket(at: datetime) -> tuple[dict[str, Decimal], dict[str, dict[str, Decimal]], int]:
+    def bucket(at: datetime) -> UsageBucket:
         key = bucket_start(at, granularity)
-        return buckets.setdefault(key, ({}, {}, 0))
+        return buckets.setdefault(key, UsageBucket(key, bucket_end(key, granularity), {}, {},
+                                                   None if granularity == "hour" else 0))
 
     if granularity == "hour":
-        for window_start, instance_id, metric, quantity in await repository.samples(account_id, start, end):
-            totals, per_instance, _ = bucket(window_start)
-            add_quantities(totals, {metric: quantity})
-            add_quantities(per_instance.setdefault(str(instance_id or ""), {}), {metric: quantity})
+        for window_start, instance_id, project, metric, quantity in await repository.samples(account_id, start, end):
+            found = bucket(window_start)
+            add_quantities(found.quantities, {metric: quantity})
+            add_quantities(found.per_instance.setdefault(str(instance_id or ""), {}), {metric: quantity})
+            if project is not None:
+                add_quantities(found.per_project.setdefault(project, {}), {metric: quantity})
     else:
         first, last = start.astimezone(UTC).date(), (end - timedelta(microseconds=1)).astimezone(UTC).date()
         for daily in await repository.daily([account_id], first, last + timedelta(days=1)):
-            totals, per_instance, cost = bucket(as_instant(daily.day))
-            add_quantities(totals, decimals(daily.quantities))
+            found = bucket(as_instant(daily.day))
+            add_quantities(found.quantities, decimals(daily.quantities))
             for instance, metrics in daily.breakdown.items():
-                add_quantities(per_instance.setdefault(instance, {}), decimals(metrics))
-            buckets[bucket_start(as_instant(daily.day), granularity)] = (totals, per_instance,
-                                                                         cost + daily.cost_minor)
-    return [UsageBucket(at, bucket_end(at, granularity), totals, per_instance,
-                        None if granularity == "hour" else cost)
-            for at, (totals, per_instance, cost) in sorted(buckets.items())]
+                add_quantities(found.per_instance.setdefault(instance, {}), decimals(metrics))
+            for project, metrics in daily.project_breakdown.items():
+                add_quantities(found.per_project.setdefault(project, {}), decimals(metrics))
+            found.cost_minor = (found.cost_minor or 0) + daily.cost_minor
+    return [buckets[at] for at in sorted(buckets)]
 
 
 def check_range(start: datetime, end: datetime, granularity: str, *, retention_days: int, now: datetime) -> None:
@@ -523,6 +532,7 @@ async def record_session_usage(session: AsyncSession, *, account_id: uuid.UUID, 
     seconds = Decimal(int((end - start).total_seconds() * 1000)) / 1000
     await MeteringRepository(session).insert_samples([{
         "source": "sessions", "source_id": f"session:{session_id}", "scope": "local", "account_id": account_id,
-        "instance_id": pool_id, "subject": f"session {session_id}", "metric": Metric.session_seconds.value,
+        "instance_id": pool_id, "subject": f"session {session_id}", "project": None,
+        "metric": Metric.session_seconds.value,
         "window_start": start, "window_end": end, "quantity": seconds, "recorded_at": now,
     }])

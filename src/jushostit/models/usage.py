@@ -19,6 +19,7 @@ from sqlalchemy import (
     Numeric,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -72,6 +73,8 @@ class UsageSample(Base):
     account_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     instance_id: Mapped[uuid.UUID | None] = mapped_column()
     subject: Mapped[str] = mapped_column(String(300), nullable=False)
+    # A seat holder's project on a data platform (its namespace), when the subject is one.
+    project: Mapped[str | None] = mapped_column(String(255))
     metric: Mapped[str] = mapped_column(String(32), nullable=False)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     window_end: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -92,6 +95,9 @@ class UsageDaily(Base):
     sources: Mapped[list[str]] = mapped_column(ARRAY(String(32)), nullable=False)
     quantities: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False)
     breakdown: Mapped[dict[str, dict[str, str]]] = mapped_column(JSONB, nullable=False)  # instance id → quantities
+    # Seat holders' projects on a data platform: project namespace → quantities (part of their seat's breakdown).
+    project_breakdown: Mapped[dict[str, dict[str, str]]] = mapped_column(JSONB, nullable=False,
+                                                                         server_default=text("'{}'::jsonb"))
     cost_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     currency: Mapped[str | None] = mapped_column(String(3))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
