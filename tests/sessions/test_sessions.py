@@ -382,3 +382,11 @@ async def test_per_second_billing_warns_before_the_credits_run_out_then_cuts_the
     async with database.reader() as session:
         row = await session.get(BrowserSession, session_id)
         assert row is not None and row.charged_seconds == 100 and row.warned_at is not None
+
+
+async def test_the_kubernetes_runtime_refuses_sessions_before_debiting_anything(shop: Shop) -> None:
+    owner, _ = await shop.customer(credits=2)
+    shop.live.configure(runtime="kubernetes")
+    refused = await shop.start(owner)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "sessions_not_supported")
+    assert await shop.balance(owner) == 2

@@ -27,10 +27,10 @@ from jushostit.auth.dependencies import (
 from jushostit.auth.repository import AuthRepository
 from jushostit.auth.scopes import Scope
 from jushostit.kit.db import SessionDep, read_only
-from jushostit.kit.errors import NotFound, responses
+from jushostit.kit.errors import Conflict, NotFound, responses
 from jushostit.kit.pagination import Paging, split_page
 from jushostit.models import BrowserSession, Role
-from jushostit.runtime.registry import browser_pools
+from jushostit.runtime.registry import KUBERNETES, browser_pools
 from jushostit.sessions import service
 from jushostit.sessions.repository import SessionRepository
 from jushostit.sessions.schemas import SessionCreate, SessionPage, SessionRead, SessionStarted
@@ -95,6 +95,8 @@ async def start_session(body: SessionCreate, access: AccountSessionsWriter, requ
     wait up to `wait_seconds`), and the answer carries the CDP URL through this server with the session's own
     token. A browser that cannot be had is 503 `session_start_failed`, its credit refunded."""
     c = container.current()
+    if c.settings.runtime == KUBERNETES:  # refused before anything is debited
+        raise Conflict("Browser sessions are lent by the local runtime only, for now", code="sessions_not_supported")
     # The debit commits before a browser is taken (and the connection goes back to the pool meanwhile); the
     # outcome commits with the request.
     started = await service.start(session, session, c.settings, browser_pools(c.settings),
