@@ -1,14 +1,18 @@
 """Browser sessions on credits: a customer asks for a browser from one of their session pools and gets a CDP URL
 through our proxy, with a token for that session alone.
 
-How a session holds together (each step its own transaction, so a crash anywhere converges):
+How a start holds together (in the request's transaction, committed between the steps, so a crash anywhere
+converges):
 
 1. Under the account's lock: the entitlement allows sessions (a throttled account gets half its concurrency, at
    least one; a stopped one none), the concurrency limit is kept (sessions starting count), and one credit is
-   debited with the session's own idempotency key. The session row (`starting`) and the debit commit together.
+   debited with the session's own idempotency key. The session row (`starting`) and the debit commit together,
+   before any browser is taken (a crash now leaves a `starting` session the reaper ends and refunds).
 2. A browser is taken from the pool: a warm one at once, or one started on demand.
 3. The session becomes `active` with its browser, or, when no browser could be had, `ended` (`start_failed`)
    with its credit refunded in the same transaction.
+
+A pool's template may bill sessions per second instead of per session (`pool.billing`); see `_charge`.
 
 A session ends by `end` (the customer), or by the reaper (every second, in the process that runs the
 browsers): its maximum lifetime (`timeout`), no CDP traffic for the pool's idle timeout or no client connected
