@@ -357,3 +357,25 @@ async def test_remote_users_need_an_enterprise_platform_and_a_configured_provide
                                      json={**body, "edition": "enterprise", "oidc_provider": "corp"})
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (400, "unknown_oidc_provider")
     assert hopsworks.seen == []  # refused before the platform was asked anything
+
+
+async def test_a_paid_seat_whose_user_was_deleted_on_the_platform_is_made_again(
+    live: Live, shop: SeatShop, hopsworks: HopsworksStandIn,
+) -> None:
+    owner, member = await shop.owner_with_member()
+    ordered = (await shop.order(owner, member)).json()
+    await live.reconcile(owner.account_id)
+    first = hopsworks.by_email(member.email)
+    assert first is not None
+    del hopsworks.users[first.id]  # a platform admin deleted it
+
+    again = await live.reconcile(owner.account_id)
+
+    assert again is not None and again.instances[uuid.UUID(ordered["id"])].status == "running"
+    made = hopsworks.by_email(member.email)
+    assert made is not None and made.id != first.id and made.status == "ACTIVATED_ACCOUNT"
+    assert (await shop.seat(ordered["id"])).platform_user_id == made.id
+    async with live.container.database.reader() as session:
+        actions = [e.action for e in (await session.scalars(select(AuditEntry).where(
+            AuditEntry.target_id == ordered["id"]).order_by(AuditEntry.seq))).all()]
+    assert actions.count("seat.user_create_sent") == 2 and "seat.user_vanished" in actions

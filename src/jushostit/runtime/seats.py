@@ -166,31 +166,38 @@ class SeatDriver:
                     raise
             # Deleted on the platform behind our back: the paid seat is made again.
             log.warning("seat.user_vanished", instance_id=str(seat.id))
-            await self._forget_user(seat.id)
+            await self._forget_user(account_id, seat.id)
             create_sent = False
         found = await client.find_user(seat.email)
         if found is not None and not create_sent:
             return None
         if found is None:
-            await self._mark_create_sent(seat.id)
+            await self._mark_create_sent(account_id, seat.id)
         local, _, _ = seat.email.partition("@")
         user = await client.ensure_user(seat.email, local[:30] or "seat", seat.name[:30], max_projects=seat.max_projects,
                                         active=True, password=initial_password(), remote_subject=row.remote_subject)
         await self._record_user(seat.id, user, account_id=account_id)
         return user
 
-    async def _mark_create_sent(self, instance_id: uuid.UUID) -> None:
+    async def _mark_create_sent(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> None:
         async with self._database.unit_of_work() as session:
             locked = await SeatRepository(session).lock(instance_id)
             if locked is not None and locked.create_sent_at is None:
                 locked.create_sent_at = utcnow()
+                await audit.record(session, action="seat.user_create_sent", target_type="instance",
+                                   target_id=instance_id, account_id=account_id, actor=context.SYSTEM,
+                                   after={"email": locked.email})
 
-    async def _forget_user(self, instance_id: uuid.UUID) -> None:
+    async def _forget_user(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> None:
         async with self._database.unit_of_work() as session:
             locked = await SeatRepository(session).lock(instance_id)
             if locked is not None:
+                before = locked.platform_user_id
                 locked.platform_user_id = None
                 locked.create_sent_at = None
+                await audit.record(session, action="seat.user_vanished", target_type="instance",
+                                   target_id=instance_id, account_id=account_id, actor=context.SYSTEM,
+                                   before={"platform_user_id": before})
 
     async def _record_user(self, instance_id: uuid.UUID, user: HopsworksUser, *,
                            account_id: uuid.UUID | None = None) -> None:
