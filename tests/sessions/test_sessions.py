@@ -378,7 +378,7 @@ async def test_per_second_billing_warns_before_the_credits_run_out_then_cuts_the
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4003, "credits_exhausted")  # type: ignore[union-attr]
     assert await shop.balance(owner) == 0
     shown = await shop.session(owner, body["id"])
-    assert (shown["status"], shown["end_reason"]) == ("ended", "credits_exhausted")
+    assert (shown["status"], shown["end_reason"], shown["credits"]) == ("ended", "credits_exhausted", 100)
     async with database.reader() as session:
         row = await session.get(BrowserSession, session_id)
         assert row is not None and row.charged_seconds == 100 and row.warned_at is not None

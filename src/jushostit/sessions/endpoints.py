@@ -74,7 +74,7 @@ def session_read(row: BrowserSession) -> dict[str, Any]:
         "end_reason": row.end_reason, "warm": row.warm, "created_at": row.created_at, "started_at": row.started_at,
         "expires_at": row.expires_at, "ended_at": row.ended_at,
         "duration_seconds": Decimal(row.duration_ms) / 1000 if row.duration_ms is not None else None,
-        "credits": 0 if row.refunded else service.SESSION_CREDITS,
+        "credits": service.credits_taken(row),
     }
 
 

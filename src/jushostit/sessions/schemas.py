@@ -39,7 +39,8 @@ class SessionRead(ResponseModel):
     ended_at: datetime | None
     duration_seconds: Decimal | None = Field(description="Started to ended, to the millisecond; billed per second "
                                                          "as session-minutes, with no minimum")
-    credits: int = Field(description="Credits it took (0 once refunded)")
+    credits: int = Field(description="Credits it took: one, or one per second when its pool bills per second (0 "
+                                     "once refunded)")
 
 
 class SessionStarted(SessionRead):

@@ -272,6 +272,13 @@ async def _reserve(session: AsyncSession, settings: Settings, *, account_id: uui
     return Started(row, token, change.balance)  # the token is kept only as its hash
 
 
+def credits_taken(row: BrowserSession) -> int:
+    """What the session cost: its seconds when billed per second, else its one credit (none once refunded)."""
+    if row.refunded:
+        return 0
+    return row.charged_seconds or SESSION_CREDITS
+
+
 def concurrency(level: Level, included: int) -> int:
     """How many sessions an account may have open: all its plans include at full speed, half (at least one)
     when throttled, none below."""
