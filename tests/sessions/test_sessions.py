@@ -261,7 +261,7 @@ async def test_at_the_concurrency_limit_a_request_waits_in_a_bounded_queue_and_e
 
 
 async def test_every_way_a_session_ends_says_why(shop: Shop) -> None:
-    owner, pool_id = await shop.customer(credits=5, concurrent=5)
+    owner, pool_id = await shop.customer(credits=7, concurrent=5)
     database = shop.live.container.database
 
     # Its maximum lifetime passed.
@@ -279,6 +279,20 @@ async def test_every_way_a_session_ends_says_why(shop: Shop) -> None:
     idle = await shop.started(owner)
     service.LIVE.activity[uuid.UUID(idle["id"])].last -= 121
     assert (await service.reap(database, shop.pools)) == {uuid.UUID(idle["id"]): "idle"}
+
+    # Its client went away and did not come back within the pool's disconnect grace (30 s on chromium); one
+    # still connected keeps a quiet session open.
+    left = await shop.started(owner)
+    kept = await shop.started(owner)
+    async with websockets.connect(left["cdp_url"]):
+        pass
+    async with websockets.connect(kept["cdp_url"]):
+        activity = service.LIVE.activity[uuid.UUID(left["id"])]
+        await eventually(lambda: activity.disconnected_at is not None, "the disconnect to be seen")
+        activity.disconnected_at -= 31  # type: ignore[operator]
+        service.LIVE.activity[uuid.UUID(kept["id"])].last -= 31
+        assert (await service.reap(database, shop.pools)) == {uuid.UUID(left["id"]): "idle"}
+    await shop.http.post(f"/v1/sessions/{kept['id']}/end", headers=owner.headers)
 
     # Its browser died.
     crashed = await shop.started(owner)
@@ -302,7 +316,7 @@ async def test_every_way_a_session_ends_says_why(shop: Shop) -> None:
     assert (await service.reap(database, shop.pools)) == {uuid.UUID(held["id"]): "suspended"}
     refused = await shop.start(owner)
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "not_entitled")
-    assert await shop.balance(owner) == 1  # four sessions took one credit each
+    assert await shop.balance(owner) == 1  # six sessions took one credit each
 
 
 async def test_a_start_that_gets_no_browser_is_refunded(shop: Shop) -> None:
