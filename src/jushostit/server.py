@@ -23,7 +23,7 @@ from jushostit.metering.tasks import schedule_collectors
 from jushostit.reconcile.tasks import schedule_resync
 from jushostit.runtime.registry import KUBERNETES, browser_pools
 from jushostit.runtime.registry import shutdown as runtime_shutdown
-from jushostit.sessions.service import run_reaper
+from jushostit.sessions.service import end_all, run_reaper
 
 log = structlog.get_logger(__name__)
 
@@ -125,6 +125,8 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
         reaping.set()
         if reaper:
             await reaper
+            # The browsers go with serve: their sessions end now, not billed while the server is down.
+            await end_all(container.database, browser_pools(settings), reason="crashed")
         server.should_exit = True
         if worker_task:
             worker_task.cancel()

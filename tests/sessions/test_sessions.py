@@ -404,3 +404,25 @@ async def test_the_kubernetes_runtime_refuses_sessions_before_debiting_anything(
     refused = await shop.start(owner)
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "sessions_not_supported")
     assert await shop.balance(owner) == 2
+
+
+async def test_a_session_the_server_could_not_end_on_time_costs_no_more_than_its_lifetime(shop: Shop) -> None:
+    owner, _ = await shop.customer(credits=2)
+    database = shop.live.container.database
+    body = await shop.started(owner, timeout_seconds=60)
+    async with database.unit_of_work() as session:  # as after three hours down: the reaper could not end it
+        started = utcnow() - timedelta(hours=3)
+        await session.execute(update(BrowserSession).where(BrowserSession.id == uuid.UUID(body["id"]))
+                              .values(started_at=started, expires_at=started + timedelta(seconds=60)))
+    assert await service.reap(database, shop.pools) == {uuid.UUID(body["id"]): "timeout"}
+    shown = await shop.session(owner, body["id"])
+    assert Decimal(shown["duration_seconds"]) == 60
+
+
+async def test_when_serve_stops_its_sessions_end_with_their_browsers(shop: Shop) -> None:
+    owner, _ = await shop.customer(credits=2)
+    body = await shop.started(owner)
+    assert await service.end_all(shop.live.container.database, shop.pools, reason="crashed") == 1
+    shown = await shop.session(owner, body["id"])
+    assert (shown["status"], shown["end_reason"]) == ("ended", "crashed")
+    assert shop.pools.lent((await _row(shop, body["id"])).browser_id or "") is None

@@ -194,15 +194,20 @@ async def start(session: AsyncSession, transaction: Transaction, settings: Setti
             await release(pools, ended)
             raise ServiceUnavailable(f"No browser could be had: {why}; the credit was refunded",
                                      code="session_start_failed") from error
-        started_at = utcnow()
-        repository = SessionRepository(session)
-        if not await repository.mark_started(reserved.id, browser_id=browser.id, warm=warm, started_at=started_at,
-                                             expires_at=started_at + timedelta(seconds=reserved.max_seconds)):
+        try:
+            started_at = utcnow()
+            if not await SessionRepository(session).mark_started(
+                    reserved.id, browser_id=browser.id, warm=warm, started_at=started_at,
+                    expires_at=started_at + timedelta(seconds=reserved.max_seconds)):
+                raise Conflict("The session ended before its browser was ready", code="session_ended")
+            await audit.record(session, action="session.started", target_type="browser_session",
+                               target_id=reserved.id, account_id=account_id, actor=context.SYSTEM,
+                               after={"warm": warm})
+            await transaction.commit()  # the browser is the session's only once this is durable
+        except BaseException:
             await pools.discard(browser.id)
-            raise Conflict("The session ended before its browser was ready", code="session_ended")
+            raise
         LIVE.activity[reserved.id] = Activity()
-        await audit.record(session, action="session.started", target_type="browser_session", target_id=reserved.id,
-                           account_id=account_id, actor=context.SYSTEM, after={"warm": warm})
         await session.refresh(reserved)
     finally:
         LIVE.starting.discard(reserved.id)
@@ -327,6 +332,12 @@ class Ended:
     changed: bool  # False: it had ended already
 
 
+def billed_until(row: BrowserSession, now: datetime) -> datetime:
+    """A session is billed and metered until it ends, never past its maximum lifetime: one the server could not
+    end on time (it was down) costs no more than its lifetime."""
+    return min(now, row.expires_at) if row.expires_at is not None else now
+
+
 async def close(session: AsyncSession, *, session_id: uuid.UUID, reason: str) -> Ended:
     """End the session in the caller's transaction (a repeated end changes nothing): its duration recorded and
     metered, a start that never got its browser refunded. `release` does the rest once that commits."""
@@ -337,13 +348,14 @@ async def close(session: AsyncSession, *, session_id: uuid.UUID, reason: str) ->
     if row.status == "ended":
         return Ended(row, reason, changed=False)
     before = row.status
+    until = billed_until(row, now)
     if row.started_at is not None and row.charged_seconds:  # per-second billing: the seconds not yet paid
-        await _charge(session, row, now, final=True)
+        await _charge(session, row, until, final=True)
     row.status, row.end_reason, row.ended_at = "ended", reason, now
     if row.started_at is not None:
-        row.duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
+        row.duration_ms = max(0, int((until - row.started_at).total_seconds() * 1000))
         await record_session_usage(session, account_id=row.account_id, pool_id=row.pool_id, session_id=row.id,
-                                   start=row.started_at, end=now, now=now)
+                                   start=row.started_at, end=until, now=now)
     elif row.debit_entry_id is not None:
         await credits.refund(session, account_id=row.account_id, entry_id=row.debit_entry_id, amount=None,
                              reason="browser session did not start", idempotency_key=f"session-refund:{row.id}")
@@ -362,15 +374,22 @@ async def release(pools: BrowserPools, ended: Ended) -> None:
         return
     row = ended.row
     activity = LIVE.activity.pop(row.id, None)
-    if activity is not None:
-        for closer in list(activity.clients.values()):
-            with contextlib.suppress(Exception):  # the client may be gone already
-                await closer(CLOSE_CODES[ended.reason], ended.reason)
+    if activity is not None:  # told why before the browser goes, which would drop the connection first
+        await asyncio.gather(*(_tell(closer, ended.reason) for closer in list(activity.clients.values())))
     if row.browser_id is not None:
         await pools.discard(row.browser_id)
     LIVE.freed(row.account_id)
     LIVE.later(_top_up(pools, row.pool_id))
     log.info("session.ended", session_id=str(row.id), reason=ended.reason)
+
+
+CLOSE_TIMEOUT_SECONDS = 2.0
+
+
+async def _tell(closer: Closer, reason: str) -> None:
+    """A client's close frame with the reason; a client that does not take it in time is dropped with the browser."""
+    with contextlib.suppress(Exception):  # gone already, or too slow
+        await asyncio.wait_for(closer(CLOSE_CODES[reason], reason), timeout=CLOSE_TIMEOUT_SECONDS)
 
 
 async def _top_up(pools: BrowserPools, pool_id: uuid.UUID) -> None:
@@ -397,11 +416,21 @@ async def _charge(session: AsyncSession, row: BrowserSession, now: datetime, *, 
     if not final and owed < CHARGE_EVERY_SECONDS and balance - owed >= LOW_CREDIT_SECONDS:
         return None
     paid = min(owed, balance)
-    if paid:
-        change = await credits.debit(session, account_id=row.account_id, amount=paid, reason="browser session time",
-                                     reference=str(row.id), idempotency_key=f"session:{row.id}:{due}")
+    while paid:
+        # Keyed by the seconds it pays for: a range is taken once, whatever retries or ends follow.
+        key = f"session:{row.id}:{row.charged_seconds}-{row.charged_seconds + paid}"
+        try:
+            change = await credits.debit(session, account_id=row.account_id, amount=paid,
+                                         reason="browser session time", reference=str(row.id), idempotency_key=key)
+        except Conflict as refused:  # another debit took credits since the balance was read: take what is left
+            if refused.code != "insufficient_credits":
+                raise
+            balance = int(refused.details["balance"])
+            paid = min(owed, balance)
+            continue
         row.charged_seconds += paid
         balance = change.balance
+        break
     if balance < LOW_CREDIT_SECONDS and row.warned_at is None and not final:
         row.warned_at = now
         await EventRepository(session).publish({
@@ -409,7 +438,7 @@ async def _charge(session: AsyncSession, row: BrowserSession, now: datetime, *, 
             "credits_left": balance, "at": now.isoformat()})
         await audit.record(session, action="session.credits_low", target_type="browser_session", target_id=row.id,
                            account_id=row.account_id, actor=context.SYSTEM, after={"credits_left": balance})
-    return "credits_exhausted" if paid < owed else None
+    return "credits_exhausted" if row.charged_seconds < due else None
 
 
 # --- the reaper --------------------------------------------------------------------------------------------------
@@ -430,18 +459,44 @@ async def reap(database: Database, pools: BrowserPools) -> dict[uuid.UUID, str]:
                 forms[pool_id] = None
     ended = {}
     for row in rows:
-        reason = _why_it_ends(row, forms.get(row.pool_id), pools, now, clock)
-        if reason is None and row.status == "active" and row.charged_seconds:
-            async with database.unit_of_work() as session:
-                locked = await SessionRepository(session).lock(row.id)
-                if locked is not None and locked.status == "active":
-                    reason = await _charge(session, locked, now)
+        try:
+            reason = await _reap_one(database, pools, row, forms.get(row.pool_id), now, clock)
+        except Exception as error:  # noqa: BLE001 - one session's failure must not stop the others' ends
+            log.error("sessions.reap_one_failed", session_id=str(row.id), error=f"{type(error).__name__}: {error}"[:500])
+            continue
         if reason is not None:
-            async with database.unit_of_work() as session:
-                done = await close(session, session_id=row.id, reason=reason)
-            await release(pools, done)
             ended[row.id] = reason
     await pools.maintain()
+    return ended
+
+
+async def _reap_one(database: Database, pools: BrowserPools, row: BrowserSession, form: PoolForm | None,
+                    now: datetime, clock: float) -> str | None:
+    reason = _why_it_ends(row, form, pools, now, clock)
+    if reason is None and row.status == "active" and row.charged_seconds:
+        async with database.unit_of_work() as session:
+            locked = await SessionRepository(session).lock(row.id)
+            if locked is not None and locked.status == "active":
+                reason = await _charge(session, locked, billed_until(locked, now))
+    if reason is not None:
+        async with database.unit_of_work() as session:
+            done = await close(session, session_id=row.id, reason=reason)
+        await release(pools, done)
+    return reason
+
+
+async def end_all(database: Database, pools: BrowserPools, *, reason: str) -> int:
+    """End every session whose browser this process lent (at shutdown: the browsers go with it), so none is left
+    open, or billed, while the server is down."""
+    ended = 0
+    for session_id in list(LIVE.activity):
+        try:
+            async with database.unit_of_work() as session:
+                done = await close(session, session_id=session_id, reason=reason)
+            await release(pools, done)
+            ended += done.changed
+        except Exception as error:  # noqa: BLE001 - the others still end
+            log.error("sessions.end_failed", session_id=str(session_id), error=type(error).__name__)
     return ended
 
 
