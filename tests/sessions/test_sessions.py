@@ -172,6 +172,21 @@ async def test_a_customer_drives_a_real_page_through_the_cdp_url_and_ends_the_se
         assert await evaluate(connection, attached, "document.title") == "loopback page"
         assert await evaluate(connection, attached, "location.href") == loopback_page
 
+        # What would reach the host's files is refused at the proxy, with the command's id.
+        for method, params in (("Page.navigate", {"url": "file:///etc/hostname"}),
+                               ("Target.createTarget", {"url": "FILE:///proc/self/environ"}),
+                               ("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": "/tmp"}),
+                               ("Network.loadNetworkResource", {"url": "file:///etc/passwd", "options": {}})):
+            cdp.counter += 1  # type: ignore[attr-defined]
+            await connection.send(json.dumps({"id": cdp.counter, "method": method, "params": params,  # type: ignore[attr-defined]
+                                              "sessionId": attached}))
+            while True:
+                answer = json.loads(await asyncio.wait_for(connection.recv(), timeout=20))
+                if answer.get("id") == cdp.counter:  # type: ignore[attr-defined]
+                    break
+            assert answer["error"]["code"] == -32000, (method, answer)
+        assert await evaluate(connection, attached, "location.href") == loopback_page  # still where it was
+
         ended = await shop.http.post(f"/v1/sessions/{body['id']}/end", headers=owner.headers)
         assert ended.status_code == 200, ended.text
         with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -400,9 +415,10 @@ async def test_per_second_billing_warns_before_the_credits_run_out_then_cuts_the
 
 async def test_the_kubernetes_runtime_refuses_sessions_before_debiting_anything(shop: Shop) -> None:
     owner, _ = await shop.customer(credits=2)
-    shop.live.configure(runtime="kubernetes")
-    refused = await shop.start(owner)
-    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "sessions_not_supported")
+    for setting in ({"runtime": "kubernetes"}, {"runtime": "local", "run_worker_in_serve": False}):
+        shop.live.configure(**setting)
+        refused = await shop.start(owner)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (409, "sessions_not_supported"), setting
     assert await shop.balance(owner) == 2
 
 

@@ -97,6 +97,9 @@ async def start_session(body: SessionCreate, access: AccountSessionsWriter, requ
     c = container.current()
     if c.settings.runtime == KUBERNETES:  # refused before anything is debited
         raise Conflict("Browser sessions are lent by the local runtime only, for now", code="sessions_not_supported")
+    if not c.settings.run_worker_in_serve:  # the pools are run by the process that reconciles them
+        raise Conflict("Browser sessions need the local runtime in one process: serve with its worker "
+                       "(JUSHOSTIT_RUN_WORKER_IN_SERVE=true)", code="sessions_not_supported")
     # The debit commits before a browser is taken (and the connection goes back to the pool meanwhile); the
     # outcome commits with the request.
     started = await service.start(session, session, c.settings, browser_pools(c.settings),
@@ -176,8 +179,14 @@ async def _relay(websocket: WebSocket, upstream: websockets.ClientConnection, se
                 if message["type"] == "websocket.disconnect":
                     return
                 service.LIVE.touch(session_id)
-                text, data = message.get("text"), message.get("bytes")
-                await upstream.send(text if text is not None else data or b"")
+                text = message.get("text")
+                if text is None:  # CDP is JSON text: a binary frame would pass the checks unread
+                    continue
+                why = service.refusal(text)
+                if why is not None:
+                    await websocket.send_text(service.refused_answer(text, why))
+                    continue
+                await upstream.send(text)
 
     async def to_client() -> None:
         with contextlib.suppress(websockets.ConnectionClosed):

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import secrets
 import time
 import uuid
@@ -142,6 +143,47 @@ class Live:
 
 
 LIVE = Live()
+
+
+# --- what a customer's CDP may ask ------------------------------------------------------------------------------
+
+# The browser runs on our host: commands that reach its files or processes are refused at the proxy.
+REFUSED_METHODS = frozenset({
+    "Browser.setDownloadBehavior", "Page.setDownloadBehavior",  # writing files where the customer says
+    "Network.loadNetworkResource",  # reads file: URLs outside any page's origin
+    "Browser.crash", "Browser.crashGpuProcess", "Browser.executeBrowserCommand",
+    "SystemInfo.getProcessInfo", "Target.exposeDevToolsProtocol", "Target.setRemoteLocations",
+})
+URL_METHODS = frozenset({"Page.navigate", "Target.createTarget"})
+ALLOWED_SCHEMES = ("http:", "https:", "about:", "data:")
+
+
+def refusal(message: str) -> str | None:
+    """Why a CDP command from the customer is refused (None: it goes to the browser)."""
+    try:
+        command = json.loads(message)
+    except ValueError:
+        return None  # not ours to judge: the browser answers it
+    if not isinstance(command, dict):
+        return None
+    method = command.get("method")
+    if method in REFUSED_METHODS:
+        return f"{method} is not allowed on this server"
+    params = command.get("params")
+    if method in URL_METHODS and isinstance(params, dict):
+        url = str(params.get("url", "")).strip().lower()
+        if url and not url.startswith(ALLOWED_SCHEMES):
+            return "only http, https, about and data URLs may be opened"
+    return None
+
+
+def refused_answer(message: str, why: str) -> str:
+    """The CDP error answer to a refused command, with its id."""
+    try:
+        command_id = json.loads(message).get("id")
+    except (ValueError, AttributeError):
+        command_id = None
+    return json.dumps({"id": command_id, "error": {"code": -32000, "message": why}})
 
 
 # --- starting ------------------------------------------------------------------------------------------------------
