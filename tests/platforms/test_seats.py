@@ -182,6 +182,10 @@ async def test_a_seat_lives_through_order_suspension_restore_and_deletion_on_the
             select(AuditEntry).where(AuditEntry.target_id == seat["id"]).order_by(AuditEntry.seq))).all()]
     assert actions[0] == "instance.ordered" and {"seat.user_linked", "seat.user_removed"} <= set(actions)
 
+    # With its seats gone (their records removed), the platform can be forgotten.
+    forgotten = await live.client.delete(f"/v1/admin/platforms/{shop.platform['id']}", headers=shop.admin.headers)
+    assert forgotten.status_code == 204, forgotten.text
+
 
 async def test_an_email_that_belongs_to_a_platform_user_we_did_not_create_is_refused_and_never_taken_over(
     live: Live, shop: SeatShop, hopsworks: HopsworksStandIn,
@@ -379,3 +383,20 @@ async def test_a_paid_seat_whose_user_was_deleted_on_the_platform_is_made_again(
         actions = [e.action for e in (await session.scalars(select(AuditEntry).where(
             AuditEntry.target_id == ordered["id"]).order_by(AuditEntry.seq))).all()]
     assert actions.count("seat.user_create_sent") == 2 and "seat.user_vanished" in actions
+
+
+async def test_a_create_the_platform_refused_leaves_no_mark_so_a_user_made_later_is_not_taken_for_ours(
+    live: Live, shop: SeatShop, hopsworks: HopsworksStandIn,
+) -> None:
+    owner, member = await shop.owner_with_member()
+    ordered = (await shop.order(owner, member)).json()
+    hopsworks.before_next("POST", "/admin/users", lambda stand_in: stand_in.fail_next(1, status=400))
+    refused = await live.reconcile(owner.account_id)
+    assert refused is not None and refused.instances[uuid.UUID(ordered["id"])].status == "failed"
+    seat = await shop.seat(ordered["id"])
+    assert (seat.create_sent_at, seat.platform_user_id) == (None, None) and hopsworks.by_email(member.email) is None
+
+    theirs = hopsworks.user(member.email)  # someone else makes it meanwhile
+    again = await live.reconcile(owner.account_id)
+    assert again is not None and again.instances[uuid.UUID(ordered["id"])].reason == TAKEN
+    assert theirs.status == "ACTIVATED_ACCOUNT" and (await shop.seat(ordered["id"])).platform_user_id is None

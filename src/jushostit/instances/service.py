@@ -169,14 +169,17 @@ async def _order_seat(session: AsyncSession, settings: Settings, box: SecretBox,
     if platform is None:
         raise Conflict(f"The seat's platform {template.platform!r} is not registered", code="template_unavailable",
                        details={"reason": "platform not registered"})
-    account = await _admit(session, settings, account=account, name=data.name, template=None, tier=SEAT_TIER)
     seats = SeatRepository(session)
     if await seats.email_held(platform.id, member.email):
         raise Conflict(f"{member.email} already has a seat on {platform.name!r}", code="seat_exists")
+    # Asked before the account is locked: a slow platform holds up nothing else of the account.
     connection = await platforms.connection(session, box, platform)
     if await platforms.user_exists(connection, member.email, timeout=settings.platform_timeout_seconds):
         raise Conflict(f"{member.email} already belongs to a user on {platform.name!r} that JusHostIt did not "
                        "create; it is never taken over", code="platform_user_exists")
+    account = await _admit(session, settings, account=account, name=data.name, template=None, tier=SEAT_TIER)
+    if await seats.email_held(platform.id, member.email):  # ordered meanwhile, now that the account is locked
+        raise Conflict(f"{member.email} already has a seat on {platform.name!r}", code="seat_exists")
     # On an enterprise platform that trusts our sign-in provider, a holder who signed in through it gets a remote
     # user linked by their subject; anyone else a local user with a password.
     subject = (await repository.sign_in_subject(member.id, platform.oidc_provider)

@@ -204,8 +204,10 @@ class MeteringRepository:
             # One instance's rows of several projects (a seat's) add up; a peak is the largest of them.
             metrics[row.metric] = (max(metrics.get(row.metric, quantity), quantity) if row.metric in PEAK_METRICS
                                    else metrics.get(row.metric, Decimal(0)) + quantity)
-            if row.project is not None:
-                sums.per_project.setdefault(row.project, {})[row.metric] = quantity
+            if row.project is not None:  # the same project under two seats of the day (one made again) adds up
+                project = sums.per_project.setdefault(row.project, {})
+                project[row.metric] = (max(project.get(row.metric, quantity), quantity)
+                                       if row.metric in PEAK_METRICS else project.get(row.metric, Decimal(0)) + quantity)
         for sums in found.values():
             sums.sources.sort()
         return taken, last_id, [found[key] for key in sorted(found)]

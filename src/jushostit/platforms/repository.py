@@ -82,6 +82,10 @@ class SeatRepository:
         )
         return {instance_id: f"{base_url}/" for instance_id, base_url in rows}
 
+    async def drop_removed(self, platform_id: uuid.UUID) -> None:
+        """The records of seats whose platform user was removed (their history stays in the audit log)."""
+        await self.session.execute(delete(Seat).where(Seat.platform_id == platform_id, Seat.removed_at.is_not(None)))
+
     async def in_use(self, platform_id: uuid.UUID) -> bool:
         return await self.session.scalar(
             select(Seat.instance_id).where(Seat.platform_id == platform_id, Seat.removed_at.is_(None)).limit(1)

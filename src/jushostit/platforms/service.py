@@ -101,6 +101,7 @@ async def delete(session: AsyncSession, *, platform_id: uuid.UUID) -> None:
     if await SeatRepository(session).in_use(platform.id):
         raise Conflict("The platform still holds seats: delete them first", code="platform_in_use",
                        details={"name": platform.name})
+    await SeatRepository(session).drop_removed(platform.id)
     before = _audited(platform)
     await vault.forget(session, owner_type=SECRET_OWNER, owner_id=platform.id)
     await repository.delete(platform)

@@ -162,7 +162,7 @@ class SeatDriver:
             try:
                 return await client.set_state(row.platform_user_id, active=True, max_projects=seat.max_projects)
             except PlatformError as error:
-                if error.code != USER_WAS_NOT_FOUND and error.status != 404:
+                if error.code != USER_WAS_NOT_FOUND:  # Hopsworks' own word, not any 404 on the way
                     raise
             # Deleted on the platform behind our back: the paid seat is made again.
             log.warning("seat.user_vanished", instance_id=str(seat.id))
@@ -171,22 +171,38 @@ class SeatDriver:
         found = await client.find_user(seat.email)
         if found is not None and not create_sent:
             return None
-        if found is None:
-            await self._mark_create_sent(account_id, seat.id)
+        password = None if found is not None else await self._mark_create_sent(account_id, seat.id,
+                                                                                 remote=row.remote_subject is not None)
         local, _, _ = seat.email.partition("@")
-        user = await client.ensure_user(seat.email, local[:30] or "seat", seat.name[:30], max_projects=seat.max_projects,
-                                        active=True, password=initial_password(), remote_subject=row.remote_subject)
+        try:
+            user = await client.ensure_user(seat.email, local[:30] or "seat", seat.name[:30],
+                                            max_projects=seat.max_projects, active=True, password=password,
+                                            remote_subject=row.remote_subject)
+        except PlatformError as error:
+            if error.status is not None and 400 <= error.status < 500 and found is None:
+                # Refused, so nothing was made: a user made later under this email is not ours.
+                await self._forget_user(account_id, seat.id)
+            raise
         await self._record_user(seat.id, user, account_id=account_id)
         return user
 
-    async def _mark_create_sent(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> None:
+    async def _mark_create_sent(self, account_id: uuid.UUID, instance_id: uuid.UUID, *, remote: bool) -> str | None:
+        """Recorded before the create is sent, with the initial password it sends (kept encrypted): a crash after
+        the create loses neither. Returns that password (None for a remote user); a create sent again sends the
+        same one."""
         async with self._database.unit_of_work() as session:
             locked = await SeatRepository(session).lock(instance_id)
+            stored = await vault.read(session, self._box, owner_type=SEAT_SECRETS, owner_id=instance_id)
+            password = None if remote else stored.get(PASSWORD) or initial_password()
             if locked is not None and locked.create_sent_at is None:
                 locked.create_sent_at = utcnow()
+                if password is not None and PASSWORD not in stored:
+                    await vault.put(session, self._box, owner_type=SEAT_SECRETS, owner_id=instance_id,
+                                    name=PASSWORD, value=password)
                 await audit.record(session, action="seat.user_create_sent", target_type="instance",
                                    target_id=instance_id, account_id=account_id, actor=context.SYSTEM,
                                    after={"email": locked.email})
+            return password
 
     async def _forget_user(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> None:
         async with self._database.unit_of_work() as session:
@@ -195,6 +211,7 @@ class SeatDriver:
                 before = locked.platform_user_id
                 locked.platform_user_id = None
                 locked.create_sent_at = None
+                await vault.forget(session, owner_type=SEAT_SECRETS, owner_id=instance_id)
                 await audit.record(session, action="seat.user_vanished", target_type="instance",
                                    target_id=instance_id, account_id=account_id, actor=context.SYSTEM,
                                    before={"platform_user_id": before})
