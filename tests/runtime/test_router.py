@@ -20,6 +20,7 @@ import psutil
 import pytest
 from starlette.responses import PlainTextResponse
 
+from jushostit.runtime.local import router as router_module
 from jushostit.runtime.local.driver import LocalDriver
 from jushostit.runtime.local.router import KEEPALIVE_SECONDS, LocalRouter, Route, RouteCache, Upstreams
 from jushostit.runtime.protocol import AccountState
@@ -377,6 +378,9 @@ def handle(conn):
             status = path.rsplit("/", 1)[1]
             conn.sendall(b"HTTP/1.1 " + status.encode() + b" Whatever\\r\\nContent-Type: text/plain\\r\\n\\r\\n")
             conn.sendall(b"the whole body\\n")
+        elif path == "/silent":  # the request read, never a word back, the connection kept open
+            while conn.recv(65536):
+                pass
         elif path in ("/no-content-kept", "/not-modified-kept", "/head-kept"):  # no body, the connection kept
             status = {"/no-content-kept": b"204 No Content", "/not-modified-kept": b"304 Not Modified",
                       "/head-kept": b"200 OK"}[path]
@@ -875,3 +879,38 @@ async def test_a_connection_answered_before_the_body_was_sent_is_not_reused(raw:
     assert sent[0]["status"] == 413 and ended(sent)
     # What is left of the body would be read as the next request: the connection is closed instead.
     await eventually(lambda: not router_connections(raw), "the connection to be closed", timeout=5)
+
+
+async def test_an_instance_that_never_answers_is_a_502_after_the_read_timeout(
+    raw: Site, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(router_module, "READ_TIMEOUT_SECONDS", 0.5)  # 60 s in service: the same rule, sooner
+    sent = await asyncio.wait_for(relayed(raw, "/silent"), timeout=10)
+    assert sent[0]["status"] == 502 and b"not answering" in body_of(sent), sent
+    # With a body: the timeout counts from the end of the upload.
+    upload = {**scope_for("POST", "/silent"), "headers": [(b"host", HOST.encode()), (b"content-length", b"4")]}
+    sent = await asyncio.wait_for(call(raw, upload, [{"type": "http.request", "body": b"data", "more_body": False}]),
+                                  timeout=10)
+    assert sent[0]["status"] == 502, sent
+
+
+async def test_a_slow_upload_is_not_cut_by_the_read_timeout_while_the_client_still_sends(
+    echo: Site, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(router_module, "READ_TIMEOUT_SECONDS", 0.5)
+    parts = [b"one ", b"two ", b"three"]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not parts:
+            return await asyncio.get_running_loop().create_future()  # nothing more comes from this client
+        await asyncio.sleep(0.4)  # the client's own pace: the whole body takes longer than the read timeout
+        part = parts.pop(0)
+        return {"type": "http.request", "body": part, "more_body": bool(parts)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {**scope_for("POST", "/upload"), "headers": [(b"host", HOST.encode()), (b"transfer-encoding", b"chunked")]}
+    await asyncio.wait_for(router_of(echo)(scope, receive, send), timeout=10)
+    assert sent[0]["status"] == 200 and body_of(sent) == b"one two three", sent
