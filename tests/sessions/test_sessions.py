@@ -442,3 +442,24 @@ async def test_when_serve_stops_its_sessions_end_with_their_browsers(shop: Shop)
     shown = await shop.session(owner, body["id"])
     assert (shown["status"], shown["end_reason"]) == ("ended", "crashed")
     assert shop.pools.lent((await _row(shop, body["id"])).browser_id or "") is None
+
+
+async def test_a_start_repeated_with_its_idempotency_key_answers_the_same_session_with_a_new_token(shop: Shop) -> None:
+    owner, _ = await shop.customer(credits=3)
+    key = {"Idempotency-Key": f"retry-{uuid.uuid4().hex}"}
+    first = await shop.http.post(f"/v1/accounts/{owner.account_id}/sessions", json={},
+                                 headers={**owner.headers, **key})
+    again = await shop.http.post(f"/v1/accounts/{owner.account_id}/sessions", json={},
+                                 headers={**owner.headers, **key})
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert again.json()["id"] == first.json()["id"] and again.json()["cdp_url"] != first.json()["cdp_url"]
+    assert await shop.balance(owner) == 2  # debited once
+    with pytest.raises(websockets.InvalidStatus):  # the first answer's token was replaced
+        async with websockets.connect(first.json()["cdp_url"]):
+            pass
+    async with websockets.connect(again.json()["cdp_url"]):
+        pass
+    await shop.http.post(f"/v1/sessions/{first.json()['id']}/end", headers=owner.headers)
+    ended = await shop.http.post(f"/v1/accounts/{owner.account_id}/sessions", json={},
+                                 headers={**owner.headers, **key})
+    assert (ended.status_code, ended.json()["error"]["code"]) == (409, "session_ended")

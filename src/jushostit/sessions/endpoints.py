@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import structlog
 import websockets
-from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect, status
+from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket, WebSocketDisconnect, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jushostit import container
@@ -88,12 +88,16 @@ def cdp_url(request: Request, row: BrowserSession, token: str) -> str:
     "/accounts/{account_id}/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionStarted,
     responses=responses(400, 401, 402, 403, 404, 409, 422, 429, 503),
 )
-async def start_session(body: SessionCreate, access: AccountSessionsWriter, request: Request,
-                        session: SessionDep) -> SessionStarted:
+async def start_session(
+    body: SessionCreate, access: AccountSessionsWriter, request: Request, session: SessionDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
+) -> SessionStarted:
     """Take a browser from one of the account's session pools: one credit is debited (402 with the balance when
     there is none, debiting nothing), the concurrency limit of the plan is kept (409 `session_limit_reached`, or
     wait up to `wait_seconds`), and the answer carries the CDP URL through this server with the session's own
-    token. A browser that cannot be had is 503 `session_start_failed`, its credit refunded."""
+    token. A browser that cannot be had is 503 `session_start_failed`, its credit refunded. Repeated with the same
+    `Idempotency-Key`, it answers the session the first request started (with a new token; nothing debited), 409
+    `session_starting` while that one is still starting, 409 `session_ended` once it has ended."""
     c = container.current()
     if c.settings.runtime == KUBERNETES:  # refused before anything is debited
         raise Conflict("Browser sessions are lent by the local runtime only, for now", code="sessions_not_supported")
@@ -103,7 +107,7 @@ async def start_session(body: SessionCreate, access: AccountSessionsWriter, requ
     # The debit commits before a browser is taken (and the connection goes back to the pool meanwhile); the
     # outcome commits with the request.
     started = await service.start(session, session, c.settings, browser_pools(c.settings),
-                                  account_id=access.account.id, data=body)
+                                  account_id=access.account.id, data=body, idempotency_key=idempotency_key)
     return SessionStarted(**session_read(started.session), cdp_url=cdp_url(request, started.session, started.token),
                           credits_left=started.credits_left)
 

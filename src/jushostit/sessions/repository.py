@@ -35,6 +35,10 @@ class SessionRepository:
     async def by_id(self, session_id: uuid.UUID) -> BrowserSession | None:
         return await self.session.get(BrowserSession, session_id)
 
+    async def by_idempotency_key(self, account_id: uuid.UUID, key: str) -> BrowserSession | None:
+        return await self.session.scalar(select(BrowserSession).where(
+            BrowserSession.account_id == account_id, BrowserSession.idempotency_key == key).with_for_update())
+
     async def lock(self, session_id: uuid.UUID) -> BrowserSession | None:
         return await self.session.scalar(
             select(BrowserSession).where(BrowserSession.id == session_id).with_for_update()

@@ -209,16 +209,22 @@ class Transaction(Protocol):
 
 
 async def start(session: AsyncSession, transaction: Transaction, settings: Settings, pools: BrowserPools, *,
-                account_id: uuid.UUID, data: SessionCreate) -> Started:
+                account_id: uuid.UUID, data: SessionCreate, idempotency_key: str | None = None) -> Started:
     """A session, or a clear refusal that changed nothing: 402 without credits, 409 over the concurrency limit
     (after waiting up to `wait_seconds` in a bounded queue: 429 when it is full), 503 when no browser could be
     had (its credit refunded). The caller's transaction is committed where a start needs it durable (the debit
     before a browser is taken; a failed start's refund), and rolled back before waiting for a free slot (no
-    lock held while waiting)."""
+    lock held while waiting). A request repeated with its `Idempotency-Key` answers the session the first one
+    started, with a new token for it (only the token's hash is kept), and debits nothing again."""
     deadline = time.monotonic() + data.wait_seconds
     while True:
         try:
-            reservation = await _reserve(session, settings, account_id=account_id, data=data)
+            if idempotency_key is not None:
+                replayed = await _replay(session, account_id=account_id, key=idempotency_key)
+                if replayed is not None:
+                    return replayed
+            reservation = await _reserve(session, settings, account_id=account_id, data=data,
+                                         idempotency_key=idempotency_key)
             break
         except SessionLimitReached as refused:
             await transaction.rollback()
@@ -274,8 +280,28 @@ async def _wait_for_a_slot(account_id: uuid.UUID, limit: int, deadline: float, r
         LIVE.waiting[account_id] -= 1
 
 
+async def _replay(session: AsyncSession, *, account_id: uuid.UUID, key: str) -> Started | None:
+    """The session this key started, under the account's lock, with a new token (None: the key is new)."""
+    await BillingRepository(session).lock_account(account_id)
+    row = await SessionRepository(session).by_idempotency_key(account_id, key)
+    if row is None:
+        return None
+    if row.status == "starting":
+        raise Conflict("The session this key asked for is still starting: repeat in a moment",
+                       code="session_starting", details={"session_id": str(row.id)})
+    if row.status == "ended":
+        raise Conflict("The session this key started has ended", code="session_ended",
+                       details={"session_id": str(row.id), "end_reason": row.end_reason})
+    token = secrets.token_urlsafe(32)
+    row.token_hash = token_hash(token)
+    await audit.record(session, action="session.token_renewed", target_type="browser_session", target_id=row.id,
+                       account_id=account_id, after={"idempotency_key": key})
+    await session.flush()
+    return Started(row, token, await CreditsRepository(session).live_balance(account_id, utcnow()))
+
+
 async def _reserve(session: AsyncSession, settings: Settings, *, account_id: uuid.UUID,
-                   data: SessionCreate) -> Started:
+                   data: SessionCreate, idempotency_key: str | None) -> Started:
     """Under the account's lock: entitled, within the concurrency, one credit debited, the row `starting`."""
     token = secrets.token_urlsafe(32)
     account = await BillingRepository(session).lock_account(account_id)
@@ -302,7 +328,7 @@ async def _reserve(session: AsyncSession, settings: Settings, *, account_id: uui
         raise SessionLimitReached(f"The account has {open_now} sessions open, its limit",
                                   details={"limit": limit, "open": open_now})
     row = BrowserSession(account_id=account_id, pool_id=pool.id, token_hash=token_hash(token), status="starting",
-                         max_seconds=data.timeout_seconds or longest, refunded=False,
+                         max_seconds=data.timeout_seconds or longest, refunded=False, idempotency_key=idempotency_key,
                          charged_seconds=1 if form.billing == "second" else 0)  # the start's credit: its first second
     await repository.add(row)
     try:
