@@ -400,3 +400,23 @@ async def test_a_create_the_platform_refused_leaves_no_mark_so_a_user_made_later
     again = await live.reconcile(owner.account_id)
     assert again is not None and again.instances[uuid.UUID(ordered["id"])].reason == TAKEN
     assert theirs.status == "ACTIVATED_ACCOUNT" and (await shop.seat(ordered["id"])).platform_user_id is None
+
+
+async def test_the_initial_password_is_shown_only_once_its_user_exists_and_a_resent_create_sends_the_same(
+    live: Live, shop: SeatShop, hopsworks: HopsworksStandIn,
+) -> None:
+    owner, member = await shop.owner_with_member()
+    ordered = (await shop.order(owner, member)).json()
+    hopsworks.before_next("POST", "/admin/users", lambda stand_in: stand_in.fail_next(4))  # the create's outage
+    await live.reconcile(owner.account_id)
+    assert hopsworks.by_email(member.email) is None
+    early = await live.client.get(f"/v1/instances/{ordered['id']}/credentials", headers=member.headers)
+    assert early.json()["values"] == [{"name": "username", "value": member.email}]  # no user yet: kept
+
+    await live.reconcile(owner.account_id)  # the create sent again, with the password recorded before the first
+    user = hopsworks.by_email(member.email)
+    assert user is not None
+    sent = [seen.query.get("password") for seen in hopsworks.requests("POST", "/admin/users")]
+    assert len(set(sent)) == 1 and sent[-1] == user.password
+    shown = await live.client.get(f"/v1/instances/{ordered['id']}/credentials", headers=member.headers)
+    assert shown.json()["values"][1] == {"name": "password", "value": user.password}

@@ -255,16 +255,18 @@ async def credentials(session: AsyncSession, box: SecretBox, *, instance: Instan
 
 async def _seat_credentials(session: AsyncSession, box: SecretBox, *, seat: Seat,
                             account_id: uuid.UUID) -> list[tuple[str, str]]:
-    """The platform username, and the initial password once: it is forgotten as it is shown (the holder changes
-    it on the platform; a lost one is reset there)."""
+    """The platform username, and the initial password once, when its user exists: it is forgotten as it is shown
+    (the holder changes it on the platform; a lost one is reset there). The seat is locked, so two reads at once
+    cannot both see it."""
+    locked = await SeatRepository(session).lock(seat.instance_id) or seat
     values = await vault.read(session, box, owner_type=SEAT_SECRETS, owner_id=seat.instance_id)
     revealed = [("username", seat.email)]
-    if PASSWORD in values:
+    if PASSWORD in values and locked.platform_user_id is not None:
         revealed.append(("password", values[PASSWORD]))
         await vault.forget(session, owner_type=SEAT_SECRETS, owner_id=seat.instance_id)
     await audit.record(session, action="instance.credentials_read", target_type="instance",
                        target_id=seat.instance_id, account_id=account_id,
-                       after={"names": [name for name, _ in revealed], "password_forgotten": PASSWORD in values})
+                       after={"names": [name for name, _ in revealed], "password_forgotten": len(revealed) > 1})
     return revealed
 
 
