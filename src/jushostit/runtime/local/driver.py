@@ -278,7 +278,8 @@ class LocalDriver:
             else:
                 await asyncio.sleep(0.05)  # not our child: poll until it is gone
         if record.alive():
-            os.killpg(record.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it ended between the check and the kill: as asked
+                os.killpg(record.pid, signal.SIGKILL)
         if child is not None:
             await child.wait()
         log.info("local.stopped", instance_id=str(instance_id), pid=record.pid)
