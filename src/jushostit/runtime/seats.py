@@ -48,7 +48,6 @@ PASSWORD_LENGTH = 20
 TAKEN = "the e-mail belongs to a platform user JusHostIt did not create; it is never taken over"
 UNREACHABLE = "the data platform could not apply a change; it retries automatically"
 NO_PLATFORM = "its data platform is no longer registered"
-NOT_RESTARTABLE = "a seat has no process to restart"
 # A holder who may create no project works in the owner's: the admin API cannot add them, the owner does.
 JOIN_HINT = ("works in the owner's projects: the owner adds them on the platform (project settings, Members, "
              "add with the role Data scientist)")
@@ -94,9 +93,6 @@ class SeatDriver:
                 observed.instances[seat.id] = await self._apply_one(desired.account_id, seat, row, client)
                 observed.writes += client.writes
         return observed
-
-    async def observe(self, account_id: uuid.UUID) -> Observed:
-        return Observed()  # a pass applies and reads back in one go: `apply` is the observation
 
     async def remove_instance(self, account_id: uuid.UUID, instance_id: uuid.UUID) -> bool:
         """Remove the seat's platform user, its projects first. False when the instance is not a seat."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -44,9 +43,6 @@ class SessionRepository:
             select(BrowserSession).where(BrowserSession.id == session_id).with_for_update()
         )
 
-    async def by_token_hash(self, token_hash: str) -> BrowserSession | None:
-        return await self.session.scalar(select(BrowserSession).where(BrowserSession.token_hash == token_hash))
-
     async def open_sessions(self) -> list[BrowserSession]:
         """Every session not ended (the reaper's sweep; they are few: each holds a browser)."""
         return list((await self.session.scalars(
@@ -80,9 +76,3 @@ class SessionRepository:
         )
         return done.first() is not None
 
-    async def sessions_of_pools(self, pool_ids: Sequence[uuid.UUID]) -> list[BrowserSession]:
-        if not pool_ids:
-            return []
-        return list((await self.session.scalars(
-            select(BrowserSession).where(BrowserSession.pool_id.in_(list(pool_ids)), BrowserSession.status != "ended")
-        )).all())

@@ -19,7 +19,7 @@ import signal
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -58,7 +58,6 @@ class Browser:
     profile: Path
     port: int
     path: str  # /devtools/browser/<id>: the browser-level DevTools WebSocket
-    started_at: float = field(default_factory=time.monotonic)
 
     @property
     def alive(self) -> bool:
